@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Regenerates gen/ from protos/ (never edit gen/ by hand).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+googleapis=$($PY -c 'import os, google.rpc.status_pb2 as m; print(os.path.dirname(os.path.dirname(os.path.dirname(m.__file__))))')
+rm -rf gen.tmp && mkdir -p gen.tmp
+# shellcheck disable=SC2046
+$PY -m grpc_tools.protoc -I protos -I "$googleapis" \
+  --python_out=gen.tmp --grpc_python_out=gen.tmp --pyi_out=gen.tmp \
+  $(find protos -name '*.proto' | sort)
+rm -rf gen && mv gen.tmp gen

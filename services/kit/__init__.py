@@ -1,0 +1,1 @@
+"""The small shared kit every service stands on: config, errors, storage, events, cache, server."""

@@ -1,0 +1,86 @@
+"""API keys. The admin key comes from the environment; shop keys are signed with the shared
+auth secret, so every service verifies them without a database lookup."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from services.kit.errors import PermissionDenied, Unauthenticated
+
+SHOP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_KEY_PREFIX = "lk_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the admin (any shop) or one shop."""
+
+    shop_id: str | None
+    key_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.shop_id is None
+
+
+ADMIN = Principal(shop_id=None, key_id="admin")
+
+
+class KeyRing:
+    def __init__(self, admin_key: str, secret: bytes):
+        self._admin_key = admin_key.encode()
+        self._secret = secret
+
+    def _signature(self, shop_id: str, key_id: str) -> str:
+        digest = hmac.new(self._secret, f"{shop_id}.{key_id}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
+
+    def issue(self, shop_id: str) -> tuple[str, str]:
+        """A new key for one shop: (key_id, key)."""
+        key_id = secrets.token_hex(6)
+        return key_id, self.key_for(shop_id, key_id)
+
+    def key_for(self, shop_id: str, key_id: str) -> str:
+        return f"{_KEY_PREFIX}{shop_id}.{key_id}.{self._signature(shop_id, key_id)}"
+
+    def authenticate(self, key: str) -> Principal:
+        if not key:
+            raise Unauthenticated(
+                "missing API key: send 'authorization: Bearer <key>'", reason="MISSING_CREDENTIALS"
+            )
+        if hmac.compare_digest(key.encode(), self._admin_key):
+            return ADMIN
+        if key.startswith(_KEY_PREFIX):
+            parts = key[len(_KEY_PREFIX) :].split(".")
+            if len(parts) == 3:
+                shop_id, key_id, signature = parts
+                if hmac.compare_digest(signature.encode(), self._signature(shop_id, key_id).encode()):
+                    return Principal(shop_id=shop_id, key_id=key_id)
+        raise Unauthenticated("invalid API key", reason="INVALID_CREDENTIALS")
+
+
+def authorize(principal: Principal, shop_id: str, *, admin_only: bool) -> None:
+    """A shop key acts on its own shop only; some calls are the admin's alone."""
+    if principal.is_admin:
+        return
+    if admin_only:
+        raise PermissionDenied("this call needs the admin key", reason="ADMIN_ONLY")
+    if shop_id and shop_id != principal.shop_id:
+        raise PermissionDenied(
+            "this key belongs to another shop", reason="SHOP_MISMATCH", metadata={"shop_id": shop_id}
+        )
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else value.strip()
+        if key == "x-api-key" and isinstance(value, str):
+            return value.strip()
+    return ""

@@ -1,0 +1,136 @@
+"""Cache-aside for hot reads: an in-process LRU with TTL, or Redis. Keys carry the shop as a
+Redis Cluster hash tag. Redis unavailable means slower, not broken: reads miss, and deletes that
+could not be sent are retried once Redis answers again."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Protocol
+
+import redis
+
+log = logging.getLogger("loyalty.cache")
+
+
+def cache_key(shop_id: str, *parts: str) -> str:
+    return "loyalty:{" + shop_id + "}:" + ":".join(parts)
+
+
+class Cache(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    def delete(self, *keys: str) -> None: ...
+
+
+class LocalCache:
+    """Bounded, TTL'd, thread-safe; for one process (the embedded default, and per-process
+    memos of any value)."""
+
+    def __init__(self, max_entries: int = 100_000):
+        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            if entry[0] < time.monotonic():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return entry[1]
+
+    def set(self, key: str, value: Any, ttl: float) -> None:
+        with self._lock:
+            self._data[key] = (time.monotonic() + ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+    def delete(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._data.pop(key, None)
+
+
+class RedisCache:
+    """Shared by every process and replica. After a failure it stops asking Redis for a short
+    while, so an outage costs one timeout, not one per call."""
+
+    def __init__(self, url: str, *, timeout: float = 0.1, pause_seconds: float = 2.0, max_pending_deletes: int = 100_000):
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._pause_seconds = pause_seconds
+        self._down_until = 0.0
+        self._pending_deletes: set[str] = set()
+        self._max_pending = max_pending_deletes
+        self._lock = threading.Lock()
+
+    def _available(self) -> bool:
+        if self._down_until == 0.0:
+            return True
+        if time.monotonic() < self._down_until:
+            return False
+        return self._flush_pending_deletes()
+
+    def _failed(self, exc: Exception) -> None:
+        if self._down_until == 0.0:
+            log.warning("redis cache unavailable (%s); serving from the database", exc)
+        self._down_until = time.monotonic() + self._pause_seconds
+
+    def _flush_pending_deletes(self) -> bool:
+        with self._lock:
+            keys = list(self._pending_deletes)
+        try:
+            for i in range(0, len(keys), 1000):
+                self.client.delete(*keys[i : i + 1000])
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return False
+        with self._lock:
+            self._pending_deletes.difference_update(keys)
+        self._down_until = 0.0
+        log.warning("redis cache is back; %d stale keys invalidated", len(keys))
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        if not self._available():
+            return None
+        try:
+            return self.client.get(key)
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return None
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        if not self._available():
+            return
+        try:
+            self.client.set(key, value, px=int(ttl * 1000))
+        except redis.RedisError as exc:
+            self._failed(exc)
+
+    def delete(self, *keys: str) -> None:
+        if not keys:
+            return
+        if self._available():
+            try:
+                self.client.delete(*keys)
+                return
+            except redis.RedisError as exc:
+                self._failed(exc)
+        with self._lock:
+            if len(self._pending_deletes) + len(keys) > self._max_pending:
+                log.error("too many invalidations pending while redis is down; entries may be stale until their TTL")
+                return
+            self._pending_deletes.update(keys)
+
+
+def make_cache(redis_url: str) -> Cache:
+    return RedisCache(redis_url) if redis_url else LocalCache()

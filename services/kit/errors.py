@@ -1,0 +1,75 @@
+"""Domain errors. Plain Python: the gRPC status mapping lives in the interceptor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ServiceError(Exception):
+    """An expected failure the caller can act on; `reason` is UPPER_SNAKE_CASE (AIP-193)."""
+
+    code = "UNKNOWN"
+
+    def __init__(self, message: str, *, reason: str, metadata: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+
+
+class InvalidArgument(ServiceError):
+    code = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Iterable[tuple[str, str]], *, reason: str = "INVALID_ARGUMENT"):
+        self.violations = list(violations)
+        message = "; ".join(f"{field}: {description}" for field, description in self.violations)
+        super().__init__(message or "invalid argument", reason=reason)
+
+
+class NotFound(ServiceError):
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(ServiceError):
+    code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(ServiceError):
+    """The system is not in a state for this request (insufficient points, threshold not met)."""
+
+    code = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, *, reason: str, subject: str = "", metadata: dict[str, str] | None = None):
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.subject = subject
+
+
+class PermissionDenied(ServiceError):
+    code = "PERMISSION_DENIED"
+
+
+class Unauthenticated(ServiceError):
+    code = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(ServiceError):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class Violations:
+    """Collects field violations so a request reports all of its problems at once."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append((field, description))
+
+    def check(self, ok: bool, field: str, description: str) -> bool:
+        if not ok:
+            self.add(field, description)
+        return ok
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)

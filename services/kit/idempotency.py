@@ -1,0 +1,79 @@
+"""Idempotent mutations (AIP-155): the response to a request_id is stored in the same
+transaction as the change, so a retry returns the first response and changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.kit.errors import InvalidArgument
+from services.kit.storage import Database, UnitOfWork
+from services.kit.timeutil import utcnow
+
+R = TypeVar("R", bound=Message)
+MAX_REQUEST_ID = 128
+
+
+class _Duplicate(Exception):
+    """Another transaction holds this request_id; read its answer instead."""
+
+
+def run_idempotent(
+    db: Database,
+    *,
+    shop_id: str,
+    method: str,
+    request: Message,
+    response_type: type[R],
+    work: Callable[[UnitOfWork], R],
+) -> R:
+    """Runs `work` once per (shop, method, request.request_id). An empty request_id runs it
+    without a record (for RPCs whose natural key already makes them idempotent)."""
+    request_id: str = request.request_id  # type: ignore[attr-defined]
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument([("request_id", f"at most {MAX_REQUEST_ID} characters")])
+    if not request_id:
+        return db.transact(work)
+    fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+    table = db.kit.idempotency
+    key = (table.c.shop_id == shop_id) & (table.c.method == method) & (table.c.request_id == request_id)
+
+    def stored(row) -> R:  # noqa: ANN001
+        if row.fingerprint != fingerprint:
+            raise InvalidArgument(
+                [("request_id", "already used for a different request; use a new request_id")],
+                reason="REQUEST_ID_REUSED",
+            )
+        return response_type.FromString(row.response)
+
+    def attempt(uow: UnitOfWork) -> R:
+        row = uow.conn.execute(select(table.c.fingerprint, table.c.response).where(key)).first()
+        if row is not None:
+            return stored(row)
+        try:
+            uow.conn.execute(
+                insert(table),
+                {
+                    "shop_id": shop_id,
+                    "method": method,
+                    "request_id": request_id,
+                    "fingerprint": fingerprint,
+                    "response": b"",
+                    "created_at": utcnow(),
+                },
+            )
+        except IntegrityError as exc:  # a concurrent twin committed first
+            raise _Duplicate from exc
+        response = work(uow)
+        uow.conn.execute(update(table).where(key).values(response=response.SerializeToString()))
+        return response
+
+    try:
+        return db.transact(attempt)
+    except _Duplicate:
+        return db.read(lambda conn: stored(conn.execute(select(table.c.fingerprint, table.c.response).where(key)).one()))

@@ -1,0 +1,199 @@
+"""One server interceptor for the cross-cutting work of every call: authentication and shop
+scoping, a trace span, mapping errors to gRPC statuses with google.rpc details, and a JSON
+request log. One wrapper instead of four keeps the per-call Python work small."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import grpc
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from opentelemetry import propagate, trace
+
+from services.kit.auth import KeyRing, authorize, bearer_token
+from services.kit.errors import FailedPrecondition, InvalidArgument, ServiceError
+
+log = logging.getLogger("loyalty.access")
+errlog = logging.getLogger("loyalty.errors")
+tracer = trace.get_tracer("loyalty.rpc")
+
+_UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def _pack(message) -> AnyProto:  # noqa: ANN001
+    packed = AnyProto()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(error: ServiceError, domain: str) -> grpc.Status:
+    """A domain error as a gRPC status carrying ErrorInfo and, where they apply, BadRequest
+    field violations or a PreconditionFailure."""
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata))]
+    if isinstance(error, InvalidArgument):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in error.violations
+                    ]
+                )
+            )
+        )
+    elif isinstance(error, FailedPrecondition):
+        details.append(
+            _pack(
+                error_details_pb2.PreconditionFailure(
+                    violations=[
+                        error_details_pb2.PreconditionFailure.Violation(
+                            type=error.reason, subject=error.subject, description=error.message
+                        )
+                    ]
+                )
+            )
+        )
+    code = getattr(code_pb2, error.code)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
+
+
+class ServiceInterceptor(grpc.ServerInterceptor):
+    def __init__(self, *, service: str, keyring: KeyRing, admin_methods: frozenset[str], access_log: bool):
+        self.domain = f"{service}.loyalty"
+        self.keyring = keyring
+        self.admin_methods = admin_methods
+        self.access_log = access_log
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = continuation(handler_call_details)
+        if handler is None or method.startswith(_UNAUTHENTICATED_PREFIXES):
+            return handler
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        admin_only = method in self.admin_methods
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            def unary(request, context):  # noqa: ANN001
+                return self._call(method, admin_only, inner, request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            def unary_stream(request, context):  # noqa: ANN001
+                yield from self._stream(method, admin_only, inner_stream, request, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        raise NotImplementedError(f"{method}: only unary and server-streaming calls are supported")
+
+    def _enter(self, admin_only: bool, request, context):  # noqa: ANN001
+        metadata = context.invocation_metadata()
+        principal = self.keyring.authenticate(bearer_token(metadata))
+        authorize(principal, getattr(request, "shop_id", ""), admin_only=admin_only)
+        return metadata
+
+    def _call(self, method: str, admin_only: bool, inner: Callable, request, context):  # noqa: ANN001
+        start = time.perf_counter()
+        status: grpc.Status | None = None
+        error_id = ""
+        code = "OK"
+        try:
+            metadata = self._enter(admin_only, request, context)
+            with tracer.start_as_current_span(
+                method, context=_parent(metadata), kind=trace.SpanKind.SERVER
+            ) if _traced() else _NOOP:
+                return inner(request, context)
+        except ServiceError as exc:
+            code, status = exc.code, to_status(exc, self.domain)
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            code = "INTERNAL"
+            errlog.exception("unexpected error", extra={"method": method, "error_id": error_id})
+            status = _internal(error_id, self.domain)
+        finally:
+            if self.access_log:
+                self._log(method, request, code, start, error_id)
+        context.abort_with_status(status)
+
+    def _stream(self, method: str, admin_only: bool, inner: Callable, request, context) -> Iterator:  # noqa: ANN001
+        start = time.perf_counter()
+        status: grpc.Status | None = None
+        error_id = ""
+        code = "OK"
+        try:
+            self._enter(admin_only, request, context)
+            yield from inner(request, context)
+        except ServiceError as exc:
+            code, status = exc.code, to_status(exc, self.domain)
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            code = "INTERNAL"
+            errlog.exception("unexpected error", extra={"method": method, "error_id": error_id})
+            status = _internal(error_id, self.domain)
+        finally:
+            if self.access_log:
+                self._log(method, request, code, start, error_id)
+        if status is not None:
+            context.abort_with_status(status)
+
+    @staticmethod
+    def _log(method: str, request, code: str, start: float, error_id: str) -> None:  # noqa: ANN001
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "rpc",
+                extra={
+                    "method": method,
+                    "code": code,
+                    "ms": round((time.perf_counter() - start) * 1000, 2),
+                    "shop_id": getattr(request, "shop_id", ""),
+                    "request_id": getattr(request, "request_id", ""),
+                    "error_id": error_id,
+                },
+            )
+
+
+class _NoopContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        return None
+
+
+_NOOP = _NoopContext()
+
+
+def _traced() -> bool:
+    """Spans only when a tracer provider is configured: the no-op path costs nothing."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def _parent(metadata):  # noqa: ANN001
+    carrier = {k: v for k, v in metadata or () if k in ("traceparent", "tracestate")}
+    return propagate.extract(carrier) if carrier else None
+
+
+def _internal(error_id: str, domain: str) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=domain, metadata={"error_id": error_id})
+    return rpc_status.to_status(
+        status_pb2.Status(
+            code=code_pb2.INTERNAL, message=f"internal error (error id {error_id})", details=[_pack(info)]
+        )
+    )

@@ -1,0 +1,1 @@
+"""The membership service: programs, members, consent, order facts and tiers."""

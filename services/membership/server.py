@@ -1,0 +1,26 @@
+"""Wiring only: the membership service's app for the kit to run."""
+
+from __future__ import annotations
+
+from loyalty.membership.v1 import membership_service_pb2_grpc as pb_grpc
+
+from services.kit.auth import KeyRing
+from services.kit.cache import Cache
+from services.kit.config import Settings
+from services.kit.server import ServiceApp
+from services.kit.storage import Database
+from services.membership.api import MembershipApi
+from services.membership.pii import PhoneVault
+from services.membership.service import MembershipService
+from services.membership.tables import kit
+
+NAME = "membership"
+FULL_NAME = "loyalty.membership.v1.MembershipService"
+ADMIN_METHODS = frozenset({f"/{FULL_NAME}/CreateProgram", f"/{FULL_NAME}/IssueApiKey"})
+
+
+def build_app(settings: Settings, *, cache: Cache, keyring: KeyRing, db_url: str | None = None) -> ServiceApp:
+    db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads)
+    service = MembershipService(db, cache, PhoneVault(settings.pii_key), keyring, cache_ttl=settings.cache_ttl_seconds)
+    return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=MembershipApi(service),
+                      add_to_server=pb_grpc.add_MembershipServiceServicer_to_server, admin_methods=ADMIN_METHODS)
