@@ -1,0 +1,134 @@
+"""The embedded default as a user meets it: `python -m services.suite run` (what `make run`
+starts), the README's grpcurl lines replayed in order through tools.grpcurl, Ctrl-C, and a
+second start that keeps the data."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tools import grpcurl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def readme_commands() -> list[tuple[str, str]]:
+    """(grpcurl command line, text its output must contain) from the README's API section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Calling the API", 1)[1].split("\n## ", 1)[0]
+    commands: list[tuple[str, str]] = []
+    for line in section.splitlines():
+        if line.startswith("grpcurl "):
+            commands.append((line, ""))
+        elif line.startswith("# → ") and commands:
+            commands[-1] = (commands[-1][0], line.removeprefix("# → "))
+    return commands
+
+
+def start_suite(data_dir: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "LOYALTY_DATA_DIR": str(data_dir), "LOYALTY_MEMBERSHIP_PORT": str(port)}
+    for name in ("LOYALTY_ADMIN_KEY", "LOYALTY_AUTH_SECRET", "LOYALTY_PII_KEY", "LOYALTY_REDIS_URL"):
+        env.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", "services.suite", "run"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                serving = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1
+            except grpc.RpcError:
+                serving = False
+            if serving and (data_dir / "demo.env").exists():
+                return proc
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the suite did not come up:\n" + proc.stdout.read())
+
+
+def stop_suite(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    return out
+
+
+def demo_env(data_dir: Path) -> dict[str, str]:
+    env = {}
+    for line in (data_dir / "demo.env").read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    return env
+
+
+def run_line(line: str, env: dict[str, str], port: int) -> str:
+    line = re.sub(r"\$(\w+)", lambda m: env[m.group(1)], line)
+    argv = shlex.split(line)[1:]
+    argv = [a.replace("localhost:50051", f"127.0.0.1:{port}") for a in argv]
+    return grpcurl.run(argv)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):  # noqa: ANN001, ANN201
+    data_dir = tmp_path_factory.mktemp("suite-data")
+    port = free_port()
+    proc = start_suite(data_dir, port)
+    yield data_dir, port, proc
+    if proc.poll() is None:
+        proc.kill()
+
+
+def test_readme_grpcurl_lines_work_against_the_embedded_default(suite) -> None:  # noqa: ANN001
+    data_dir, port, _ = suite
+    env = demo_env(data_dir)
+    commands = readme_commands()
+    assert len(commands) >= 10
+    for line, expected in commands:
+        output = run_line(line, env, port)
+        assert expected in output, f"{line}\n--- printed ---\n{output}"
+
+
+def test_the_demo_shop_has_members_in_every_tier(suite) -> None:  # noqa: ANN001
+    data_dir, port, _ = suite
+    env = demo_env(data_dir)
+    output = grpcurl.run(["-plaintext", "-H", f"authorization: Bearer {env['SHOP_KEY']}",
+                          "-d", '{"shop_id":"demo-shop"}', f"127.0.0.1:{port}",
+                          "loyalty.membership.v1.MembershipService/ExportMembers"])
+    codes = set(re.findall(r'"tierCode": "(\w+)"', output))
+    assert codes == {"regular", "silver", "gold", "platinum", "diamond"}
+    assert len(re.findall(r'"memberId"', output)) >= 40
+
+
+def test_ctrl_c_stops_cleanly_and_a_second_run_keeps_the_data(suite) -> None:  # noqa: ANN001
+    data_dir, port, proc = suite
+    env = demo_env(data_dir)
+    readme_tier = ('grpcurl -plaintext -H "authorization: Bearer $SHOP_KEY" '
+                   '-d \'{"shop_id":"demo-shop","buyer_id":"demo-buyer-020"}\' localhost:50051 '
+                   'loyalty.membership.v1.MembershipService/GetTier')
+    before = run_line(readme_tier, env, port)
+    out = stop_suite(proc)
+    assert "stopped." in out and "Traceback" not in out
+    again = start_suite(data_dir, port)
+    try:
+        assert demo_env(data_dir) == env  # the same keys
+        assert run_line(readme_tier, env, port) == before
+    finally:
+        stop_suite(again)

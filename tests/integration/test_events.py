@@ -1,0 +1,294 @@
+"""The event pipeline end to end on both backends: outbox rows written in the producer's transaction,
+the relay publishing them on the bus (in-process for sqlite, Redis Streams for postgres), and a
+consumer applying each event's effect exactly once through its inbox.
+
+Every test gets its own producer name (hence its own stream) and consumer group, so tests sharing
+the one Redis never see each other's messages."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from google.protobuf.message import Message
+from loyalty.common.v1 import envelope_pb2
+from loyalty.membership.v1 import events_pb2
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+
+from services.kit.bus import Bus, RedisStreamsBus
+from services.kit.events import EventConsumer, EventHandler, OutboxRelay, stream_name
+from services.kit.storage import Database, UnitOfWork
+from services.kit.tables import kit_tables
+from tests.conftest import Backend
+
+SHOP = "shop-events"
+DEADLINE_SECONDS = 8.0
+
+metadata = MetaData()
+kit = kit_tables(metadata)
+# Deliberately no unique key on event_id: an effect applied twice shows up as two rows.
+effects = Table(
+    "effects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False),
+    Column("value", String(64), nullable=False),
+)
+
+
+# ----- helpers ----------------------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
+        time.sleep(0.02)
+
+
+def apply_effect(uow: UnitOfWork, payload: Message, envelope: envelope_pb2.EventEnvelope) -> None:
+    assert isinstance(payload, events_pb2.MemberLeft)
+    uow.conn.execute(insert(effects), {"event_id": envelope.id, "value": payload.member_id})
+
+
+def member_left(member_id: str) -> events_pb2.MemberLeft:
+    return events_pb2.MemberLeft(shop_id=SHOP, member_id=member_id)
+
+
+class ProbedConsumer(EventConsumer):
+    """The real consumer, recording what each delivery came to: True (took effect), False (a
+    repeat) or "error" (the handler raised, so the bus will deliver it again)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.outcomes: list[bool | str] = []
+        self._lock = threading.Lock()
+
+    def handle(self, message: bytes) -> bool:
+        try:
+            took_effect = super().handle(message)
+        except Exception:
+            with self._lock:
+                self.outcomes.append("error")
+            raise
+        with self._lock:
+            self.outcomes.append(took_effect)
+        return took_effect
+
+
+@dataclass
+class Pipeline:
+    backend: Backend
+    producer: Database
+    consumer_db: Database
+    bus: Bus
+    relay: OutboxRelay
+    consumers: list[EventConsumer] = field(default_factory=list)
+    relay_started: bool = False
+
+    @property
+    def stream(self) -> str:
+        return stream_name(self.producer.service)
+
+    def emit(self, *member_ids: str) -> list[str]:
+        """Commits one transaction emitting a MemberLeft per member id; returns the event ids."""
+        return self.producer.transact(lambda uow: uow.emit_many(SHOP, [member_left(m) for m in member_ids]))
+
+    def consumer(self, handler: EventHandler = apply_effect, *, start: bool = True) -> ProbedConsumer:
+        consumer = ProbedConsumer(
+            self.consumer_db,
+            self.bus,
+            consumer=f"testconsumer-{uuid.uuid4().hex[:8]}",
+            producer=self.producer.service,
+            handlers={events_pb2.MemberLeft: handler},
+        )
+        self.consumers.append(consumer)
+        if start:
+            consumer.start()
+        return consumer
+
+    def start_relay(self) -> None:
+        self.producer.on_events_committed = self.relay.wake
+        self.relay.start()
+        self.relay_started = True
+
+    def effect_rows(self) -> list[tuple[str, str]]:
+        return [tuple(r) for r in self.consumer_db.read(
+            lambda conn: conn.execute(select(effects.c.event_id, effects.c.value).order_by(effects.c.id)).all())]
+
+    def outbox_rows(self) -> list:
+        outbox = kit.outbox
+        return self.producer.read(lambda conn: conn.execute(
+            select(outbox.c.event_id, outbox.c.envelope, outbox.c.published_at).order_by(outbox.c.id)).all())
+
+    def inbox_count(self, consumer: EventConsumer) -> int:
+        return self.consumer_db.read(lambda conn: conn.execute(
+            select(func.count()).select_from(kit.inbox).where(kit.inbox.c.consumer == consumer.consumer)).scalar())
+
+    def drained(self, consumer: EventConsumer) -> bool:
+        """True when the consumer's group has read every message of the stream and acknowledged
+        all of them (always, for the in-process bus, which delivers inside publish())."""
+        if not isinstance(self.bus, RedisStreamsBus):
+            return True
+        groups = [g for g in self.bus.client.xinfo_groups(self.stream) if g["name"].decode() == consumer.consumer]
+        return bool(groups) and groups[0]["pending"] == 0 and groups[0]["lag"] == 0
+
+
+@pytest.fixture
+def pipeline(backend: Backend) -> Iterator[Pipeline]:
+    producer_name = f"testproducer-{uuid.uuid4().hex[:8]}"
+    # Each service owns its own database: the producer's and the consumer's are distinct.
+    producer = Database(backend.database_url("testproducer"), service=producer_name, kit=kit, pool_size=4)
+    consumer_db = Database(backend.database_url("testconsumer"), service="testconsumer", kit=kit, pool_size=4)
+    metadata.create_all(producer.engine)
+    metadata.create_all(consumer_db.engine)
+    bus = backend.make_bus()
+    p = Pipeline(backend, producer, consumer_db, bus, OutboxRelay(producer, bus, poll_seconds=0.2))
+    try:
+        yield p
+    finally:
+        for consumer in p.consumers:
+            consumer.stop()
+        if p.relay_started:
+            p.relay.stop()
+        bus.close()
+        producer.dispose()
+        consumer_db.dispose()
+
+
+# ----- behaviours -------------------------------------------------------------------------------
+
+
+def test_event_emitted_in_a_committed_transaction_is_delivered_once_and_applied_once(pipeline: Pipeline) -> None:
+    consumer = pipeline.consumer()
+    pipeline.start_relay()  # woken by the commit, as in a running service
+
+    (event_id,) = pipeline.emit("member-1")
+
+    wait_until(lambda: pipeline.effect_rows() == [(event_id, "member-1")], "the effect is applied")
+    wait_until(lambda: pipeline.drained(consumer), "the consumer acknowledged the stream")
+    assert consumer.outcomes == [True]
+    assert pipeline.effect_rows() == [(event_id, "member-1")]
+    assert pipeline.inbox_count(consumer) == 1
+    wait_until(lambda: all(r.published_at is not None for r in pipeline.outbox_rows()), "the row is marked sent")
+
+    envelope = envelope_pb2.EventEnvelope.FromString(pipeline.outbox_rows()[0].envelope)
+    assert (envelope.id, envelope.type, envelope.shop_id, envelope.producer) == (
+        event_id, "loyalty.membership.v1.MemberLeft", SHOP, pipeline.producer.service)
+
+
+def test_event_emitted_in_a_rolled_back_transaction_is_never_delivered(pipeline: Pipeline) -> None:
+    consumer = pipeline.consumer()
+
+    class WorkFailed(Exception):
+        pass
+
+    def work(uow: UnitOfWork) -> None:
+        uow.emit(SHOP, member_left("rolled-back"))
+        raise WorkFailed
+
+    with pytest.raises(WorkFailed):
+        pipeline.producer.transact(work)
+
+    assert pipeline.outbox_rows() == []
+    assert pipeline.relay.relay_once() == 0
+    # A later committed event on the same stream: once it has been handled, anything published
+    # before it would have been handled too.
+    (marker,) = pipeline.emit("committed")
+    assert pipeline.relay.relay_once() == 1
+    wait_until(lambda: pipeline.effect_rows() == [(marker, "committed")], "the committed event is applied")
+    wait_until(lambda: pipeline.drained(consumer), "the consumer acknowledged the stream")
+    assert consumer.outcomes == [True]
+    assert [r.event_id for r in pipeline.outbox_rows()] == [marker]
+
+
+def test_handling_the_same_envelope_twice_applies_the_effect_once(pipeline: Pipeline) -> None:
+    consumer = pipeline.consumer(start=False)
+    (event_id,) = pipeline.emit("member-1")
+    envelope = pipeline.outbox_rows()[0].envelope
+
+    assert consumer.handle(envelope) is True
+    assert consumer.handle(envelope) is False
+
+    assert pipeline.effect_rows() == [(event_id, "member-1")]
+    assert pipeline.inbox_count(consumer) == 1
+
+
+def test_the_same_envelope_published_twice_on_the_bus_applies_the_effect_once(pipeline: Pipeline) -> None:
+    consumer = pipeline.consumer()
+    (event_id,) = pipeline.emit("member-1")
+    envelope = pipeline.outbox_rows()[0].envelope
+
+    # As a relay that crashed between publishing and marking the row would do.
+    pipeline.bus.publish(pipeline.stream, [envelope])
+    pipeline.bus.publish(pipeline.stream, [envelope])
+
+    wait_until(lambda: len(consumer.outcomes) == 2, "both copies are delivered")
+    wait_until(lambda: pipeline.drained(consumer), "the consumer acknowledged both copies")
+    assert consumer.outcomes == [True, False]
+    assert pipeline.effect_rows() == [(event_id, "member-1")]
+    assert pipeline.inbox_count(consumer) == 1
+
+
+def test_failing_handler_is_retried_and_the_effect_lands_exactly_once(pipeline: Pipeline) -> None:
+    attempts: list[str] = []
+
+    def fails_first_time(uow: UnitOfWork, payload: Message, envelope: envelope_pb2.EventEnvelope) -> None:
+        attempts.append(envelope.id)
+        apply_effect(uow, payload, envelope)  # written, then rolled back with the failed attempt
+        if len(attempts) == 1:
+            raise RuntimeError("transient failure in the consumer")
+
+    consumer = pipeline.consumer(fails_first_time)
+    (event_id,) = pipeline.emit("member-1")
+    assert pipeline.relay.relay_once() == 1
+
+    # Redis: the failed message stays pending until XAUTOCLAIM hands it out again (claim_idle_ms=500).
+    wait_until(lambda: pipeline.effect_rows() == [(event_id, "member-1")], "the retried handler takes effect")
+    wait_until(lambda: pipeline.drained(consumer), "the retried message is acknowledged")
+    assert consumer.outcomes == ["error", True]
+    assert attempts == [event_id, event_id]
+    assert pipeline.effect_rows() == [(event_id, "member-1")]
+    assert pipeline.inbox_count(consumer) == 1
+
+
+def test_relay_marks_rows_published_and_a_second_relay_sends_nothing(pipeline: Pipeline) -> None:
+    received: list[str] = []
+    lock = threading.Lock()
+
+    def record(message: bytes) -> None:
+        with lock:
+            received.append(envelope_pb2.EventEnvelope.FromString(message).id)
+
+    pipeline.bus.subscribe(pipeline.stream, f"recorder-{uuid.uuid4().hex[:8]}", record)
+    event_ids = pipeline.emit("member-1", "member-2") + pipeline.emit("member-3")
+    assert all(r.published_at is None for r in pipeline.outbox_rows())
+
+    assert pipeline.relay.relay_once() == 3
+    assert [r.event_id for r in pipeline.outbox_rows()] == event_ids
+    assert all(r.published_at is not None for r in pipeline.outbox_rows())
+    wait_until(lambda: len(received) == 3, "the recorder has all three events")
+
+    assert pipeline.relay.relay_once() == 0
+    assert pipeline.relay.relay_pending() == 0
+    if isinstance(pipeline.bus, RedisStreamsBus):
+        assert pipeline.bus.client.xlen(pipeline.stream) == 3
+    assert received == event_ids  # in emit order, nothing sent twice
+
+
+def test_relay_sends_a_backlog_in_batches_in_emit_order(pipeline: Pipeline) -> None:
+    consumer = pipeline.consumer()
+    relay = OutboxRelay(pipeline.producer, pipeline.bus, batch=2)
+    event_ids = [pipeline.emit(f"member-{i}")[0] for i in range(5)]
+
+    assert [relay.relay_once() for _ in range(4)] == [2, 2, 1, 0]
+
+    wait_until(lambda: len(pipeline.effect_rows()) == 5, "all five events are applied")
+    wait_until(lambda: pipeline.drained(consumer), "the consumer acknowledged the stream")
+    assert pipeline.effect_rows() == [(e, f"member-{i}") for i, e in enumerate(event_ids)]
+    assert consumer.outcomes == [True] * 5
