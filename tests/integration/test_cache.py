@@ -181,7 +181,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         try:
-            wait_until(lambda: self._answers(client), f"redis-server on port {self.port} answers", timeout=5.0)
+            wait_until(lambda: self._answers(client), f"redis-server on :{self.port} answers", timeout=5.0)
         finally:
             client.close()
 
@@ -265,7 +265,8 @@ def test_membership_service_keeps_serving_get_tier_with_redis_stopped(
             request_id=uuid.uuid4().hex, shop_id=shop.shop_id, buyer_id=buyer_id, join_channel=1))
         by_member = mpb.GetTierRequest(shop_id=shop.shop_id, member_id=member.member_id)
         by_buyer = mpb.GetTierRequest(shop_id=shop.shop_id, buyer_id=buyer_id)
-        keys = [cache_key(shop.shop_id, "tier", "m", member.member_id), cache_key(shop.shop_id, "tier", "b", buyer_id)]
+        keys = [cache_key(shop.shop_id, "tier", "m", member.member_id),
+                cache_key(shop.shop_id, "tier", "b", buyer_id)]
 
         # Warm the cache through both lookups.
         assert (_tier_level(shop, by_member), _tier_level(shop, by_buyer)) == (0, 0)
