@@ -64,7 +64,9 @@ class RedisCache:
     """Shared by every process and replica. After a failure it stops asking Redis for a short
     while, so an outage costs one timeout, not one per call."""
 
-    def __init__(self, url: str, *, timeout: float = 0.1, pause_seconds: float = 2.0, max_pending_deletes: int = 100_000):
+    def __init__(
+        self, url: str, *, timeout: float = 0.1, pause_seconds: float = 2.0, max_pending_deletes: int = 100_000
+    ):
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._pause_seconds = pause_seconds
         self._down_until = 0.0

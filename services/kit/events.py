@@ -154,7 +154,9 @@ class EventConsumer:
     """Subscribes one consuming service (a consumer group) to a producer's stream and applies
     each event type's handler exactly once."""
 
-    def __init__(self, db: Database, bus: Bus, *, consumer: str, producer: str, handlers: dict[type[Message], EventHandler]):
+    def __init__(
+        self, db: Database, bus: Bus, *, consumer: str, producer: str, handlers: dict[type[Message], EventHandler]
+    ):
         self.db, self.bus, self.consumer = db, bus, consumer
         self.stream = stream_name(producer)
         self.handlers = {cls.DESCRIPTOR.full_name: (cls, fn) for cls, fn in handlers.items()}

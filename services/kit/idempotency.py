@@ -42,6 +42,7 @@ def run_idempotent(
     fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
     table = db.kit.idempotency
     key = (table.c.shop_id == shop_id) & (table.c.method == method) & (table.c.request_id == request_id)
+    query = select(table.c.fingerprint, table.c.response).where(key)
 
     def stored(row) -> R:  # noqa: ANN001
         if row.fingerprint != fingerprint:
@@ -52,7 +53,7 @@ def run_idempotent(
         return response_type.FromString(row.response)
 
     def attempt(uow: UnitOfWork) -> R:
-        row = uow.conn.execute(select(table.c.fingerprint, table.c.response).where(key)).first()
+        row = uow.conn.execute(query).first()
         if row is not None:
             return stored(row)
         try:
@@ -76,4 +77,4 @@ def run_idempotent(
     try:
         return db.transact(attempt)
     except _Duplicate:
-        return db.read(lambda conn: stored(conn.execute(select(table.c.fingerprint, table.c.response).where(key)).one()))
+        return db.read(lambda conn: stored(conn.execute(query).one()))

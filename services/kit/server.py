@@ -3,6 +3,7 @@ for a process, run_workers() for several processes on one port (SO_REUSEPORT).""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -144,10 +145,8 @@ def run_workers(count: int, target: Callable[[], None]) -> None:
 
     def forward(signum, _frame):  # noqa: ANN001
         for child in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)

@@ -255,9 +255,8 @@ def validate_profile(profile: ProfileInput, consent: set[ProfileField], v: Viola
         v.check(len(profile.name) <= MAX_NAME, f"{prefix}.name", f"at most {MAX_NAME} characters")
     if profile.gender is not None:
         v.check(profile.gender in (0, 1, 2), f"{prefix}.gender", "unknown gender")
-    if profile.phone:
-        if normalize_phone(profile.phone) is None:
-            v.add(f"{prefix}.phone", "not a mainland mobile number (11 digits starting with 1)")
+    if profile.phone and normalize_phone(profile.phone) is None:
+        v.add(f"{prefix}.phone", "not a mainland mobile number (11 digits starting with 1)")
     if profile.region is not None:
         v.check(len(profile.region) <= MAX_NAME, f"{prefix}.region", f"at most {MAX_NAME} characters")
     if profile.birthday is not None:
