@@ -2,7 +2,7 @@
 # Regenerates gen/ from protos/ (never edit gen/ by hand).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
+PY=${PY:-.venv/bin/python}
 googleapis=$($PY -c 'import os, google.rpc.status_pb2 as m; print(os.path.dirname(os.path.dirname(os.path.dirname(m.__file__))))')
 rm -rf gen.tmp && mkdir -p gen.tmp
 # shellcheck disable=SC2046

@@ -72,8 +72,8 @@ def test_masked_normalized_phone_hides_the_middle_digits():
 
 
 def test_profile_with_every_field_consented_is_valid():
-    profile = ProfileInput(name="张三", gender=1, phone="13800135678", birthday=(1990, 5, 17), region="浙江 杭州",
-                           given=set(ProfileField))
+    profile = ProfileInput(name="张三", gender=1, phone="13800135678", birthday=(1990, 5, 17),
+                           region="浙江 杭州", given=set(ProfileField))
     assert profile_violations(profile) == []
 
 

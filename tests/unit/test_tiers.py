@@ -110,7 +110,8 @@ def test_trade_count_mode_ignores_spend():
 
 
 @pytest.mark.parametrize(("trades", "level"), [
-    (4, REGULAR), (5, SILVER), (9, SILVER), (10, GOLD), (19, GOLD), (20, PLATINUM), (49, PLATINUM), (50, DIAMOND),
+    (4, REGULAR), (5, SILVER), (9, SILVER), (10, GOLD), (19, GOLD),
+    (20, PLATINUM), (49, PLATINUM), (50, DIAMOND),
 ])
 def test_trade_count_mode_qualifies_on_trades_at_each_boundary(trades, level):
     assert ladder(COUNT).qualified_level(0, trades) == level
