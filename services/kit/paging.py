@@ -23,15 +23,18 @@ def encode_token(kind: str, after: list) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(kind: str, token: str) -> list | None:
-    """The position a token stands for, or None for the first page."""
+def decode_token(kind: str, token: str, item: type = str) -> list | None:
+    """The position a token stands for (a list of `item`), or None for the first page."""
     if not token:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
-        if data["k"] != kind or not isinstance(data["a"], list):
+        after = data["a"]
+        if data["k"] != kind or not isinstance(after, list) or not after:
             raise ValueError
-        return data["a"]
-    except (ValueError, KeyError, TypeError) as exc:
+        if not all(isinstance(x, item) and not isinstance(x, bool) for x in after):
+            raise ValueError
+        return after
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidArgument([("page_token", "not a token this list returned")]) from exc

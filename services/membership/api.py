@@ -326,11 +326,11 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
     def ListTierHistory(self, request: pb.ListTierHistoryRequest, context) -> pb.ListTierHistoryResponse:  # noqa: ANN001, N802
         _check_shop(request.shop_id)
         limit = paging.page_size(request.page_size)
-        before = paging.decode_token("tier_history", request.page_token)
+        before = paging.decode_token("tier_history", request.page_token, int)
 
         def read(conn) -> pb.ListTierHistoryResponse:  # noqa: ANN001
             rows = self.svc.tier_history(conn, shop_id=request.shop_id, member_id=request.member_id,
-                                         limit=limit + 1, before_id=int(before[0]) if before else None)
+                                         limit=limit + 1, before_id=before[0] if before else None)
             token = paging.encode_token("tier_history", [rows[limit - 1].id]) if len(rows) > limit else ""
             return pb.ListTierHistoryResponse(next_page_token=token, changes=[
                 pb.TierChange(from_level=r.from_level, to_level=r.to_level, reason=r.reason, note=r.note,

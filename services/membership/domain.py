@@ -58,12 +58,13 @@ class ProfileField(IntEnum):
 PROFILE_PATHS = {"name": ProfileField.NAME, "gender": ProfileField.GENDER, "phone": ProfileField.PHONE,
                  "birthday": ProfileField.BIRTHDAY, "region": ProfileField.REGION}
 
+JOIN_CHANNEL_CRM_IMPORT = 9  # JoinChannel.JOIN_CHANNEL_CRM_IMPORT: members brought in by ImportMembers
 MAX_TIERS = 20
 MAX_NAME = 100
 MAX_ID = 64
 MAX_NOTE = 500
 DEFAULT_TIME_ZONE = "Asia/Shanghai"
-_PHONE = re.compile(r"^1[3-9]\d{9}$")
+_PHONE = re.compile(r"^1[3-9][0-9]{9}$")  # ASCII digits only: \d would take any script's
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 

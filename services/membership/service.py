@@ -402,7 +402,8 @@ class MembershipService:
                 "name": None, "gender": 0, "phone_cipher": None, "birth_year": None, "birth_month": None,
                 "birth_day": None, "region": None, "consent_fields": _fields_str(r.consent),
                 "consent_at": joined_at if r.consent else None, "consent_revoked_at": None,
-                "join_channel": 9, "referrer_member_id": None, "joined_at": joined_at, "left_at": None,
+                "join_channel": domain.JOIN_CHANNEL_CRM_IMPORT, "referrer_member_id": None, "joined_at": joined_at,
+                "left_at": None,
                 "tier_level": level, "tier_since": now, "cumulative_spend_fen": r.cumulative_spend_fen,
                 "trade_count": r.trade_count, "first_completed_at": now if r.trade_count else None,
                 **self._profile_values(shop_id, member_id, r.profile),
@@ -412,7 +413,7 @@ class MembershipService:
                             "reason": TierChangeReason.IMPORTED, "note": "", "operator": "", "order_id": "",
                             "changed_at": now})
             joined.append(events_pb2.MemberJoined(
-                shop_id=shop_id, member_id=member_id, buyer_id=r.buyer_id, join_channel=9,
+                shop_id=shop_id, member_id=member_id, buyer_id=r.buyer_id, join_channel=domain.JOIN_CHANNEL_CRM_IMPORT,
                 joined_at=to_timestamp(joined_at), tier_level=level, birth_month=values["birth_month"] or 0,
                 birth_day=values["birth_day"] or 0, imported=True))
             member_ids.append(member_id)
@@ -423,8 +424,8 @@ class MembershipService:
 
     def export_members(self, shop_id: str, include_left: bool) -> Iterator[Row]:
         """会员导出: streamed through a server-side cursor, so memory stays flat at any size."""
+        self.program(shop_id)
         with self.db.engine.connect() as conn:
-            self.program(shop_id, conn)
             conn = conn.execution_options(stream_results=True, yield_per=500)
             query = select(members).where(members.c.shop_id == shop_id).order_by(members.c.member_id)
             if not include_left:

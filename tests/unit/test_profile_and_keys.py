@@ -241,9 +241,9 @@ def test_bearer_token_roundtrips_through_authenticate(keyring):
 # --- page tokens ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("after", [["m_123"], [42], ["2024-01-01T00:00:00Z", "m_1"], []])
-def test_page_token_round_trips(after):
-    assert decode_token("members", encode_token("members", after)) == after
+@pytest.mark.parametrize(("after", "item"), [(["m_123"], str), ([42], int), (["2024-01-01T00:00:00Z", "m_1"], str)])
+def test_page_token_round_trips(after: list, item: type) -> None:
+    assert decode_token("members", encode_token("members", after), item) == after
 
 
 def test_empty_page_token_means_the_first_page():
@@ -322,3 +322,20 @@ def test_sealed_phone_does_not_open_with_another_key(vault):
 @pytest.mark.parametrize("sealed", [b"", b"short", b"\x00" * 40])
 def test_truncated_or_garbage_ciphertext_opens_to_none(vault, sealed):
     assert vault.open("shop-a", "m1", sealed) is None
+
+
+def test_phone_digits_from_other_scripts_are_refused() -> None:
+    assert normalize_phone("13٨٠٠١٣٥٦٧٨") is None
+
+
+@pytest.mark.parametrize("after", [["x"], [None], [True], [1.5], []])
+def test_page_tokens_holding_the_wrong_kind_of_position_are_invalid(after: list) -> None:
+    token = encode_token("tier_history", after)
+    with pytest.raises(InvalidArgument):
+        decode_token("tier_history", token, int)
+
+
+def test_deeply_nested_page_tokens_are_invalid_not_internal() -> None:
+    token = base64.urlsafe_b64encode(b"[" * 100_000).decode()
+    with pytest.raises(InvalidArgument):
+        decode_token("members", token)
