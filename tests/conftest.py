@@ -162,7 +162,8 @@ def pytest_runtest_logreport(report) -> None:  # noqa: ANN001
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+    if not _by_backend:
+        return
     for name in ("sqlite", "postgres"):
         passed, failed, skipped = (_by_backend[(name, o)] for o in ("passed", "failed", "skipped"))
-        terminalreporter.write_line(
-            f"backend {name}: {passed} passed, {failed} failed, {skipped} skipped")
+        terminalreporter.write_line(f"backend {name}: {passed} passed, {failed} failed, {skipped} skipped")

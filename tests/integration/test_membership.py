@@ -4,6 +4,7 @@ backends (see conftest.py)."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -585,3 +586,42 @@ def test_bad_program_settings_are_invalid(admin) -> None:  # noqa: ANN001
         request_id=rid(), shop_id="good-shop", name="", time_zone="Mars/Olympus"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert {"name", "time_zone"} <= set(violations)
+
+
+# ----- programs and concurrency ------------------------------------------------------------------
+
+
+def test_update_program_changes_only_the_named_fields(shop: Shop) -> None:
+    before = shop.api.GetProgram(pb.GetProgramRequest(shop_id=shop.shop_id))
+    updated = shop.api.UpdateProgram(pb.UpdateProgramRequest(
+        request_id=rid(), shop_id=shop.shop_id, name="Renamed", time_zone="Asia/Tokyo",
+        join_threshold=pb.JoinThreshold(require_follow=True),
+        update_mask=field_mask_pb2.FieldMask(paths=["time_zone", "join_threshold"])))
+    assert updated.name == before.name and updated.time_zone == "Asia/Tokyo"
+    assert updated.join_threshold.require_follow and list(updated.tiers) == list(before.tiers)
+    err, info, _ = rpc_error(join, shop, "b1")
+    assert info.reason == "JOIN_THRESHOLD_NOT_MET"
+    err, _, violations = rpc_error(shop.api.UpdateProgram, pb.UpdateProgramRequest(
+        request_id=rid(), shop_id=shop.shop_id, update_mask=field_mask_pb2.FieldMask(paths=["tiers"])))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "update_mask" in violations
+
+
+def test_concurrent_completions_for_one_member_lose_no_spend(shop: Shop) -> None:
+    member = join(shop, "b1")
+    order_ids = [pay(shop, "b1", 100 * YUAN + i) for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda o: complete(shop, o), order_ids + order_ids))
+    assert all(r.order.counted for r in results)
+    got = shop.api.GetMember(pb.GetMemberRequest(shop_id=shop.shop_id, member_id=member.member_id))
+    assert got.trade_count == 16 and got.cumulative_spend_fen == sum(100 * YUAN + i for i in range(16))
+    assert got.tier_code == "silver"
+    history = shop.api.ListTierHistory(pb.ListTierHistoryRequest(shop_id=shop.shop_id, member_id=member.member_id))
+    assert [c.to_level for c in history.changes] == [1, 0]  # one upgrade, after the join
+
+
+def test_concurrent_retries_of_one_join_create_one_member(membership, shop: Shop) -> None:  # noqa: ANN001
+    request = pb.JoinMemberRequest(request_id="same", shop_id=shop.shop_id, buyer_id="b1", join_channel=1)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: shop.api.JoinMember(request), range(8)))
+    assert len({r.member_id for r in results}) == 1
+    assert len(outbox_events(membership, shop.shop_id, events_pb2.MemberJoined)) == 1
