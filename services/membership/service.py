@@ -145,6 +145,8 @@ class MembershipService:
                                 metadata={"shop_id": shop_id}) from exc
         _, key = self.issue_api_key(uow, shop_id=shop_id, label="first key")
         self._forget_program(uow, shop_id)
+        uow.emit(shop_id, events_pb2.ProgramChanged(shop_id=shop_id, name=name, time_zone=time_zone, created=True,
+                                                    changed_at=to_timestamp(now)))
         return Program(shop_id, name, time_zone, require_follow, ladder, now, now), key
 
     def _program_for_update(self, uow: UnitOfWork, shop_id: str) -> Program:
@@ -173,9 +175,12 @@ class MembershipService:
             values["require_follow"] = require_follow
         uow.conn.execute(update(programs).where(programs.c.shop_id == shop_id).values(**values))
         self._forget_program(uow, shop_id)
-        return Program(shop_id, values.get("name", current.name), values.get("time_zone", current.time_zone),
-                       values.get("require_follow", current.require_follow), current.ladder, current.created_at,
-                       values["updated_at"])
+        program = Program(shop_id, values.get("name", current.name), values.get("time_zone", current.time_zone),
+                          values.get("require_follow", current.require_follow), current.ladder, current.created_at,
+                          values["updated_at"])
+        uow.emit(shop_id, events_pb2.ProgramChanged(shop_id=shop_id, name=program.name, time_zone=program.time_zone,
+                                                    changed_at=to_timestamp(program.updated_at)))
+        return program
 
     def issue_api_key(self, uow: UnitOfWork, *, shop_id: str, label: str) -> tuple[str, str]:
         v = Violations()
