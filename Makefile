@@ -14,6 +14,7 @@ run: setup
 	$(PY) -m services.suite run
 
 test: setup
+	$(PY) -m ruff check services tests tools
 	bash scripts/test-backends.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 # Only the embedded backend (no PostgreSQL/Redis needed).

@@ -87,18 +87,26 @@ class RedisCache:
         self._down_until = time.monotonic() + self._pause_seconds
 
     def _flush_pending_deletes(self) -> bool:
-        with self._lock:
-            keys = list(self._pending_deletes)
-        try:
-            for i in range(0, len(keys), 1000):
-                self.client.delete(*keys[i : i + 1000])
-        except redis.RedisError as exc:
-            self._failed(exc)
-            return False
-        with self._lock:
-            self._pending_deletes.difference_update(keys)
-        self._down_until = 0.0
-        log.warning("redis cache is back; %d stale keys invalidated", len(keys))
+        """Sends the deletes that could not be sent (or pings); True once Redis took them all."""
+        flushed = 0
+        while True:
+            with self._lock:
+                keys = list(self._pending_deletes)[:1000]
+            try:
+                if keys:
+                    self.client.delete(*keys)
+                else:
+                    self.client.ping()
+            except redis.RedisError as exc:
+                self._failed(exc)
+                return False
+            flushed += len(keys)
+            with self._lock:
+                self._pending_deletes.difference_update(keys)
+                if not self._pending_deletes:
+                    self._down_until = 0.0
+                    break
+        log.warning("redis cache is back; %d stale keys invalidated", flushed)
         return True
 
     def get(self, key: str) -> bytes | None:
@@ -132,6 +140,9 @@ class RedisCache:
                 log.error("too many invalidations pending while redis is down; entries may be stale until their TTL")
                 return
             self._pending_deletes.update(keys)
+            recovered = self._down_until == 0.0
+        if recovered:  # a flush finished meanwhile: send these now rather than at the next outage
+            self._flush_pending_deletes()
 
 
 def make_cache(redis_url: str) -> Cache:

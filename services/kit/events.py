@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from datetime import timedelta
 
 from google.protobuf.message import Message
 from loyalty.common.v1 import envelope_pb2
 from opentelemetry import propagate, trace
-from sqlalchemy import delete, exists, insert, select, update
+from sqlalchemy import delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.bus import Bus, Subscription
@@ -44,6 +45,7 @@ class OutboxRelay(threading.Thread):
         self.db, self.bus, self.batch, self.poll_seconds = db, bus, batch, poll_seconds
         self.retention = retention
         self.stream = stream_name(db.service)
+        self._lock_key = zlib.crc32(self.stream.encode())
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._last_cleanup = 0.0
@@ -86,19 +88,31 @@ class OutboxRelay(threading.Thread):
         pending = outbox.c.published_at.is_(None)
         if not self.db.read(lambda conn: conn.execute(select(exists().where(pending))).scalar()):
             return 0
+        query = select(outbox.c.id, outbox.c.envelope).where(pending).order_by(outbox.c.id).limit(self.batch)
+
+        def mark(conn, ids: list[int]) -> None:  # noqa: ANN001
+            conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(published_at=utcnow()))
+
+        # Rows are published before the commit that marks them: a crash in between re-sends,
+        # never loses (at least once).
+        if self.db.is_sqlite:
+            # One process owns a SQLite file, so no lock is needed to keep the order; and the
+            # in-process bus runs consumers inside publish(), which must not wait on our write lock.
+            rows = self.db.read(lambda conn: conn.execute(query).all())
+            if rows:
+                self.bus.publish(self.stream, [row.envelope for row in rows])
+                self.db.transact(lambda uow: mark(uow.conn, [row.id for row in rows]))
+            return len(rows)
 
         def send(uow: UnitOfWork) -> int:
-            query = select(outbox.c.id, outbox.c.envelope).where(pending).order_by(outbox.c.id).limit(self.batch)
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
+            # One publisher per stream at a time, so events leave in the order they were written;
+            # the other workers' relays find the lock taken and leave the rows to its holder.
+            if not uow.conn.execute(select(func.pg_try_advisory_xact_lock(self._lock_key))).scalar():
+                return 0
             rows = uow.conn.execute(query).all()
             if rows:
-                # Published before the commit that marks them: a crash in between re-sends,
-                # never loses (at least once).
                 self.bus.publish(self.stream, [row.envelope for row in rows])
-                uow.conn.execute(
-                    update(outbox).where(outbox.c.id.in_([row.id for row in rows])).values(published_at=utcnow())
-                )
+                mark(uow.conn, [row.id for row in rows])
             return len(rows)
 
         return self.db.transact(send)
