@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import IntEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=IntEnum)
 
 
 class ServiceError(Exception):
@@ -73,3 +77,13 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
+
+
+def enum_value(enum: type[E], value: int, field: str, default: E | None = None) -> E:
+    """A wire enum as the domain's IntEnum: 0 (unspecified) gives `default` or is refused."""
+    if value == 0 and default is not None:
+        return default
+    try:
+        return enum(value)
+    except ValueError as exc:
+        raise InvalidArgument([(field, "required" if value == 0 else f"unknown value {value}")]) from exc

@@ -120,13 +120,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 method, context=_parent(metadata), kind=trace.SpanKind.SERVER
             ) if _traced() else _NOOP:
                 return inner(request, context)
-        except ServiceError as exc:
-            code, status = exc.code, to_status(exc, self.domain)
-        except Exception:
-            error_id = uuid.uuid4().hex[:12]
-            code = "INTERNAL"
-            errlog.exception("unexpected error", extra={"method": method, "error_id": error_id})
-            status = _internal(error_id, self.domain)
+        except Exception as exc:
+            code, status, error_id = self._failure(method, exc)
         finally:
             if self.access_log:
                 self._log(method, request, code, start, error_id)
@@ -140,18 +135,21 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         try:
             self._enter(admin_only, request, context)
             yield from inner(request, context)
-        except ServiceError as exc:
-            code, status = exc.code, to_status(exc, self.domain)
-        except Exception:
-            error_id = uuid.uuid4().hex[:12]
-            code = "INTERNAL"
-            errlog.exception("unexpected error", extra={"method": method, "error_id": error_id})
-            status = _internal(error_id, self.domain)
+        except Exception as exc:
+            code, status, error_id = self._failure(method, exc)
         finally:
             if self.access_log:
                 self._log(method, request, code, start, error_id)
         if status is not None:
             context.abort_with_status(status)
+
+    def _failure(self, method: str, exc: Exception) -> tuple[str, grpc.Status, str]:
+        """(code, status, error id) for a failed call; unexpected ones are logged with their traceback."""
+        if isinstance(exc, ServiceError):
+            return exc.code, to_status(exc, self.domain), ""
+        error_id = uuid.uuid4().hex[:12]
+        errlog.exception("unexpected error", extra={"method": method, "error_id": error_id})
+        return "INTERNAL", _internal(error_id, self.domain), error_id
 
     @staticmethod
     def _log(method: str, request, code: str, start: float, error_id: str) -> None:  # noqa: ANN001

@@ -12,7 +12,7 @@ from loyalty.membership.v1 import membership_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Row
 
 from services.kit import paging
-from services.kit.errors import InvalidArgument, Violations
+from services.kit.errors import InvalidArgument, Violations, enum_value
 from services.kit.idempotency import run_idempotent
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
@@ -51,21 +51,11 @@ def order_to_proto(row: Row) -> pb.Order:
 
 
 def _mode(value: int) -> QualificationMode:
-    if value == 0:
-        return QualificationMode.CUMULATIVE_SPEND
-    try:
-        return QualificationMode(value)
-    except ValueError as exc:
-        raise InvalidArgument([("qualification_mode", "unknown mode")]) from exc
+    return enum_value(QualificationMode, value, "qualification_mode", QualificationMode.CUMULATIVE_SPEND)
 
 
 def _policy(value: int) -> DowngradePolicy:
-    if value == 0:
-        return DowngradePolicy.NEVER
-    try:
-        return DowngradePolicy(value)
-    except ValueError as exc:
-        raise InvalidArgument([("downgrade_policy", "unknown policy")]) from exc
+    return enum_value(DowngradePolicy, value, "downgrade_policy", DowngradePolicy.NEVER)
 
 
 def _consent(values, field_name: str) -> set[ProfileField]:  # noqa: ANN001
