@@ -27,7 +27,7 @@ def start(settings: Settings, *, host: str) -> tuple[list[RunningService], InPro
     keyring = KeyRing(settings.admin_key, settings.auth_secret)
     running = []
     for module in SERVICES:
-        app = module.build_app(settings, cache=cache, keyring=keyring)
+        app = module.build_app(settings, cache=cache, keyring=keyring, bus=bus)
         running.append(create_server(app, bus=bus, keyring=keyring, host=host, port=settings.port(module.NAME),
                                      threads=settings.threads, access_log=settings.access_log, auto_migrate=True))
     return running, bus

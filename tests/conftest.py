@@ -102,27 +102,49 @@ class ServiceUnderTest:
         return f"127.0.0.1:{self.running.port}"
 
 
-def start_service(module, backend: Backend, settings: Settings, *, cache: Cache | None = None) -> ServiceUnderTest:  # noqa: ANN001
+def start_service(
+    module, backend: Backend, settings: Settings, *, cache: Cache | None = None, bus: Bus | None = None  # noqa: ANN001
+) -> ServiceUnderTest:
+    """Starts one service on a fresh database. Services that should exchange events share `bus`
+    (with Redis, any two buses on the same server do)."""
     cache = cache or backend.make_cache()
-    bus = backend.make_bus()
+    bus = bus or backend.make_bus()
     keyring = KeyRing(ADMIN_KEY, AUTH_SECRET)
-    app = module.build_app(settings, cache=cache, keyring=keyring, db_url=backend.database_url(module.NAME))
+    app = module.build_app(settings, cache=cache, keyring=keyring, bus=bus, db_url=backend.database_url(module.NAME))
     running = create_server(app, bus=bus, keyring=keyring, port=0, threads=settings.threads, access_log=False)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     return ServiceUnderTest(backend, running, channel, bus, cache)
 
 
-def stop_service(service: ServiceUnderTest) -> None:
+def stop_service(service: ServiceUnderTest, *, close_bus: bool = True) -> None:
     service.channel.close()
     service.running.stop(1.0)
-    service.bus.close()
+    if close_bus:
+        service.bus.close()
 
 
 @pytest.fixture(scope="session")
-def membership(backend: Backend, settings: Settings) -> Iterator[ServiceUnderTest]:
-    service = start_service(membership_server, backend, settings)
+def bus(backend: Backend) -> Iterator[Bus]:
+    """The bus the session's services share, so that points hears membership's events."""
+    shared = backend.make_bus()
+    yield shared
+    shared.close()
+
+
+@pytest.fixture(scope="session")
+def membership(backend: Backend, settings: Settings, bus: Bus) -> Iterator[ServiceUnderTest]:
+    service = start_service(membership_server, backend, settings, bus=bus)
     yield service
-    stop_service(service)
+    stop_service(service, close_bus=False)
+
+
+@pytest.fixture(scope="session")
+def points(backend: Backend, settings: Settings, bus: Bus, membership: ServiceUnderTest) -> Iterator[ServiceUnderTest]:
+    from services.points import server as points_server
+
+    service = start_service(points_server, backend, settings, bus=bus)
+    yield service
+    stop_service(service, close_bus=False)
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ def service_main(name: str, build_app: AppBuilder, argv: list[str] | None = None
         cache = make_cache(settings.redis_url)
         bus = make_bus(settings.redis_url)
         keyring = KeyRing(settings.admin_key, settings.auth_secret)
-        app = build_app(settings, cache=cache, keyring=keyring)
+        app = build_app(settings, cache=cache, keyring=keyring, bus=bus)
         running = create_server(app, bus=bus, keyring=keyring,
                                 host=settings.host, port=settings.port(name), threads=settings.threads,
                                 reuse_port=settings.workers > 1, access_log=settings.access_log,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,6 +29,12 @@ from services.kit.storage import Database
 log = logging.getLogger("loyalty.server")
 
 
+class Worker(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class ServiceApp:
     """One service as the kit runs it: its database, servicer, and event plumbing."""
@@ -39,6 +46,8 @@ class ServiceApp:
     add_to_server: Callable[[object, grpc.Server], None]
     admin_methods: frozenset[str] = frozenset()
     consumers: list[EventConsumer] = field(default_factory=list)
+    # Threads of the service's own (schedulers, sweepers): start() once serving, stop() first.
+    background: list[Worker] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +67,8 @@ class RunningService:
         """Graceful: stop taking calls, let in-flight ones finish, then flush the outbox."""
         self.set_serving(False)
         self.server.stop(grace).wait()
+        for worker in self.app.background:
+            worker.stop()
         for consumer in self.app.consumers:
             consumer.stop()
         self.relay.stop()
@@ -102,6 +113,8 @@ def create_server(
     relay.start()
     for consumer in app.consumers:
         consumer.start()
+    for worker in app.background:
+        worker.start()
     running.set_serving(True)
     return running
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from loyalty.membership.v1 import membership_service_pb2_grpc as pb_grpc
 
 from services.kit.auth import KeyRing
+from services.kit.bus import Bus
 from services.kit.cache import Cache
 from services.kit.config import Settings
 from services.kit.server import ServiceApp
@@ -19,7 +20,9 @@ FULL_NAME = "loyalty.membership.v1.MembershipService"
 ADMIN_METHODS = frozenset({f"/{FULL_NAME}/CreateProgram", f"/{FULL_NAME}/IssueApiKey"})
 
 
-def build_app(settings: Settings, *, cache: Cache, keyring: KeyRing, db_url: str | None = None) -> ServiceApp:
+def build_app(
+    settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, db_url: str | None = None
+) -> ServiceApp:
     db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads)
     service = MembershipService(db, cache, PhoneVault(settings.pii_key), keyring, cache_ttl=settings.cache_ttl_seconds)
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=MembershipApi(service),
