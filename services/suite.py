@@ -17,8 +17,9 @@ from services.kit.config import ConfigError, Settings
 from services.kit.server import RunningService, create_server, wait_for_signal
 from services.kit.telemetry import setup_logging, setup_tracing
 from services.membership import server as membership
+from services.points import server as points
 
-SERVICES = [membership]
+SERVICES = [membership, points]
 log = logging.getLogger("loyalty.suite")
 
 

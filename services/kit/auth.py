@@ -4,6 +4,7 @@ auth secret, so every service verifies them without a database lookup."""
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import hmac
 import re
@@ -29,6 +30,16 @@ class Principal:
 
 
 ADMIN = Principal(shop_id=None, key_id="admin")
+_caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("loyalty_caller", default=None)
+
+
+def current_principal() -> Principal | None:
+    """Who is calling, inside a call the interceptor let through."""
+    return _caller.get()
+
+
+def set_principal(principal: Principal) -> None:
+    _caller.set(principal)
 
 
 class KeyRing:

@@ -15,7 +15,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import propagate, trace
 
-from services.kit.auth import KeyRing, authorize, bearer_token
+from services.kit.auth import KeyRing, authorize, bearer_token, set_principal
 from services.kit.errors import FailedPrecondition, InvalidArgument, ServiceError
 
 log = logging.getLogger("loyalty.access")
@@ -107,6 +107,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         metadata = context.invocation_metadata()
         principal = self.keyring.authenticate(bearer_token(metadata))
         authorize(principal, getattr(request, "shop_id", ""), admin_only=admin_only)
+        set_principal(principal)
         return metadata
 
     def _call(self, method: str, admin_only: bool, inner: Callable, request, context):  # noqa: ANN001

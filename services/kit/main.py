@@ -20,9 +20,12 @@ log = logging.getLogger("loyalty.main")
 AppBuilder = Callable[..., ServiceApp]
 
 
-def service_main(name: str, build_app: AppBuilder, argv: list[str] | None = None) -> None:
+def service_main(name: str, build_app: AppBuilder, argv: list[str] | None = None, *,
+                 commands: dict[str, Callable[[Settings], str]] | None = None) -> None:
+    """`serve`, `migrate`, and the service's own one-shot `commands` (for CronJobs)."""
+    commands = commands or {}
     parser = argparse.ArgumentParser(prog=f"python -m services.{name}")
-    parser.add_argument("command", choices=["serve", "migrate"])
+    parser.add_argument("command", choices=["serve", "migrate", *commands])
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(embedded=False)
@@ -32,6 +35,9 @@ def service_main(name: str, build_app: AppBuilder, argv: list[str] | None = None
     if args.command == "migrate":
         migrations.upgrade(name, settings.db_url(name))
         log.info("migrations applied", extra={"service": name})
+        return
+    if args.command in commands:
+        log.warning(commands[args.command](settings), extra={"service": name, "command": args.command})
         return
     if settings.workers > 1 and not settings.redis_url:
         sys.exit(f"{name}: LOYALTY_WORKERS > 1 needs LOYALTY_REDIS_URL (caches and the bus must be shared)")

@@ -12,10 +12,11 @@ from loyalty.membership.v1 import membership_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Row
 
 from services.kit import paging
-from services.kit.errors import InvalidArgument, Violations, enum_value
+from services.kit.errors import InvalidArgument, enum_value
 from services.kit.idempotency import run_idempotent
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
+from services.kit.validation import require_shop
 from services.membership import domain
 from services.membership.domain import DowngradePolicy, ProfileField, ProfileInput, QualificationMode, Tier
 from services.membership.service import ImportRow, MembershipService, OrderOutcome, Program
@@ -97,7 +98,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         self.db = service.db
 
     def _idem(self, request: Message, method: str, response_type: type[R], work: Callable[[UnitOfWork], R]) -> R:
-        _check_shop(request.shop_id)  # type: ignore[attr-defined]
+        require_shop(request.shop_id)  # type: ignore[attr-defined]
         return run_idempotent(self.db, shop_id=request.shop_id, method=method,  # type: ignore[attr-defined]
                               request=request, response_type=response_type, work=work)
 
@@ -140,7 +141,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         return self._idem(request, "CreateProgram", pb.CreateProgramResponse, work)
 
     def GetProgram(self, request: pb.GetProgramRequest, context) -> pb.Program:  # noqa: ANN001, N802
-        _check_shop(request.shop_id)
+        require_shop(request.shop_id)
         return program_to_proto(self.svc.program(request.shop_id))
 
     def UpdateProgram(self, request: pb.UpdateProgramRequest, context) -> pb.Program:  # noqa: ANN001, N802
@@ -184,7 +185,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         return self._idem(request, "JoinMember", pb.Member, work)
 
     def GetMember(self, request: pb.GetMemberRequest, context) -> pb.Member:  # noqa: ANN001, N802
-        _check_shop(request.shop_id)
+        require_shop(request.shop_id)
         return self.db.read(lambda conn: self.member_to_proto(
             self.svc.get_member(conn, request.shop_id, member_id=request.member_id, buyer_id=request.buyer_id),
             self.svc.program(request.shop_id, conn)))
@@ -212,7 +213,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         return self._idem(request, "LeaveMember", pb.LeaveMemberResponse, work)
 
     def ListMembers(self, request: pb.ListMembersRequest, context) -> pb.ListMembersResponse:  # noqa: ANN001, N802
-        _check_shop(request.shop_id)
+        require_shop(request.shop_id)
         limit = paging.page_size(request.page_size)
         after = paging.decode_token("members", request.page_token)
 
@@ -245,7 +246,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         return self._idem(request, "ImportMembers", pb.ImportMembersResponse, work)
 
     def ExportMembers(self, request: pb.ExportMembersRequest, context) -> Iterator[pb.Member]:  # noqa: ANN001, N802
-        _check_shop(request.shop_id)
+        require_shop(request.shop_id)
         program = self.svc.program(request.shop_id)
         for row in self.svc.export_members(request.shop_id, request.include_left):
             yield self.member_to_proto(row, program)
@@ -280,13 +281,13 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
     # ----- tiers -----
 
     def GetTier(self, request: pb.GetTierRequest, context) -> pb.GetTierResponse:  # noqa: ANN001, N802
-        _check_shop(request.shop_id)
+        require_shop(request.shop_id)
         view = self.svc.get_tier(request.shop_id, member_id=request.member_id, buyer_id=request.buyer_id)
         return pb.GetTierResponse(member_id=view.member_id, tier=tier_to_proto(view.tier),
                                   tier_since=to_timestamp(view.since))
 
     def GetTierProgress(self, request: pb.GetTierProgressRequest, context) -> pb.GetTierProgressResponse:  # noqa: ANN001, N802
-        _check_shop(request.shop_id)
+        require_shop(request.shop_id)
 
         def read(conn) -> pb.GetTierProgressResponse:  # noqa: ANN001
             program, row, progress = self.svc.tier_progress(conn, shop_id=request.shop_id,
@@ -314,7 +315,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         return self._idem(request, "SetTier", pb.SetTierResponse, work)
 
     def ListTierHistory(self, request: pb.ListTierHistoryRequest, context) -> pb.ListTierHistoryResponse:  # noqa: ANN001, N802
-        _check_shop(request.shop_id)
+        require_shop(request.shop_id)
         limit = paging.page_size(request.page_size)
         before = paging.decode_token("tier_history", request.page_token, int)
 
@@ -344,9 +345,3 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
             return pb.ReevaluateTiersResponse(upgraded=up, downgraded=down, unchanged=same, dry_run=request.dry_run)
 
         return self._idem(request, "ReevaluateTiers", pb.ReevaluateTiersResponse, work)
-
-
-def _check_shop(shop_id: str) -> None:
-    v = Violations()
-    domain.validate_shop_id(shop_id, v)
-    v.raise_if_any()

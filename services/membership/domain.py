@@ -9,7 +9,6 @@ from datetime import date
 from enum import IntEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from services.kit.auth import SHOP_ID_PATTERN
 from services.kit.errors import Violations
 
 # Values mirror the proto enums of loyalty.membership.v1.
@@ -65,7 +64,6 @@ MAX_ID = 64
 MAX_NOTE = 500
 DEFAULT_TIME_ZONE = "Asia/Shanghai"
 _PHONE = re.compile(r"^1[3-9][0-9]{9}$")  # ASCII digits only: \d would take any script's
-_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -198,21 +196,6 @@ def validate_tiers(tiers: list[Tier], v: Violations, mode: QualificationMode, fi
             v.check(tier.min_spend_fen > prev.min_spend_fen, f"{at}.min_spend_fen", "must rise above the tier below")
         if mode is not QualificationMode.CUMULATIVE_SPEND:
             v.check(tier.min_trades > prev.min_trades, f"{at}.min_trades", "must rise above the tier below")
-
-
-def validate_shop_id(shop_id: str, v: Violations) -> None:
-    if not shop_id:
-        v.add("shop_id", "required")
-    elif not SHOP_ID_PATTERN.match(shop_id):
-        v.add("shop_id", "1-64 characters of A-Z, a-z, 0-9, _ or -")
-
-
-def validate_id(value: str, field_name: str, v: Violations, *, required: bool = True) -> None:
-    if not value:
-        if required:
-            v.add(field_name, "required")
-    elif not _ID.match(value):
-        v.add(field_name, "1-64 characters of A-Z, a-z, 0-9, _ . : or -")
 
 
 def validate_time_zone(name: str, v: Violations, field_name: str = "time_zone") -> None:

@@ -19,6 +19,7 @@ from services.kit.cache import Cache, LocalCache, cache_key
 from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
+from services.kit.validation import validate_id, validate_shop_id
 from services.membership import domain
 from services.membership.domain import (
     DowngradePolicy,
@@ -126,7 +127,7 @@ class MembershipService:
     def create_program(self, uow: UnitOfWork, *, shop_id: str, name: str, time_zone: str, require_follow: bool,
                        tiers: list[Tier], mode: QualificationMode, policy: DowngradePolicy) -> tuple[Program, str]:
         v = Violations()
-        domain.validate_shop_id(shop_id, v)
+        validate_shop_id(shop_id, v)
         v.check(0 < len(name) <= domain.MAX_NAME, "name", f"required, at most {domain.MAX_NAME} characters")
         domain.validate_time_zone(time_zone, v)
         ladder_tiers = tiers or list(domain.default_tiers())
@@ -253,9 +254,9 @@ class MembershipService:
     def join_member(self, uow: UnitOfWork, *, shop_id: str, buyer_id: str, profile: ProfileInput,
                     consent: set[ProfileField], channel: int, referrer_member_id: str, follows_shop: bool) -> Row:
         v = Violations()
-        domain.validate_id(buyer_id, "buyer_id", v)
+        validate_id(buyer_id, "buyer_id", v)
         v.check(channel > 0, "join_channel", "required: where the buyer joined")
-        domain.validate_id(referrer_member_id, "referrer_member_id", v, required=False)
+        validate_id(referrer_member_id, "referrer_member_id", v, required=False)
         domain.validate_profile(profile, consent, v)
         v.raise_if_any()
         program = self.program(shop_id, uow.conn)
@@ -312,7 +313,7 @@ class MembershipService:
     def update_profile(self, uow: UnitOfWork, *, shop_id: str, member_id: str, profile: ProfileInput,
                        new_consent: set[ProfileField]) -> Row:
         v = Violations()
-        domain.validate_id(member_id, "member_id", v)
+        validate_id(member_id, "member_id", v)
         v.check(bool(profile.given), "update_mask", "name at least one of: " + ", ".join(domain.PROFILE_PATHS))
         v.raise_if_any()
         self.program(shop_id, uow.conn)
@@ -339,7 +340,7 @@ class MembershipService:
         """自愿退出: personal data is erased; the anonymised member id, tier history and order
         amounts stay for accounting."""
         v = Violations()
-        domain.validate_id(member_id, "member_id", v)
+        validate_id(member_id, "member_id", v)
         v.check(len(reason) <= domain.MAX_NOTE, "reason", f"at most {domain.MAX_NOTE} characters")
         v.raise_if_any()
         self.program(shop_id, uow.conn)
@@ -376,7 +377,7 @@ class MembershipService:
         seen: set[str] = set()
         for i, r in enumerate(rows):
             at = f"members[{i}]"
-            domain.validate_id(r.buyer_id, f"{at}.buyer_id", v)
+            validate_id(r.buyer_id, f"{at}.buyer_id", v)
             v.check(r.buyer_id not in seen, f"{at}.buyer_id", "appears twice in this import")
             seen.add(r.buyer_id)
             domain.validate_profile(r.profile, r.consent, v, prefix=f"{at}.profile")
@@ -451,8 +452,8 @@ class MembershipService:
     def record_order(self, uow: UnitOfWork, *, shop_id: str, order_id: str, buyer_id: str, amount_fen: int,
                      paid_at: datetime) -> Row:
         v = Violations()
-        domain.validate_id(order_id, "order_id", v)
-        domain.validate_id(buyer_id, "buyer_id", v)
+        validate_id(order_id, "order_id", v)
+        validate_id(buyer_id, "buyer_id", v)
         v.check(0 <= amount_fen <= MAX_AMOUNT_FEN, "amount_fen", f"must be 0..{MAX_AMOUNT_FEN} fen")
         v.raise_if_any()
         self.program(shop_id, uow.conn)
@@ -475,7 +476,7 @@ class MembershipService:
     def complete_order(self, uow: UnitOfWork, *, shop_id: str, order_id: str, completed_at: datetime) -> OrderOutcome:
         """交易成功: the trade counts for the buyer's membership; the tier may go up after it."""
         v = Violations()
-        domain.validate_id(order_id, "order_id", v)
+        validate_id(order_id, "order_id", v)
         v.raise_if_any()
         program = self.program(shop_id, uow.conn)
         order = self._order(uow.conn, shop_id, order_id, lock=True)
@@ -524,8 +525,8 @@ class MembershipService:
         """退款: a refund takes its amount off the member's cumulative spend; a full refund also
         takes the trade off their count."""
         v = Violations()
-        domain.validate_id(order_id, "order_id", v)
-        domain.validate_id(refund_id, "refund_id", v)
+        validate_id(order_id, "order_id", v)
+        validate_id(refund_id, "refund_id", v)
         v.check(0 < amount_fen <= MAX_AMOUNT_FEN, "amount_fen", "must be positive")
         v.raise_if_any()
         program = self.program(shop_id, uow.conn)
@@ -606,7 +607,7 @@ class MembershipService:
 
     def tier_progress(self, conn: Connection, *, shop_id: str, member_id: str) -> tuple[Program, Row, domain.Progress]:
         v = Violations()
-        domain.validate_id(member_id, "member_id", v)
+        validate_id(member_id, "member_id", v)
         v.raise_if_any()
         program = self.program(shop_id, conn)
         row = self._active_member(conn, shop_id, member_id=member_id)
@@ -616,7 +617,7 @@ class MembershipService:
                  operator: str) -> tuple[int, Tier]:
         """A manual tier, audited with who and why."""
         v = Violations()
-        domain.validate_id(member_id, "member_id", v)
+        validate_id(member_id, "member_id", v)
         v.check(0 < len(reason.strip()) <= domain.MAX_NOTE, "reason", f"required, at most {domain.MAX_NOTE} characters")
         v.check(0 < len(operator.strip()) <= domain.MAX_NAME, "operator",
                 f"required, at most {domain.MAX_NAME} characters")
@@ -655,7 +656,7 @@ class MembershipService:
     def tier_history(self, conn: Connection, *, shop_id: str, member_id: str, limit: int,
                      before_id: int | None) -> list[Row]:
         v = Violations()
-        domain.validate_id(member_id, "member_id", v)
+        validate_id(member_id, "member_id", v)
         v.raise_if_any()
         self.program(shop_id, conn)
         if conn.execute(select(members.c.member_id).where(members.c.shop_id == shop_id,

@@ -1,0 +1,63 @@
+"""Scheduled work: releasing holds whose TTL passed (always, about every second), and — in the
+embedded default, or where LOYALTY_POINTS_JOBS=1 — expiring due points and settling yesterday's
+daily pools. In production the last two are commands a CronJob runs:
+`python -m services.points expire` and `python -m services.points settle-pools`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime
+
+from services.kit.timeutil import utcnow
+from services.points.service import PointsService
+
+log = logging.getLogger("loyalty.points.jobs")
+
+
+def expire_all(service: PointsService, as_of: datetime | None = None) -> tuple[int, int, int]:
+    """Expires every shop's due lots, one transaction per shop; returns (members, lots, points)."""
+    as_of = as_of or utcnow()
+    totals = [0, 0, 0]
+    for shop_id in service.shops_with_due_lots(as_of):
+        counts = service.db.transact(lambda uow, shop_id=shop_id: service.expire_shop(uow, shop_id, as_of))
+        totals = [a + b for a, b in zip(totals, counts, strict=True)]
+    return totals[0], totals[1], totals[2]
+
+
+def settle_pools(service: PointsService) -> int:
+    """Settles yesterday's pool of every shop that has one; returns how many it settled now."""
+    settled = 0
+    for shop_id in service.shops_with_pools():
+        _, _, _, already = service.db.transact(lambda uow, shop_id=shop_id: service.settle_pool(
+            uow, shop_id=shop_id, day=""))
+        settled += not already
+    return settled
+
+
+class Scheduler(threading.Thread):
+    def __init__(self, service: PointsService, *, periodic_jobs: bool, hold_seconds: float = 1.0,
+                 job_seconds: float = 60.0):
+        super().__init__(name="points-scheduler", daemon=True)
+        self.service, self.periodic_jobs = service, periodic_jobs
+        self.hold_seconds, self.job_seconds = hold_seconds, job_seconds
+        self._stopped = threading.Event()
+        self._last_jobs = 0.0
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.hold_seconds):
+            try:
+                self.service.release_expired_holds()
+                if self.periodic_jobs and time.monotonic() - self._last_jobs >= self.job_seconds:
+                    self._last_jobs = time.monotonic()
+                    members, lots, points = expire_all(self.service)
+                    if points:
+                        log.info("expired points", extra={"members": members, "lots": lots, "points": points})
+                    settle_pools(self.service)
+            except Exception:
+                log.exception("points scheduler run failed; retrying")
