@@ -21,6 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tools import grpcurl
 
 ROOT = Path(__file__).resolve().parents[2]
+# NAME=$(grpcurl ... | grep -o 'PATTERN' | head -1): a value taken from an answer for later lines.
+ASSIGNMENT = re.compile(r"^(\w+)=\$\((grpcurl .*) \| grep -o '([^']+)' \| head -1\)$")
 
 
 def free_port() -> int:
@@ -35,15 +37,16 @@ def readme_commands() -> list[tuple[str, str]]:
     section = text.split("## Calling the API", 1)[1].split("\n## ", 1)[0]
     commands: list[tuple[str, str]] = []
     for line in section.splitlines():
-        if line.startswith("grpcurl "):
+        if line.startswith("grpcurl ") or ASSIGNMENT.match(line):
             commands.append((line, ""))
         elif line.startswith("# → ") and commands:
             commands[-1] = (commands[-1][0], line.removeprefix("# → "))
     return commands
 
 
-def start_suite(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "LOYALTY_DATA_DIR": str(data_dir), "LOYALTY_MEMBERSHIP_PORT": str(port)}
+def start_suite(data_dir: Path, port: int, points_port: int) -> subprocess.Popen:
+    env = {**os.environ, "LOYALTY_DATA_DIR": str(data_dir), "LOYALTY_MEMBERSHIP_PORT": str(port),
+           "LOYALTY_POINTS_PORT": str(points_port)}
     for name in ("LOYALTY_ADMIN_KEY", "LOYALTY_AUTH_SECRET", "LOYALTY_PII_KEY", "LOYALTY_REDIS_URL"):
         env.pop(name, None)
     proc = subprocess.Popen([sys.executable, "-m", "services.suite", "run"], cwd=ROOT, env=env,
@@ -79,38 +82,51 @@ def demo_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def run_line(line: str, env: dict[str, str], port: int) -> str:
+def run_line(line: str, env: dict[str, str], ports: tuple[int, int]) -> str:
+    """Runs one README line as a shell would; returns what it prints (an error included)."""
+    assignment = ASSIGNMENT.match(line)
+    if assignment:
+        name, command, pattern = assignment.groups()
+        found = re.search(pattern, run_line(command, env, ports))
+        assert found, f"{command} printed nothing matching {pattern}"
+        env[name] = found.group(0)
+        return found.group(0)
     line = re.sub(r"\$(\w+)", lambda m: env[m.group(1)], line)
     argv = shlex.split(line)[1:]
-    argv = [a.replace("localhost:50051", f"127.0.0.1:{port}") for a in argv]
-    return grpcurl.run(argv)
+    argv = [a.replace("localhost:50051", f"127.0.0.1:{ports[0]}").replace("localhost:50052", f"127.0.0.1:{ports[1]}")
+            for a in argv]
+    try:
+        return grpcurl.run(argv)
+    except grpcurl.GrpcurlError as exc:
+        return str(exc)
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):  # noqa: ANN001, ANN201
     data_dir = tmp_path_factory.mktemp("suite-data")
-    port = free_port()
-    proc = start_suite(data_dir, port)
-    yield data_dir, port, proc
+    ports = (free_port(), free_port())
+    proc = start_suite(data_dir, *ports)
+    yield data_dir, ports, proc
     if proc.poll() is None:
         proc.kill()
 
 
 def test_readme_grpcurl_lines_work_against_the_embedded_default(suite) -> None:  # noqa: ANN001
-    data_dir, port, _ = suite
+    data_dir, ports, _ = suite
     env = demo_env(data_dir)
     commands = readme_commands()
     assert len(commands) >= 10
     for line, expected in commands:
-        output = run_line(line, env, port)
+        output = run_line(line, env, ports)
         assert expected in output, f"{line}\n--- printed ---\n{output}"
+        assert expected or not output.startswith("ERROR:"), f"{line}\n--- failed ---\n{output}"
 
 
 def test_the_demo_shop_has_members_in_every_tier(suite) -> None:  # noqa: ANN001
-    data_dir, port, _ = suite
+    data_dir, ports, _ = suite
     env = demo_env(data_dir)
     output = grpcurl.run(["-plaintext", "-H", f"authorization: Bearer {env['SHOP_KEY']}",
-                          "-d", '{"shop_id":"demo-shop"}', f"127.0.0.1:{port}",
+                          "-d", '{"shop_id":"demo-shop"}', f"127.0.0.1:{ports[0]}",
                           "loyalty.membership.v1.MembershipService/ExportMembers"])
     codes = set(re.findall(r'"tierCode": "(\w+)"', output))
     assert codes == {"regular", "silver", "gold", "platinum", "diamond"}
@@ -118,17 +134,17 @@ def test_the_demo_shop_has_members_in_every_tier(suite) -> None:  # noqa: ANN001
 
 
 def test_ctrl_c_stops_cleanly_and_a_second_run_keeps_the_data(suite) -> None:  # noqa: ANN001
-    data_dir, port, proc = suite
+    data_dir, ports, proc = suite
     env = demo_env(data_dir)
     readme_tier = ('grpcurl -plaintext -H "authorization: Bearer $SHOP_KEY" '
                    '-d \'{"shop_id":"demo-shop","buyer_id":"demo-buyer-020"}\' localhost:50051 '
                    'loyalty.membership.v1.MembershipService/GetTier')
-    before = run_line(readme_tier, env, port)
+    before = run_line(readme_tier, env, ports)
     out = stop_suite(proc)
     assert "stopped." in out and "Traceback" not in out
-    again = start_suite(data_dir, port)
+    again = start_suite(data_dir, *ports)
     try:
         assert demo_env(data_dir) == env  # the same keys
-        assert run_line(readme_tier, env, port) == before
+        assert run_line(readme_tier, env, ports) == before
     finally:
         stop_suite(again)

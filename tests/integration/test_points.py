@@ -1,0 +1,1283 @@
+"""Contract tests of loyalty.points.v1.PointsService through a real gRPC server, on both backends
+(see conftest.py). The points service hears membership's events on the shared bus: a shop created
+in membership gets its points program, a member who joins gets an account, a completed order earns.
+Events are asynchronous, so tests wait (with a deadline) for the state they expect."""
+
+from __future__ import annotations
+
+import calendar
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from google.type import date_pb2
+from grpc_status import rpc_status
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from loyalty.common.v1 import envelope_pb2
+from loyalty.membership.v1 import events_pb2 as mev
+from loyalty.membership.v1 import membership_service_pb2 as mpb
+from loyalty.points.v1 import events_pb2 as pev
+from loyalty.points.v1 import points_service_pb2 as pp
+from loyalty.points.v1 import points_service_pb2_grpc
+from sqlalchemy import select
+
+from services.membership.tables import kit as membership_kit
+from tests.conftest import ADMIN_KEY, Authed, Shop, create_shop
+
+T = TypeVar("T")
+YUAN = 100
+DEADLINE = 5.0
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+MEMBERSHIP_STREAM = "loyalty.membership.v1"
+E = pp  # entry kinds and actions read as E.ENTRY_KIND_EARN, E.ACTION_JOIN
+
+
+# ----- helpers: time ---------------------------------------------------------------------------------
+
+
+def rid() -> str:
+    return uuid.uuid4().hex
+
+
+def ts(value: str | datetime) -> Timestamp:
+    """A Timestamp from an aware datetime or an ISO string with an offset ("...Z" or "+08:00")."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
+    assert moment.tzinfo is not None, "give times with their offset"
+    out = Timestamp()
+    out.FromDatetime(moment.astimezone(UTC))
+    return out
+
+
+def at(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def add_months(day: date, months: int) -> date:
+    index = day.month - 1 + months
+    year, month = day.year + index // 12, index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def expiry_of(earned: datetime, zone: ZoneInfo = SHANGHAI, months: int = 12) -> datetime:
+    """ROLLING_MONTHS: valid through the same shop-local day `months` later (clamped to the month's
+    end), expiring at the local midnight that ends that day."""
+    through = add_months(earned.astimezone(zone).date(), months)
+    return datetime.combine(through + timedelta(days=1), dtime(), tzinfo=zone).astimezone(UTC)
+
+
+def ordinary_time(zone: ZoneInfo = SHANGHAI) -> datetime:
+    """A recent moment that is no member day (the 1st) in the shop's zone: no multiplier applies."""
+    moment = now() - timedelta(minutes=5)
+    while moment.astimezone(zone).day == 1:
+        moment -= timedelta(days=1)
+    return moment
+
+
+def local_noon(day: date, zone: ZoneInfo = SHANGHAI) -> datetime:
+    return datetime.combine(day, dtime(12), tzinfo=zone)
+
+
+def eventually(probe: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
+    """Calls `probe` until it returns something truthy (an RpcError counts as not yet)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = probe()
+            if result:
+                return result
+            last = result
+        except grpc.RpcError as exc:
+            last = f"{exc.code()}: {exc.details()}"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting until {what} (last: {last})")
+        time.sleep(0.02)
+
+
+# ----- helpers: errors -------------------------------------------------------------------------------
+
+
+@dataclass
+class Failure:
+    code: grpc.StatusCode
+    reason: str
+    metadata: dict[str, str]
+    fields: dict[str, str]
+    preconditions: list[str]  # PreconditionFailure violation types
+
+
+def fails(call: Callable[..., Any], request: Any) -> Failure:
+    """Calls and expects a failure; returns its code and error details."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request)
+    status = rpc_status.from_call(caught.value)
+    info, fields, preconditions = error_details_pb2.ErrorInfo(), {}, []
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = {v.field: v.description for v in bad.field_violations}
+        elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            preconditions = [v.type for v in failure.violations]
+    return Failure(caught.value.code(), info.reason, dict(info.metadata), fields, preconditions)
+
+
+def assert_insufficient(failure: Failure, shortfall: int) -> None:
+    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION, failure
+    assert failure.reason == "INSUFFICIENT_POINTS", failure
+    assert failure.metadata.get("shortfall") == str(shortfall), failure
+    assert failure.preconditions, "a PreconditionFailure detail"
+
+
+# ----- helpers: shops, members, orders ---------------------------------------------------------------
+
+
+@dataclass
+class PointsShop:
+    """A shop seen from both services: `shop.api` is membership, `api` is points (same key)."""
+
+    shop: Shop
+    api: Authed
+    zone: ZoneInfo = SHANGHAI
+
+    @property
+    def shop_id(self) -> str:
+        return self.shop.shop_id
+
+
+@dataclass
+class Member:
+    member_id: str
+    buyer_id: str
+
+
+def points_stub(points: Any, key: str) -> Authed:
+    return Authed(points_service_pb2_grpc.PointsServiceStub(points.channel), key)
+
+
+def points_shop(points: Any, shop: Shop, zone: ZoneInfo = SHANGHAI) -> PointsShop:
+    """Waits until points has heard of the shop (ProgramChanged) and made its points program."""
+    api = points_stub(points, shop.key)
+    eventually(lambda: api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=shop.shop_id)),
+               "points knows the shop")
+    return PointsShop(shop, api, zone)
+
+
+@pytest.fixture
+def ps(points: Any, shop: Shop) -> PointsShop:
+    return points_shop(points, shop)
+
+
+def get_balance(s: PointsShop, m: Member | str) -> pp.Balance:
+    member_id = m.member_id if isinstance(m, Member) else m
+    return s.api.GetBalance(pp.GetBalanceRequest(shop_id=s.shop_id, member_id=member_id))
+
+
+def ledger(s: PointsShop, m: Member, page_size: int = 100, **filters: Any) -> list[pp.LedgerEntry]:
+    """The member's whole ledger (newest first), over every page."""
+    entries: list[pp.LedgerEntry] = []
+    token = ""
+    for _ in range(1000):
+        page = s.api.ListLedger(pp.ListLedgerRequest(shop_id=s.shop_id, member_id=m.member_id, page_size=page_size,
+                                                     page_token=token, **filters))
+        entries.extend(page.entries)
+        token = page.next_page_token
+        if not token:
+            return entries
+    raise AssertionError("the ledger's pages never end")
+
+
+def entries(s: PointsShop, m: Member, kind: int, *, order_id: str | None = None,
+            action: int | None = None) -> list[pp.LedgerEntry]:
+    return [e for e in ledger(s, m) if e.kind == kind
+            and (order_id is None or e.source.order_id == order_id)
+            and (action is None or e.source.action == action)]
+
+
+def wait_entries(s: PointsShop, m: Member, kind: int, count: int = 1, timeout: float = DEADLINE,
+                 **match: Any) -> list[pp.LedgerEntry]:
+    return eventually(lambda: (found := entries(s, m, kind, **match)) if len(found) >= count else None,
+                      f"{count} {pp.EntryKind.Name(kind)} entries {match} for {m.member_id}", timeout)
+
+
+def assert_consistent(s: PointsShop, m: Member) -> pp.Balance:
+    """The invariant: the ledger sums to the balance (available and held)."""
+    balance = get_balance(s, m)
+    all_entries = ledger(s, m)
+    assert sum(e.amount for e in all_entries) == balance.available, (balance, all_entries)
+    assert sum(e.held_delta for e in all_entries) == balance.held, (balance, all_entries)
+    return balance
+
+
+def join(s: PointsShop, buyer: str | None = None, **fields: Any) -> Member:
+    """Joins in membership and waits until points has the account and its JOIN earning."""
+    buyer = buyer or "b-" + uuid.uuid4().hex[:10]
+    fields.setdefault("join_channel", mpb.JOIN_CHANNEL_HOME_PAGE_MODULE)
+    joined = s.shop.api.JoinMember(mpb.JoinMemberRequest(request_id=rid(), shop_id=s.shop_id, buyer_id=buyer,
+                                                         **fields))
+    member = Member(joined.member_id, buyer)
+    wait_entries(s, member, E.ENTRY_KIND_EARN, action=E.ACTION_JOIN)
+    return member
+
+
+def birthday_fields(month: int, day: int) -> dict[str, Any]:
+    return {"profile": mpb.Profile(birthday=date_pb2.Date(year=1990, month=month, day=day)),
+            "consent_fields": [mpb.PROFILE_FIELD_BIRTHDAY]}
+
+
+def order(s: PointsShop, m: Member, fen: int, when: datetime | None = None, order_id: str | None = None) -> str:
+    """Records and completes an order in membership (completed at `when`, default now)."""
+    order_id = order_id or "o-" + uuid.uuid4().hex[:12]
+    moment = {} if when is None else {"paid_time": ts(when)}
+    s.shop.api.RecordOrder(mpb.RecordOrderRequest(shop_id=s.shop_id, order_id=order_id, buyer_id=m.buyer_id,
+                                                  amount_fen=fen, **moment))
+    done = {} if when is None else {"complete_time": ts(when)}
+    s.shop.api.CompleteOrder(mpb.CompleteOrderRequest(request_id=rid(), shop_id=s.shop_id, order_id=order_id,
+                                                      **done))
+    return order_id
+
+
+def buy(s: PointsShop, m: Member, fen: int, when: datetime | None = None) -> tuple[str, pp.LedgerEntry]:
+    """A completed order and the EARN it brought (waited for)."""
+    order_id = order(s, m, fen, when)
+    (earned,) = wait_entries(s, m, E.ENTRY_KIND_EARN, order_id=order_id, action=E.ACTION_PURCHASE)
+    return order_id, earned
+
+
+def refund(s: PointsShop, order_id: str, fen: int) -> None:
+    s.shop.api.RefundOrder(mpb.RefundOrderRequest(request_id=rid(), shop_id=s.shop_id, order_id=order_id,
+                                                  refund_id="r-" + uuid.uuid4().hex[:12], amount_fen=fen))
+
+
+def refund_and_wait(s: PointsShop, m: Member, order_id: str, fen: int) -> pp.LedgerEntry:
+    """A refund after completion and the CLAWBACK it brought (the newest one for the order)."""
+    before = len(entries(s, m, E.ENTRY_KIND_CLAWBACK, order_id=order_id))
+    refund(s, order_id, fen)
+    return wait_entries(s, m, E.ENTRY_KIND_CLAWBACK, before + 1, order_id=order_id)[0]
+
+
+def earn(s: PointsShop, m: Member, points: int) -> pp.EarnResponse:
+    return s.api.Earn(pp.EarnRequest(request_id=rid(), shop_id=s.shop_id, member_id=m.member_id, points=points,
+                                     source=pp.Source(reference="test")))
+
+
+def spend_request(s: PointsShop, m: Member, points: int, **fields: Any) -> pp.SpendRequest:
+    fields.setdefault("request_id", rid())
+    return pp.SpendRequest(shop_id=s.shop_id, member_id=m.member_id, points=points, **fields)
+
+
+def hold_request(s: PointsShop, m: Member, points: int, **fields: Any) -> pp.HoldRequest:
+    fields.setdefault("request_id", rid())
+    return pp.HoldRequest(shop_id=s.shop_id, member_id=m.member_id, points=points, **fields)
+
+
+def capture(s: PointsShop, hold_id: str) -> pp.CaptureHoldResponse:
+    return s.api.CaptureHold(pp.CaptureHoldRequest(request_id=rid(), shop_id=s.shop_id, hold_id=hold_id))
+
+
+def release(s: PointsShop, hold_id: str) -> pp.ReleaseHoldResponse:
+    return s.api.ReleaseHold(pp.ReleaseHoldRequest(request_id=rid(), shop_id=s.shop_id, hold_id=hold_id))
+
+
+def record(s: PointsShop, m: Member, action: int, when: datetime | None = None,
+           subject: str = "") -> pp.RecordActionResponse:
+    occur = {} if when is None else {"occur_time": ts(when)}
+    return s.api.RecordAction(pp.RecordActionRequest(request_id=rid(), shop_id=s.shop_id, member_id=m.member_id,
+                                                     action=action, subject=subject, **occur))
+
+
+def expire(s: PointsShop, as_of: datetime) -> pp.ExpirePointsResponse:
+    return s.api.ExpirePoints(pp.ExpirePointsRequest(request_id=rid(), shop_id=s.shop_id, as_of=ts(as_of)))
+
+
+def outbox(db: Any, shop_id: str, payload_type: type[T]) -> list[T]:
+    """The events a service wrote to its outbox for one shop, oldest first."""
+    table = db.kit.outbox
+    rows = db.read(lambda c: c.execute(select(table.c.envelope).where(
+        table.c.shop_id == shop_id, table.c.event_type == payload_type.DESCRIPTOR.full_name)
+        .order_by(table.c.id)).all())
+    out = []
+    for row in rows:
+        envelope = envelope_pb2.EventEnvelope.FromString(row.envelope)
+        payload = payload_type()
+        envelope.payload.Unpack(payload)
+        out.append(payload)
+    return out
+
+
+def membership_envelopes(membership: Any, shop_id: str, payload_type: type) -> list[bytes]:
+    db = membership.running.app.db
+    rows = db.read(lambda c: c.execute(select(membership_kit.outbox.c.envelope).where(
+        membership_kit.outbox.c.shop_id == shop_id,
+        membership_kit.outbox.c.event_type == payload_type.DESCRIPTOR.full_name).order_by(
+        membership_kit.outbox.c.id)).all())
+    return [row.envelope for row in rows]
+
+
+def update_program(s: PointsShop, **changes: Any) -> pp.PointsProgram:
+    program = s.api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=s.shop_id))
+    for name, value in changes.items():
+        setattr(program, name, value)
+    return s.api.UpdatePointsProgram(pp.UpdatePointsProgramRequest(request_id=rid(), program=program))
+
+
+# ----- accounts and the program ------------------------------------------------------------------------
+
+
+def test_join_opens_an_account_with_the_join_points(ps: PointsShop) -> None:
+    buyer = "b-" + uuid.uuid4().hex[:8]
+    joined = ps.shop.api.JoinMember(mpb.JoinMemberRequest(request_id=rid(), shop_id=ps.shop_id, buyer_id=buyer,
+                                                          join_channel=mpb.JOIN_CHANNEL_LIVE_STREAM))
+    member = Member(joined.member_id, buyer)
+    balance = eventually(lambda: get_balance(ps, member), "the account exists")
+    (entry,) = wait_entries(ps, member, E.ENTRY_KIND_EARN)
+    assert entry.amount == 100 and entry.held_delta == 0 and entry.balance_after == 100
+    assert entry.source.action == E.ACTION_JOIN
+    assert at(entry.expire_time) == expiry_of(at(joined.join_time))
+    balance = assert_consistent(ps, member)
+    assert (balance.available, balance.held, balance.lifetime_earned) == (100, 0, 100)
+    assert balance.shop_id == ps.shop_id and balance.member_id == member.member_id
+    assert at(balance.next_expiry_time) == at(entry.expire_time) and balance.next_expiry_amount == 100
+
+
+def test_a_member_points_never_heard_of_is_not_found(ps: PointsShop) -> None:
+    failure = fails(ps.api.GetBalance, pp.GetBalanceRequest(shop_id=ps.shop_id, member_id="m_nobody"))
+    assert failure.code == grpc.StatusCode.NOT_FOUND and failure.reason == "MEMBER_NOT_FOUND"
+
+
+def test_an_imported_member_gets_an_account_without_join_points(ps: PointsShop) -> None:
+    imported = ps.shop.api.ImportMembers(mpb.ImportMembersRequest(
+        request_id=rid(), shop_id=ps.shop_id, members=[mpb.ImportedMember(buyer_id="imported-1")]))
+    member = Member(imported.member_ids[0], "imported-1")
+    balance = eventually(lambda: get_balance(ps, member), "the imported member's account exists")
+    assert balance.available == 0 and balance.lifetime_earned == 0
+    assert ledger(ps, member) == []
+
+
+def test_the_default_points_program_takes_the_membership_time_zone(points: Any, membership: Any, admin: Any,
+                                                                   ps: PointsShop) -> None:
+    program = ps.api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=ps.shop_id))
+    assert program.shop_id == ps.shop_id and program.time_zone == "Asia/Shanghai"
+    assert program.expiry_policy == pp.EXPIRY_POLICY_ROLLING_MONTHS and program.expiry_months == 12
+    assert program.points_per_yuan == 100 and program.leave_policy == pp.LEAVE_POLICY_FORFEIT
+    assert program.daily_pool_points == 0 and program.default_hold_ttl_seconds == 900
+    tokyo = points_shop(points, create_shop(membership, admin, time_zone="Asia/Tokyo"))
+    assert tokyo.api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=tokyo.shop_id)).time_zone == "Asia/Tokyo"
+
+
+def test_default_earn_rules(ps: PointsShop) -> None:
+    rules = {r.action: r for r in ps.api.ListEarnRules(pp.ListEarnRulesRequest(shop_id=ps.shop_id)).rules}
+    assert set(rules) == {E.ACTION_PURCHASE, E.ACTION_JOIN, E.ACTION_FOLLOW_SHOP, E.ACTION_COMPLETE_PROFILE,
+                          E.ACTION_DAILY_SIGN_IN, E.ACTION_REVIEW, E.ACTION_SHARE, E.ACTION_INVITE_FRIEND,
+                          E.ACTION_REFERRAL, E.ACTION_SURVEY, E.ACTION_BROWSE}
+    assert all(r.enabled and r.rule_id for r in rules.values())
+
+    def shape(action: int) -> tuple:
+        r = rules[action]
+        return r.points, (r.caps.per_day, r.caps.per_month, r.caps.lifetime)
+
+    assert shape(E.ACTION_PURCHASE) == (1, (0, 0, 0)) and rules[E.ACTION_PURCHASE].multipliers_apply
+    assert shape(E.ACTION_JOIN) == (100, (0, 0, 0))
+    assert shape(E.ACTION_FOLLOW_SHOP) == (20, (0, 0, 0))
+    assert shape(E.ACTION_COMPLETE_PROFILE) == (50, (0, 0, 0))
+    sign_in = rules[E.ACTION_DAILY_SIGN_IN]
+    assert sign_in.points == 5 and sign_in.streak_days == 7 and sign_in.streak_bonus == 20
+    assert sign_in.multipliers_apply
+    assert shape(E.ACTION_REVIEW) == (10, (3, 0, 0))
+    assert shape(E.ACTION_SHARE) == (5, (3, 0, 0))
+    assert shape(E.ACTION_INVITE_FRIEND) == (20, (0, 10, 0))
+    assert shape(E.ACTION_REFERRAL) == (0, (0, 0, 0)) and rules[E.ACTION_REFERRAL].min_order_fen == 0
+    assert shape(E.ACTION_SURVEY) == (20, (0, 0, 0))
+    assert shape(E.ACTION_BROWSE) == (1, (5, 0, 0))
+
+
+def test_default_multipliers_are_member_day_and_birthday_month(ps: PointsShop) -> None:
+    found = ps.api.ListMultipliers(pp.ListMultipliersRequest(shop_id=ps.shop_id)).multipliers
+    by_kind = {m.kind: m for m in found}
+    assert len(found) == 2 and set(by_kind) == {pp.MULTIPLIER_KIND_MEMBER_DAY, pp.MULTIPLIER_KIND_BIRTHDAY}
+    member_day, birthday = by_kind[pp.MULTIPLIER_KIND_MEMBER_DAY], by_kind[pp.MULTIPLIER_KIND_BIRTHDAY]
+    assert member_day.day_of_month == 1 and member_day.multiplier_milli == 2000
+    assert birthday.birthday_window == pp.BIRTHDAY_WINDOW_MONTH and birthday.multiplier_milli == 2000
+    assert member_day.multiplier_id and birthday.multiplier_id
+
+
+# ----- purchases -------------------------------------------------------------------------------------
+
+
+def test_done_when_a_completed_order_earns_within_a_second(ps: PointsShop) -> None:
+    member = join(ps)
+    order_id = order(ps, member, 123456, ordinary_time())
+    (entry,) = wait_entries(ps, member, E.ENTRY_KIND_EARN, order_id=order_id, timeout=1.0)
+    assert entry.amount == 1234 and entry.source.action == E.ACTION_PURCHASE
+
+
+def test_purchase_earns_per_whole_yuan_at_the_tier_rate(ps: PointsShop) -> None:
+    member = join(ps)
+    first_at = ordinary_time() - timedelta(hours=1)
+    _, first = buy(ps, member, 123456, first_at)  # 1,234.56 yuan at Regular (1000): the member becomes Silver
+    assert first.amount == 1234 and first.source.action == E.ACTION_PURCHASE
+    assert at(first.expire_time) == expiry_of(first_at)
+    _, second = buy(ps, member, 10199, ordinary_time())  # 101.99 yuan at Silver (1500): floor(101 × 1.5)
+    assert second.amount == 151
+    balance = assert_consistent(ps, member)
+    assert balance.available == 100 + 1234 + 151 and balance.lifetime_earned == 100 + 1234 + 151
+
+
+def test_member_day_is_judged_in_the_shop_time_zone(ps: PointsShop) -> None:
+    member = join(ps)
+    _, member_day = buy(ps, member, 100 * YUAN, "2026-12-01T02:00:00+08:00")
+    _, day_before = buy(ps, member, 100 * YUAN, "2026-11-30T23:59:59+08:00")
+    assert member_day.amount == 200 and day_before.amount == 100
+
+
+def test_member_day_follows_the_shops_own_time_zone(points: Any, membership: Any, admin: Any) -> None:
+    tokyo = points_shop(points, create_shop(membership, admin, time_zone="Asia/Tokyo"), ZoneInfo("Asia/Tokyo"))
+    member = join(tokyo)
+    # 00:30 on 1 December in Tokyo, still 30 November in Shanghai.
+    _, entry = buy(tokyo, member, 100 * YUAN, "2026-11-30T15:30:00Z")
+    assert entry.amount == 200
+    assert at(entry.expire_time) == expiry_of(at(ts("2026-11-30T15:30:00Z")), ZoneInfo("Asia/Tokyo"))
+
+
+def test_birthday_month_doubles_and_never_compounds_with_member_day(ps: PointsShop) -> None:
+    member = join(ps, **birthday_fields(12, 10))
+    _, birthday_month = buy(ps, member, 100 * YUAN, "2026-12-15T12:00:00+08:00")
+    _, both = buy(ps, member, 100 * YUAN, "2026-12-01T12:00:00+08:00")
+    _, neither = buy(ps, member, 100 * YUAN, "2026-11-15T12:00:00+08:00")
+    assert (birthday_month.amount, both.amount, neither.amount) == (200, 200, 100)
+
+
+def test_a_campaign_multiplier_beats_member_day_and_ends_when_deleted(ps: PointsShop) -> None:
+    member = join(ps)
+    campaign = ps.api.CreateMultiplier(pp.CreateMultiplierRequest(request_id=rid(), shop_id=ps.shop_id,
+                                                                  multiplier=pp.Multiplier(
+        name="元旦三倍", kind=pp.MULTIPLIER_KIND_CAMPAIGN, multiplier_milli=3000,
+        start_time=ts("2027-01-01T00:00:00+08:00"), end_time=ts("2027-01-02T00:00:00+08:00"))))
+    assert campaign.multiplier_id and campaign.multiplier_milli == 3000
+    listed = ps.api.ListMultipliers(pp.ListMultipliersRequest(shop_id=ps.shop_id)).multipliers
+    assert campaign.multiplier_id in {m.multiplier_id for m in listed}
+    _, in_window = buy(ps, member, 100 * YUAN, "2027-01-01T10:00:00+08:00")
+    _, member_day_only = buy(ps, member, 100 * YUAN, "2027-02-01T10:00:00+08:00")
+    _, after_window = buy(ps, member, 100 * YUAN, "2027-01-02T00:00:00+08:00")  # end is exclusive
+    assert (in_window.amount, member_day_only.amount, after_window.amount) == (300, 200, 100)
+    ps.api.DeleteMultiplier(pp.DeleteMultiplierRequest(request_id=rid(), shop_id=ps.shop_id,
+                                                       multiplier_id=campaign.multiplier_id))
+    listed = ps.api.ListMultipliers(pp.ListMultipliersRequest(shop_id=ps.shop_id)).multipliers
+    assert campaign.multiplier_id not in {m.multiplier_id for m in listed}
+    _, deleted = buy(ps, member, 100 * YUAN, "2027-01-01T11:00:00+08:00")
+    assert deleted.amount == 200  # member day still doubles
+
+
+# ----- refunds -------------------------------------------------------------------------------------
+
+
+def test_refunds_claw_back_what_the_remaining_amount_no_longer_earns(ps: PointsShop) -> None:
+    member = join(ps)
+    order_id, earned = buy(ps, member, 123456, ordinary_time())
+    assert earned.amount == 1234
+    first = refund_and_wait(ps, member, order_id, 23456)  # 1,000.00 yuan remain: they keep 1000
+    assert first.amount == -234 and first.source.order_id == order_id and first.held_delta == 0
+    second = refund_and_wait(ps, member, order_id, 50)  # 999.50 remain: 999
+    assert second.amount == -1
+    third = refund_and_wait(ps, member, order_id, 99950)  # all of it: everything the order earned
+    assert third.amount == -999
+    assert sum(e.amount for e in entries(ps, member, E.ENTRY_KIND_CLAWBACK)) == -1234
+    assert assert_consistent(ps, member).available == 100
+
+
+def test_a_full_refund_claws_back_everything_at_once(ps: PointsShop) -> None:
+    member = join(ps)
+    order_id, earned = buy(ps, member, 50099, "2026-12-01T09:00:00+08:00")  # member day: 1000
+    assert earned.amount == 1000
+    clawback = refund_and_wait(ps, member, order_id, 50099)
+    assert clawback.amount == -1000 and clawback.kind == E.ENTRY_KIND_CLAWBACK
+    assert assert_consistent(ps, member).available == 100
+
+
+def test_clawing_back_spent_points_leaves_a_debt_that_later_earnings_pay_first(ps: PointsShop) -> None:
+    member = join(ps)
+    order_id, _ = buy(ps, member, 500 * YUAN, ordinary_time())
+    ps.api.Spend(spend_request(ps, member, 600))
+    refund_and_wait(ps, member, order_id, 500 * YUAN)
+    balance = assert_consistent(ps, member)
+    assert balance.available == -500
+    assert_insufficient(fails(ps.api.Spend, spend_request(ps, member, 1)), 501)
+    assert earn(ps, member, 300).balance.available == -200
+    assert_insufficient(fails(ps.api.Hold, hold_request(ps, member, 1)), 201)
+    assert earn(ps, member, 250).balance.available == 50
+    balance = assert_consistent(ps, member)
+    # The debt ate the first earning and 200 of the second: 50 points remain to expire.
+    assert balance.next_expiry_amount == 50
+    assert ps.api.Spend(spend_request(ps, member, 50)).balance.available == 0
+
+
+def test_a_refund_before_completion_earns_on_what_remains_without_clawback(ps: PointsShop) -> None:
+    member = join(ps)
+    order_id = "o-" + uuid.uuid4().hex[:12]
+    ps.shop.api.RecordOrder(mpb.RecordOrderRequest(shop_id=ps.shop_id, order_id=order_id, buyer_id=member.buyer_id,
+                                                   amount_fen=200 * YUAN))
+    refund(ps, order_id, 50 * YUAN)
+    ps.shop.api.CompleteOrder(mpb.CompleteOrderRequest(request_id=rid(), shop_id=ps.shop_id, order_id=order_id,
+                                                       complete_time=ts(ordinary_time())))
+    (earned,) = wait_entries(ps, member, E.ENTRY_KIND_EARN, order_id=order_id)
+    assert earned.amount == 150
+    assert entries(ps, member, E.ENTRY_KIND_CLAWBACK) == []
+
+
+# ----- spending and holds -----------------------------------------------------------------------------
+
+
+def test_spend_uses_the_earliest_expiring_lot_first(ps: PointsShop) -> None:
+    member = join(ps)
+    early_at = now() - timedelta(days=300)
+    _, early = buy(ps, member, 80 * YUAN, early_at)  # expires in about two months
+    earn(ps, member, 500)  # expires in a year, like the join points
+    balance = get_balance(ps, member)
+    assert balance.available == 680
+    assert at(balance.next_expiry_time) == expiry_of(early_at) and balance.next_expiry_amount == 80
+    spent = ps.api.Spend(spend_request(ps, member, 50, source=pp.Source(redemption_id="rd-1")))
+    assert spent.entry.kind == E.ENTRY_KIND_SPEND and spent.entry.amount == -50
+    assert spent.entry.source.redemption_id == "rd-1" and spent.entry.balance_after == 630
+    assert spent.balance.available == 630 and spent.balance.next_expiry_amount == 30
+    after = ps.api.Spend(spend_request(ps, member, 40)).balance
+    # The early lot is used up; the next expiry is the year-long lots (join and earn, same day).
+    assert at(after.next_expiry_time) > at(early.expire_time)
+    assert after.available == 590
+    assert_consistent(ps, member)
+
+
+def test_spending_or_holding_more_than_available_is_refused_with_the_shortfall(ps: PointsShop) -> None:
+    member = join(ps)
+    assert_insufficient(fails(ps.api.Spend, spend_request(ps, member, 130)), 30)
+    assert_insufficient(fails(ps.api.Hold, hold_request(ps, member, 101)), 1)
+    balance = assert_consistent(ps, member)
+    assert (balance.available, balance.held) == (100, 0)
+
+
+def test_hold_then_capture(points: Any, ps: PointsShop) -> None:
+    member = join(ps)
+    earn(ps, member, 400)
+    held = ps.api.Hold(hold_request(ps, member, 300, ttl_seconds=600, source=pp.Source(redemption_id="rd-9")))
+    assert held.hold_id and (held.balance.available, held.balance.held) == (200, 300)
+    assert 590 <= (at(held.expire_time) - now()).total_seconds() <= 610
+    (hold_entry,) = entries(ps, member, E.ENTRY_KIND_HOLD)
+    assert (hold_entry.amount, hold_entry.held_delta) == (-300, 300) and hold_entry.source.hold_id == held.hold_id
+    captured = capture(ps, held.hold_id)
+    assert captured.entry.kind == E.ENTRY_KIND_CAPTURE
+    assert (captured.entry.amount, captured.entry.held_delta) == (0, -300)
+    assert (captured.balance.available, captured.balance.held) == (200, 0)
+    assert capture(ps, held.hold_id) == captured  # repeated: the same answer
+    failure = fails(ps.api.ReleaseHold, pp.ReleaseHoldRequest(request_id=rid(), shop_id=ps.shop_id,
+                                                              hold_id=held.hold_id))
+    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION and failure.reason == "HOLD_CAPTURED"
+    assert len(entries(ps, member, E.ENTRY_KIND_CAPTURE)) == 1
+    assert_consistent(ps, member)
+
+
+def test_hold_then_release_restores_the_lots(ps: PointsShop) -> None:
+    member = join(ps)
+    early_at = now() - timedelta(days=200)
+    _, early = buy(ps, member, 60 * YUAN, early_at)
+    before = get_balance(ps, member)
+    assert before.next_expiry_amount == 60
+    held = ps.api.Hold(hold_request(ps, member, 100))
+    assert 890 <= (at(held.expire_time) - now()).total_seconds() <= 910  # the default 15 minutes
+    assert (held.balance.available, held.balance.held) == (60, 100)
+    released = release(ps, held.hold_id)
+    assert released.entry.kind == E.ENTRY_KIND_RELEASE
+    assert (released.entry.amount, released.entry.held_delta) == (100, -100)
+    after = released.balance
+    assert (after.available, after.held) == (160, 0)
+    assert after.next_expiry_time == before.next_expiry_time and after.next_expiry_amount == 60
+    assert release(ps, held.hold_id) == released
+    failure = fails(ps.api.CaptureHold, pp.CaptureHoldRequest(request_id=rid(), shop_id=ps.shop_id,
+                                                              hold_id=held.hold_id))
+    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION and failure.reason == "HOLD_RELEASED"
+    # The restored early lot is still the first to go.
+    spent = ps.api.Spend(spend_request(ps, member, 60)).balance
+    assert at(spent.next_expiry_time) > at(early.expire_time)
+    assert_consistent(ps, member)
+
+
+def test_a_hold_past_its_ttl_is_released_by_itself(ps: PointsShop) -> None:
+    member = join(ps)
+    held = ps.api.Hold(hold_request(ps, member, 70, ttl_seconds=1))
+    assert held.balance.held == 70
+    eventually(lambda: get_balance(ps, member).held == 0, "the sweeper releases the hold", timeout=8.0)
+    balance = assert_consistent(ps, member)
+    assert balance.available == 100
+    failure = fails(ps.api.CaptureHold, pp.CaptureHoldRequest(request_id=rid(), shop_id=ps.shop_id,
+                                                              hold_id=held.hold_id))
+    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert failure.reason in ("HOLD_EXPIRED", "HOLD_RELEASED")
+
+
+def test_an_unknown_hold_is_not_found(ps: PointsShop) -> None:
+    for call, request_type in ((ps.api.CaptureHold, pp.CaptureHoldRequest),
+                               (ps.api.ReleaseHold, pp.ReleaseHoldRequest)):
+        failure = fails(call, request_type(request_id=rid(), shop_id=ps.shop_id, hold_id="h_nothing"))
+        assert failure.code == grpc.StatusCode.NOT_FOUND
+
+
+# ----- expiry ---------------------------------------------------------------------------------------
+
+
+def test_lots_expire_at_the_shop_local_midnight_twelve_months_on(ps: PointsShop) -> None:
+    member = join(ps)
+    _, late_jan_15 = buy(ps, member, 123456, "2025-01-15T15:59:59Z")  # 23:59:59 on 15 January in Shanghai
+    _, jan_16 = buy(ps, member, 50 * YUAN, "2025-01-15T16:00:00Z")  # 00:00 on 16 January in Shanghai
+    assert at(late_jan_15.expire_time) == at(ts("2026-01-15T16:00:00Z"))
+    assert at(jan_16.expire_time) == at(ts("2026-01-16T16:00:00Z"))
+    nothing = expire(ps, at(ts("2026-01-15T15:59:59Z")))
+    assert (nothing.members, nothing.lots, nothing.points) == (0, 0, 0)
+    first = expire(ps, at(ts("2026-01-15T16:00:00Z")))
+    assert (first.members, first.lots, first.points) == (1, 1, 1234)
+    again = expire(ps, at(ts("2026-01-15T16:00:00Z")))
+    assert (again.members, again.lots, again.points) == (0, 0, 0)
+    second = expire(ps, at(ts("2026-01-16T16:00:00Z")))
+    assert (second.members, second.lots, second.points) == (1, 1, 50)
+    expired = entries(ps, member, E.ENTRY_KIND_EXPIRE)
+    assert sorted(e.amount for e in expired) == [-1234, -50]
+    balance = assert_consistent(ps, member)
+    assert balance.available == 100
+
+
+def test_expire_points_retried_with_its_request_id_gives_the_first_answer(ps: PointsShop) -> None:
+    member = join(ps)
+    buy(ps, member, 30 * YUAN, "2024-06-01T12:00:00+08:00")
+    request = pp.ExpirePointsRequest(request_id=rid(), shop_id=ps.shop_id, as_of=ts("2025-06-02T00:00:00+08:00"))
+    first = ps.api.ExpirePoints(request)
+    assert (first.members, first.lots, first.points) == (1, 1, 30)
+    assert ps.api.ExpirePoints(request) == first
+    assert len(entries(ps, member, E.ENTRY_KIND_EXPIRE)) == 1
+
+
+def test_the_expiry_day_is_clamped_to_the_end_of_a_shorter_month(ps: PointsShop) -> None:
+    member = join(ps)
+    _, leap_day = buy(ps, member, 10 * YUAN, "2024-02-29T12:00:00+08:00")
+    assert at(leap_day.expire_time) == at(ts("2025-03-01T00:00:00+08:00"))  # valid through 28 February 2025
+    _, end_of_march = buy(ps, member, 10 * YUAN, "2025-03-31T12:00:00+08:00")
+    assert at(end_of_march.expire_time) == at(ts("2026-04-01T00:00:00+08:00"))
+
+
+def test_lots_past_expiry_are_neither_counted_nor_spent_before_expire_points_runs(ps: PointsShop) -> None:
+    member = join(ps)
+    buy(ps, member, 700 * YUAN, "2025-01-10T12:00:00+08:00")  # expired on 11 January 2026
+    balance = get_balance(ps, member)
+    assert balance.available == 100
+    assert at(balance.next_expiry_time) > now() and balance.next_expiry_amount == 100
+    assert_insufficient(fails(ps.api.Spend, spend_request(ps, member, 101)), 1)
+    done = expire(ps, now())
+    assert (done.members, done.lots, done.points) == (1, 1, 700)
+    assert assert_consistent(ps, member).available == 100
+
+
+def test_expire_points_needs_a_shop_except_for_the_admin(points: Any, ps: PointsShop) -> None:
+    failure = fails(ps.api.ExpirePoints, pp.ExpirePointsRequest(request_id=rid(), as_of=ts(now())))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "shop_id" in failure.fields
+    member = join(ps)
+    buy(ps, member, 40 * YUAN, "2024-03-10T12:00:00+08:00")
+    admin_points = points_stub(points, ADMIN_KEY)
+    everywhere = admin_points.ExpirePoints(pp.ExpirePointsRequest(request_id=rid(),
+                                                                  as_of=ts("2025-06-01T00:00:00+08:00")))
+    assert everywhere.members >= 1 and everywhere.lots >= 1 and everywhere.points >= 40
+    (expired,) = entries(ps, member, E.ENTRY_KIND_EXPIRE)
+    assert expired.amount == -40
+    assert_consistent(ps, member)
+
+
+# ----- balances and the ledger ------------------------------------------------------------------------
+
+
+def test_a_write_is_visible_on_the_very_next_balance_read(ps: PointsShop) -> None:
+    member = join(ps)
+    expected = get_balance(ps, member).available
+    for points in (5, 17, 1):
+        earn(ps, member, points)
+        expected += points
+        assert get_balance(ps, member).available == expected
+        ps.api.Spend(spend_request(ps, member, 3))
+        expected -= 3
+        assert get_balance(ps, member).available == expected
+    ps.api.Hold(hold_request(ps, member, 4))
+    assert get_balance(ps, member).held == 4
+
+
+def test_the_ledger_is_newest_first_paginated_and_filtered(ps: PointsShop) -> None:
+    member = join(ps)
+    for points in (10, 20, 30):
+        earn(ps, member, points)
+        time.sleep(0.01)
+        ps.api.Spend(spend_request(ps, member, points // 10))
+        time.sleep(0.01)
+    full = ledger(ps, member)
+    assert len(full) == 7
+    assert [e.entry_id for e in full] == sorted((e.entry_id for e in full), reverse=True)
+    assert [at(e.create_time) for e in full] == sorted((at(e.create_time) for e in full), reverse=True)
+    assert full[0].balance_after == get_balance(ps, member).available == 100 + 60 - 6
+    pages = []
+    token = ""
+    while True:
+        page = ps.api.ListLedger(pp.ListLedgerRequest(shop_id=ps.shop_id, member_id=member.member_id, page_size=3,
+                                                      page_token=token))
+        pages.append([e.entry_id for e in page.entries])
+        token = page.next_page_token
+        if not token:
+            break
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [i for p in pages for i in p] == [e.entry_id for e in full]
+    spends = ledger(ps, member, kinds=[E.ENTRY_KIND_SPEND])
+    assert [e.amount for e in spends] == [-3, -2, -1]
+    both = ledger(ps, member, kinds=[E.ENTRY_KIND_SPEND, E.ENTRY_KIND_EARN])
+    assert len(both) == 7
+    start, end = full[4].create_time, full[1].create_time  # [start, end): entries 4, 3, 2
+    window = ledger(ps, member, start_time=start, end_time=end)
+    assert [e.entry_id for e in window] == [e.entry_id for e in full if at(start) <= at(e.create_time) < at(end)]
+    assert [e.entry_id for e in window] == [e.entry_id for e in full[2:5]]
+
+
+# ----- actions --------------------------------------------------------------------------------------
+
+
+def test_daily_sign_in_earns_once_per_shop_local_day(ps: PointsShop) -> None:
+    member = join(ps)
+    first = record(ps, member, E.ACTION_DAILY_SIGN_IN, at(ts("2026-11-23T15:30:00Z")))  # 23:30, 23 November
+    assert first.points == 5 and first.not_earned_reason == "" and first.multiplier_milli == 1000
+    assert first.streak_days == 1 and first.balance.available == 105
+    again = record(ps, member, E.ACTION_DAILY_SIGN_IN, at(ts("2026-11-23T15:45:00Z")))
+    assert again.points == 0 and again.not_earned_reason == "ALREADY_SIGNED_IN_TODAY"
+    next_day = record(ps, member, E.ACTION_DAILY_SIGN_IN, at(ts("2026-11-23T16:30:00Z")))  # 00:30, 24 November
+    assert next_day.points == 5 and next_day.streak_days == 2
+    assert assert_consistent(ps, member).available == 110
+
+
+def test_every_seventh_consecutive_sign_in_earns_the_streak_bonus_unmultiplied(ps: PointsShop) -> None:
+    member = join(ps)
+    start = date(2026, 10, 26)  # the 7th day is 1 November, a member day
+    got = [record(ps, member, E.ACTION_DAILY_SIGN_IN, local_noon(start + timedelta(days=k))) for k in range(7)]
+    assert [r.streak_days for r in got] == [1, 2, 3, 4, 5, 6, 7]
+    assert [r.points for r in got[:6]] == [5] * 6
+    assert got[6].multiplier_milli == 2000 and got[6].points == 5 * 2 + 20
+    gap = record(ps, member, E.ACTION_DAILY_SIGN_IN, local_noon(date(2026, 11, 3)))
+    assert gap.streak_days == 1 and gap.points == 5
+    assert_consistent(ps, member)
+
+
+def test_once_only_actions_earn_once(ps: PointsShop) -> None:
+    member = join(ps)
+    when = local_noon(date(2026, 11, 20))
+    for action, points in ((E.ACTION_FOLLOW_SHOP, 20), (E.ACTION_COMPLETE_PROFILE, 50)):
+        first = record(ps, member, action, when)
+        assert (first.points, first.not_earned_reason, first.multiplier_milli) == (points, "", 1000)
+        again = record(ps, member, action, when + timedelta(days=1))
+        assert (again.points, again.not_earned_reason) == (0, "ALREADY_EARNED")
+    join_again = record(ps, member, E.ACTION_JOIN, when)
+    assert (join_again.points, join_again.not_earned_reason) == (0, "ALREADY_EARNED")
+    assert assert_consistent(ps, member).available == 100 + 20 + 50
+
+
+def test_subject_actions_need_a_subject_and_earn_once_per_subject(ps: PointsShop) -> None:
+    member = join(ps)
+    when = local_noon(date(2026, 11, 20))
+    for action in (E.ACTION_REVIEW, E.ACTION_INVITE_FRIEND, E.ACTION_SURVEY):
+        failure = fails(ps.api.RecordAction, pp.RecordActionRequest(
+            request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id, action=action, occur_time=ts(when)))
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "subject" in failure.fields
+    for action, points in ((E.ACTION_REVIEW, 10), (E.ACTION_INVITE_FRIEND, 20), (E.ACTION_SURVEY, 20)):
+        assert record(ps, member, action, when, subject="s-1").points == points
+        again = record(ps, member, action, when, subject="s-1")
+        assert (again.points, again.not_earned_reason) == (0, "ALREADY_EARNED")
+        assert record(ps, member, action, when, subject="s-2").points == points
+    assert assert_consistent(ps, member).available == 100 + 2 * (10 + 20 + 20)
+
+
+def test_daily_and_monthly_caps(ps: PointsShop) -> None:
+    member = join(ps)
+    day = local_noon(date(2026, 11, 20))
+    reviews = [record(ps, member, E.ACTION_REVIEW, day + timedelta(minutes=k), subject=f"o-{k}") for k in range(4)]
+    assert [r.points for r in reviews] == [10, 10, 10, 0]
+    assert reviews[3].not_earned_reason == "DAILY_CAP_REACHED"
+    assert record(ps, member, E.ACTION_REVIEW, day + timedelta(days=1), subject="o-9").points == 10
+    invites = [record(ps, member, E.ACTION_INVITE_FRIEND, local_noon(date(2026, 9, 2 + k)), subject=f"f-{k}")
+               for k in range(11)]
+    assert [r.points for r in invites] == [20] * 10 + [0]
+    assert invites[10].not_earned_reason == "MONTHLY_CAP_REACHED"
+    assert record(ps, member, E.ACTION_INVITE_FRIEND, local_noon(date(2026, 10, 5)), subject="f-99").points == 20
+    shares = [record(ps, member, E.ACTION_SHARE, day + timedelta(minutes=k)) for k in range(4)]
+    assert [(r.points, r.not_earned_reason) for r in shares][3] == (0, "DAILY_CAP_REACHED")
+    assert assert_consistent(ps, member).available == 100 + 40 + 200 + 20 + 15
+
+
+def test_a_lifetime_cap_and_a_disabled_rule_earn_nothing(ps: PointsShop) -> None:
+    member = join(ps)
+    rule = ps.api.UpsertEarnRule(pp.UpsertEarnRuleRequest(request_id=rid(), shop_id=ps.shop_id, rule=pp.EarnRule(
+        action=E.ACTION_SHARE, enabled=True, points=7, caps=pp.Caps(per_day=3, lifetime=2))))
+    assert rule.points == 7 and rule.caps.lifetime == 2 and rule.enabled
+    got = [record(ps, member, E.ACTION_SHARE, local_noon(date(2026, 11, 10 + k))) for k in range(3)]
+    assert [(r.points, r.not_earned_reason) for r in got] == [(7, ""), (7, ""), (0, "LIFETIME_CAP_REACHED")]
+    ps.api.UpsertEarnRule(pp.UpsertEarnRuleRequest(request_id=rid(), shop_id=ps.shop_id, rule=pp.EarnRule(
+        action=E.ACTION_BROWSE, enabled=False, points=1, caps=pp.Caps(per_day=5))))
+    rules = {r.action: r for r in ps.api.ListEarnRules(pp.ListEarnRulesRequest(shop_id=ps.shop_id)).rules}
+    assert not rules[E.ACTION_BROWSE].enabled and rules[E.ACTION_SHARE].points == 7
+    disabled = record(ps, member, E.ACTION_BROWSE, local_noon(date(2026, 11, 20)))
+    assert (disabled.points, disabled.not_earned_reason) == (0, "RULE_DISABLED")
+    assert assert_consistent(ps, member).available == 114
+
+
+# ----- referral, leaving -------------------------------------------------------------------------------
+
+
+def test_a_referral_rewards_both_members_on_the_first_purchase_only(ps: PointsShop) -> None:
+    referrer = join(ps)
+    referee = join(ps, referrer_member_id=referrer.member_id)
+    order_id, purchase = buy(ps, referee, 30050, ordinary_time())
+    assert purchase.amount == 300
+    (to_referrer,) = wait_entries(ps, referrer, E.ENTRY_KIND_EARN, action=E.ACTION_REFERRAL)
+    (to_referee,) = wait_entries(ps, referee, E.ENTRY_KIND_EARN, action=E.ACTION_REFERRAL)
+    assert to_referrer.amount == 300 and to_referee.amount == 300
+    buy(ps, referee, 50000, ordinary_time())
+    assert len(entries(ps, referrer, E.ENTRY_KIND_EARN, action=E.ACTION_REFERRAL)) == 1
+    assert len(entries(ps, referee, E.ENTRY_KIND_EARN, action=E.ACTION_REFERRAL)) == 1
+    assert assert_consistent(ps, referrer).available == 100 + 300
+    assert assert_consistent(ps, referee).available == 100 + 300 + 300 + 500
+
+
+def test_leaving_forfeits_the_balance_and_later_events_earn_nothing(points: Any, membership: Any,
+                                                                    ps: PointsShop) -> None:
+    member = join(ps)
+    buy(ps, member, 250 * YUAN, ordinary_time())
+    held = ps.api.Hold(hold_request(ps, member, 50))
+    assert (held.balance.available, held.balance.held) == (300, 50)
+    ps.shop.api.LeaveMember(mpb.LeaveMemberRequest(request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id,
+                                                   reason="moving away"))
+    (forfeit,) = wait_entries(ps, member, E.ENTRY_KIND_FORFEIT)
+    assert forfeit.amount == -350 and forfeit.balance_after == 0
+    (released,) = entries(ps, member, E.ENTRY_KIND_RELEASE)
+    assert (released.amount, released.held_delta) == (50, -50)
+    balance = assert_consistent(ps, member)
+    assert (balance.available, balance.held) == (0, 0)
+
+    # An order completion that arrives after the leave (crafted from the member's earlier one).
+    envelope = envelope_pb2.EventEnvelope.FromString(
+        membership_envelopes(membership, ps.shop_id, mev.OrderCompleted)[-1])
+    late = mev.OrderCompleted()
+    envelope.payload.Unpack(late)
+    late.order_id, envelope.id = "o-late-" + uuid.uuid4().hex[:8], str(uuid.uuid4())
+    envelope.payload.Pack(late)
+    points.bus.publish(MEMBERSHIP_STREAM, [envelope.SerializeToString()])
+    other = join(ps)  # a later event on the same stream: once it is handled, so is the crafted one
+    buy(ps, other, 10 * YUAN, ordinary_time())
+    assert entries(ps, member, E.ENTRY_KIND_EARN, order_id=late.order_id) == []
+    try:
+        response = record(ps, member, E.ACTION_FOLLOW_SHOP)
+        assert response.points == 0
+    except grpc.RpcError as exc:
+        assert exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+    balance = assert_consistent(ps, member)
+    assert (balance.available, balance.held) == (0, 0)
+
+
+# ----- adjust and earn -----------------------------------------------------------------------------
+
+
+def test_adjust_needs_an_operator_and_a_reason_and_cannot_go_below_zero(ps: PointsShop) -> None:
+    member = join(ps)
+
+    def adjust(points: int, operator: str = "ops-1", reason: str = "goodwill") -> pp.AdjustRequest:
+        return pp.AdjustRequest(request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id, points=points,
+                                operator=operator, reason=reason)
+
+    for request, missing in ((adjust(5, operator=""), "operator"), (adjust(5, reason=""), "reason")):
+        failure = fails(ps.api.Adjust, request)
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and missing in failure.fields
+    up = ps.api.Adjust(adjust(25))
+    assert up.entry.kind == E.ENTRY_KIND_ADJUST and up.entry.amount == 25 and up.balance.available == 125
+    assert up.entry.source.operator == "ops-1" and up.entry.source.reason == "goodwill"
+    assert_insufficient(fails(ps.api.Adjust, adjust(-126)), 1)
+    down = ps.api.Adjust(adjust(-125, reason="fraud"))
+    assert down.entry.amount == -125 and down.balance.available == 0 and down.entry.source.reason == "fraud"
+    assert_consistent(ps, member)
+
+
+def test_earn_grants_positive_points(ps: PointsShop) -> None:
+    member = join(ps)
+    for bad in (0, -5):
+        failure = fails(ps.api.Earn, pp.EarnRequest(request_id=rid(), shop_id=ps.shop_id,
+                                                    member_id=member.member_id, points=bad))
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "points" in failure.fields
+    granted = earn(ps, member, 88)
+    assert granted.entry.kind == E.ENTRY_KIND_EARN and granted.entry.amount == 88
+    assert granted.entry.source.reference == "test" and granted.entry.expire_time.seconds > 0
+    assert granted.balance.available == 188 and granted.balance.lifetime_earned == 188
+    assert_consistent(ps, member)
+
+
+# ----- idempotency ---------------------------------------------------------------------------------
+
+
+def test_spend_and_earn_retries_return_the_first_answer_and_change_nothing(ps: PointsShop) -> None:
+    member = join(ps)
+    earn_request = pp.EarnRequest(request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id, points=40)
+    first_earn = ps.api.Earn(earn_request)
+    assert ps.api.Earn(earn_request) == first_earn
+    request = spend_request(ps, member, 30)
+    first = ps.api.Spend(request)
+    assert ps.api.Spend(request) == first
+    hold = hold_request(ps, member, 10)
+    first_hold = ps.api.Hold(hold)
+    assert ps.api.Hold(hold) == first_hold
+    capture_request = pp.CaptureHoldRequest(request_id=rid(), shop_id=ps.shop_id, hold_id=first_hold.hold_id)
+    assert ps.api.CaptureHold(capture_request) == ps.api.CaptureHold(capture_request)
+    balance = assert_consistent(ps, member)
+    assert (balance.available, balance.held) == (100 + 40 - 30 - 10, 0)
+    assert len(entries(ps, member, E.ENTRY_KIND_SPEND)) == 1 and len(entries(ps, member, E.ENTRY_KIND_EARN)) == 2
+
+
+def test_the_same_request_id_with_another_request_is_refused(ps: PointsShop) -> None:
+    member = join(ps)
+    ps.api.Spend(spend_request(ps, member, 10, request_id="same-id"))
+    for request in (spend_request(ps, member, 11, request_id="same-id"),):
+        failure = fails(ps.api.Spend, request)
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and failure.reason == "REQUEST_ID_REUSED"
+    ps.api.Earn(pp.EarnRequest(request_id="earn-id", shop_id=ps.shop_id, member_id=member.member_id, points=5))
+    failure = fails(ps.api.Earn, pp.EarnRequest(request_id="earn-id", shop_id=ps.shop_id,
+                                                member_id=member.member_id, points=6))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and failure.reason == "REQUEST_ID_REUSED"
+    assert assert_consistent(ps, member).available == 95
+
+
+def test_a_redelivered_order_completed_earns_once(points: Any, membership: Any, ps: PointsShop) -> None:
+    member = join(ps)
+    order_id, earned = buy(ps, member, 77 * YUAN, ordinary_time())
+    envelopes = membership_envelopes(membership, ps.shop_id, mev.OrderCompleted)
+    points.bus.publish(MEMBERSHIP_STREAM, envelopes + envelopes)
+    buy(ps, member, 3 * YUAN, ordinary_time())  # a later event: once it is handled, so are the repeats
+    assert [e.amount for e in entries(ps, member, E.ENTRY_KIND_EARN, order_id=order_id)] == [77]
+    assert assert_consistent(ps, member).available == 100 + 77 + 3
+
+
+# ----- concurrency -----------------------------------------------------------------------------------
+
+
+def _fifty_concurrent(ps: PointsShop, member: Member, call: Callable[..., Any], make: Callable[[], Any]) -> list:
+    requests = [make() for _ in range(50)]
+
+    def attempt(request: Any) -> Any:
+        try:
+            return call(request)
+        except grpc.RpcError as exc:
+            status = rpc_status.from_call(exc)
+            info = error_details_pb2.ErrorInfo()
+            for detail in status.details if status else ():
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    detail.Unpack(info)
+            return (exc.code(), info.reason)
+
+    with ThreadPoolExecutor(10) as pool:
+        return list(pool.map(attempt, requests))
+
+
+def test_concurrent_spends_never_overdraw(ps: PointsShop) -> None:
+    member = join(ps)
+    earn(ps, member, 900)
+    results = _fifty_concurrent(ps, member, ps.api.Spend, lambda: spend_request(ps, member, 30))
+    succeeded = [r for r in results if isinstance(r, pp.SpendResponse)]
+    refused = [r for r in results if not isinstance(r, pp.SpendResponse)]
+    assert len(succeeded) == 33
+    assert set(refused) == {(grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_POINTS")}
+    assert all(r.balance.available >= 0 for r in succeeded)
+    balance = assert_consistent(ps, member)
+    assert (balance.available, balance.held) == (10, 0)
+
+
+def test_concurrent_holds_never_overdraw(ps: PointsShop) -> None:
+    member = join(ps)
+    earn(ps, member, 900)
+    results = _fifty_concurrent(ps, member, ps.api.Hold, lambda: hold_request(ps, member, 30))
+    succeeded = [r for r in results if isinstance(r, pp.HoldResponse)]
+    refused = [r for r in results if not isinstance(r, pp.HoldResponse)]
+    assert len(succeeded) == 33 and len({r.hold_id for r in succeeded}) == 33
+    assert set(refused) == {(grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_POINTS")}
+    balance = assert_consistent(ps, member)
+    assert (balance.available, balance.held) == (10, 990)
+
+
+# ----- the invariant under random operations -------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    holds: list[list[Any]] = field(default_factory=list)  # [hold_id, state, first answer]
+    orders: list[list[Any]] = field(default_factory=list)  # [order_id, amount_fen, refunded_fen, earned]
+
+
+OPERATIONS = st.one_of(
+    st.tuples(st.just("earn"), st.integers(1, 400)),
+    st.tuples(st.just("spend"), st.integers(1, 500)),
+    st.tuples(st.just("hold"), st.integers(1, 500)),
+    st.tuples(st.just("capture"), st.integers(0, 9)),
+    st.tuples(st.just("release"), st.integers(0, 9)),
+    st.tuples(st.just("buy"), st.integers(100, 80_000)),
+    st.tuples(st.just("refund"), st.integers(0, 9), st.booleans(), st.integers(0, 10**6)),
+    st.tuples(st.just("expire"), st.booleans()),
+)
+
+
+def _step(s: PointsShop, m: Member, model: Model, op: tuple) -> None:
+    kind = op[0]
+    if kind == "earn":
+        earn(s, m, op[1])
+    elif kind in ("spend", "hold"):
+        available = get_balance(s, m).available
+        call, request = ((s.api.Spend, spend_request(s, m, op[1])) if kind == "spend"
+                         else (s.api.Hold, hold_request(s, m, op[1])))
+        if op[1] > available:
+            assert_insufficient(fails(call, request), op[1] - available)
+        else:
+            response = call(request)
+            assert response.balance.available == available - op[1] >= 0
+            if kind == "hold":
+                model.holds.append([response.hold_id, "held", None])
+    elif kind in ("capture", "release") and model.holds:
+        hold = model.holds[op[1] % len(model.holds)]
+        hold_id, state, first = hold
+        target = "captured" if kind == "capture" else "released"
+        do = capture if kind == "capture" else release
+        if state == "held":
+            hold[1], hold[2] = target, do(s, hold_id)
+        elif state == target:
+            assert do(s, hold_id).entry == first.entry
+        else:
+            call, request_type = ((s.api.CaptureHold, pp.CaptureHoldRequest) if kind == "capture"
+                                  else (s.api.ReleaseHold, pp.ReleaseHoldRequest))
+            failure = fails(call, request_type(request_id=rid(), shop_id=s.shop_id, hold_id=hold_id))
+            assert failure.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert failure.reason == ("HOLD_CAPTURED" if state == "captured" else "HOLD_RELEASED")
+    elif kind == "buy":
+        order_id, earned = buy(s, m, op[1], ordinary_time())
+        model.orders.append([order_id, op[1], 0, earned.amount])
+    elif kind == "refund":
+        open_orders = [o for o in model.orders if o[1] - o[2] >= 100]
+        if not open_orders:
+            return
+        entry = open_orders[op[1] % len(open_orders)]
+        order_id, amount, refunded, earned = entry
+        remaining = amount - refunded
+        fen = remaining if op[2] or remaining < 200 else 100 + op[3] % (remaining - 100)
+        refund_and_wait(s, m, order_id, fen)  # at least a yuan less: at least a point back
+        entry[2] += fen
+        if entry[2] == amount:
+            assert sum(e.amount for e in entries(s, m, E.ENTRY_KIND_CLAWBACK, order_id=order_id)) == -earned
+    elif kind == "expire":
+        with_old_lot = op[1] and get_balance(s, m).available >= 0
+        old_points = 0
+        if with_old_lot:  # a lot already past its expiry when it is earned
+            _, old = buy(s, m, 5 * YUAN, now() - timedelta(days=400))
+            old_points = old.amount
+        done = expire(s, now())
+        assert done.points == old_points
+        assert (done.members, done.lots) == ((1, 1) if with_old_lot else (0, 0))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(operations=st.lists(OPERATIONS, min_size=1, max_size=8))
+def test_the_ledger_always_sums_to_the_balance(ps: PointsShop, operations: list[tuple]) -> None:
+    member, model = join(ps), Model()
+    for op in operations:
+        _step(ps, member, model, op)
+        assert_consistent(ps, member)
+
+
+# ----- the daily pool --------------------------------------------------------------------------------
+
+
+def test_the_daily_pool_is_split_evenly_and_settled_once(ps: PointsShop) -> None:
+    assert update_program(ps, daily_pool_points=1000).daily_pool_points == 1000
+    members = [join(ps) for _ in range(3)]
+    days = set()
+    for m in members + members[:1]:  # joining twice is harmless
+        joined = ps.api.JoinDailyPool(pp.JoinDailyPoolRequest(request_id=rid(), shop_id=ps.shop_id,
+                                                              member_id=m.member_id))
+        days.add(joined.day)
+    (day,) = days
+    assert day == now().astimezone(SHANGHAI).date().isoformat()
+    settled = ps.api.SettleDailyPool(pp.SettleDailyPoolRequest(request_id=rid(), shop_id=ps.shop_id, day=day))
+    assert (settled.day, settled.participants, settled.points_each, settled.already_settled) == (day, 3, 333, False)
+    for m in members:
+        (share,) = wait_entries(ps, m, E.ENTRY_KIND_EARN, action=E.ACTION_DAILY_POOL)
+        assert share.amount == 333
+    again = ps.api.SettleDailyPool(pp.SettleDailyPoolRequest(request_id=rid(), shop_id=ps.shop_id, day=day))
+    assert again.already_settled
+    for m in members:
+        assert len(entries(ps, m, E.ENTRY_KIND_EARN, action=E.ACTION_DAILY_POOL)) == 1
+        assert assert_consistent(ps, m).available == 433
+
+
+# ----- reports -------------------------------------------------------------------------------------
+
+
+def test_expiring_points_lists_the_members_with_points_expiring_in_the_window(ps: PointsShop) -> None:
+    soon, later = join(ps), join(ps)
+    today = now().astimezone(SHANGHAI).date()
+    earned_on = add_months(today + timedelta(days=6), -12)  # valid through 6 days from today
+    buy(ps, soon, 45 * YUAN, local_noon(earned_on))
+    expires = expiry_of(local_noon(earned_on))
+    assert timedelta(days=6) < expires - now() <= timedelta(days=7)
+    balance = get_balance(ps, soon)
+    assert at(balance.next_expiry_time) == expires and balance.next_expiry_amount == 45
+    within = ps.api.ListExpiringPoints(pp.ListExpiringPointsRequest(shop_id=ps.shop_id, within_days=10))
+    assert [(e.member_id, e.points, at(e.first_expire_time)) for e in within.members] == [
+        (soon.member_id, 45, expires)]
+    assert later.member_id not in {e.member_id for e in within.members}
+    assert ps.api.ListExpiringPoints(pp.ListExpiringPointsRequest(shop_id=ps.shop_id, within_days=3)).members == []
+
+
+def test_the_liability_report(ps: PointsShop) -> None:
+    a, b = join(ps), join(ps)
+    earn(ps, a, 250)
+    ps.api.Spend(spend_request(ps, a, 20))
+    ps.api.Adjust(pp.AdjustRequest(request_id=rid(), shop_id=ps.shop_id, member_id=a.member_id, points=5,
+                                   operator="ops", reason="typo"))
+    hold = ps.api.Hold(hold_request(ps, a, 50))
+    report = ps.api.GetLiabilityReport(pp.GetLiabilityReportRequest(shop_id=ps.shop_id))
+    assert report.shop_id == ps.shop_id
+    assert report.outstanding_points == 285 + 50 + 100 and report.outstanding_value_fen == 435
+    assert report.members_with_points == 2
+    update_program(ps, points_per_yuan=7)
+    report = ps.api.GetLiabilityReport(pp.GetLiabilityReportRequest(shop_id=ps.shop_id))
+    assert report.outstanding_value_fen == 435 * 100 // 7
+    release(ps, hold.hold_id)
+
+    today = now().astimezone(SHANGHAI).date()
+    start = datetime.combine(today, dtime(), tzinfo=SHANGHAI)
+    daily = ps.api.GetLiabilityReport(pp.GetLiabilityReportRequest(
+        shop_id=ps.shop_id, granularity=pp.GRANULARITY_DAY, start_time=ts(start),
+        end_time=ts(start + timedelta(days=1))))
+    (period,) = [p for p in daily.periods if p.earned or p.spent or p.expired or p.adjusted]
+    assert period.period == today.isoformat()
+    assert (period.earned, period.spent, period.expired, period.adjusted) == (450, 20, 0, 5)
+    expiring = [p for p in daily.expiry_schedule if p.expired]
+    through = add_months(today, 12)
+    labels = {f"{through.year:04d}-{through.month:02d}", f"{(through + timedelta(days=1)).year:04d}-"
+              f"{(through + timedelta(days=1)).month:02d}"}
+    assert [p.period for p in expiring] and {p.period for p in expiring} <= labels
+    assert sum(p.expired for p in expiring) == 435
+
+
+# ----- shops and bad input ---------------------------------------------------------------------------
+
+
+def test_a_shop_key_reaches_only_its_own_shop(points: Any, membership: Any, admin: Any, ps: PointsShop) -> None:
+    member = join(ps)
+    other = points_shop(points, create_shop(membership, admin))
+    denied = fails(other.api.GetBalance, pp.GetBalanceRequest(shop_id=ps.shop_id, member_id=member.member_id))
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    denied = fails(other.api.Spend, pp.SpendRequest(request_id=rid(), shop_id=ps.shop_id,
+                                                    member_id=member.member_id, points=10))
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    missing = fails(other.api.GetBalance, pp.GetBalanceRequest(shop_id=other.shop_id, member_id=member.member_id))
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+    missing = fails(other.api.ListLedger, pp.ListLedgerRequest(shop_id=other.shop_id, member_id=member.member_id))
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+    assert assert_consistent(ps, member).available == 100
+
+
+def test_bad_input_is_refused_with_the_field(points: Any, ps: PointsShop) -> None:
+    member = join(ps)
+    admin_points = points_stub(points, ADMIN_KEY)
+    for stub in (admin_points, ps.api):
+        failure = fails(stub.GetBalance, pp.GetBalanceRequest(member_id=member.member_id))
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "shop_id" in failure.fields
+    for points_value in (0, -1):
+        for call, request in ((ps.api.Spend, spend_request(ps, member, points_value)),
+                              (ps.api.Hold, hold_request(ps, member, points_value)),
+                              (ps.api.Earn, pp.EarnRequest(request_id=rid(), shop_id=ps.shop_id,
+                                                           member_id=member.member_id, points=points_value))):
+            failure = fails(call, request)
+            assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "points" in failure.fields, request
+    nobody = Member("m_nobody", "")
+    for call, request in ((ps.api.GetBalance, pp.GetBalanceRequest(shop_id=ps.shop_id, member_id="m_nobody")),
+                          (ps.api.Spend, spend_request(ps, nobody, 1)),
+                          (ps.api.Earn, pp.EarnRequest(request_id=rid(), shop_id=ps.shop_id, member_id="m_nobody",
+                                                       points=1))):
+        failure = fails(call, request)
+        assert failure.code == grpc.StatusCode.NOT_FOUND and failure.reason == "MEMBER_NOT_FOUND", request
+    failure = fails(ps.api.Hold, hold_request(ps, member, 1, ttl_seconds=7 * 86400 + 1))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "ttl_seconds" in failure.fields
+    assert ps.api.Hold(hold_request(ps, member, 1, ttl_seconds=7 * 86400)).hold_id
+    for call, request in ((ps.api.Spend, spend_request(ps, member, 1, request_id="")),
+                          (ps.api.Hold, hold_request(ps, member, 1, request_id="")),
+                          (ps.api.Earn, pp.EarnRequest(shop_id=ps.shop_id, member_id=member.member_id, points=1)),
+                          (ps.api.Adjust, pp.AdjustRequest(shop_id=ps.shop_id, member_id=member.member_id,
+                                                           points=1, operator="o", reason="r")),
+                          (ps.api.RecordAction, pp.RecordActionRequest(shop_id=ps.shop_id, member_id=member.member_id,
+                                                                       action=E.ACTION_FOLLOW_SHOP))):
+        failure = fails(call, request)
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in failure.fields, request
+    balance = assert_consistent(ps, member)
+    assert (balance.available, balance.held) == (99, 1)
+
+
+# ----- events --------------------------------------------------------------------------------------------
+
+
+def test_points_events_are_written_to_the_outbox(points: Any, ps: PointsShop) -> None:
+    db = points.running.app.db
+    member = join(ps)
+    joined = [e for e in outbox(db, ps.shop_id, pev.PointsEarned) if e.member_id == member.member_id]
+    assert [(e.points, e.action) for e in joined] == [(100, E.ACTION_JOIN)]
+    earn(ps, member, 60)
+    ps.api.Spend(spend_request(ps, member, 10, source=pp.Source(redemption_id="rd-5")))
+    hold = ps.api.Hold(hold_request(ps, member, 20))
+    capture(ps, hold.hold_id)
+    ps.api.Adjust(pp.AdjustRequest(request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id, points=-5,
+                                   operator="ops", reason="typo"))
+    order_id, _ = buy(ps, member, 40 * YUAN, ordinary_time())
+    refund_and_wait(ps, member, order_id, 40 * YUAN)
+    buy(ps, member, 15 * YUAN, "2024-05-05T12:00:00+08:00")
+    expire(ps, now())
+
+    earned = outbox(db, ps.shop_id, pev.PointsEarned)
+    assert [(e.points, e.action) for e in earned] == [(100, E.ACTION_JOIN), (60, E.ACTION_UNSPECIFIED),
+                                                      (40, E.ACTION_PURCHASE), (15, E.ACTION_PURCHASE)] or [
+        e.points for e in earned] == [100, 60, 40, 15]
+    assert earned[2].order_id == order_id and earned[1].balance_after == 160
+    spent = outbox(db, ps.shop_id, pev.PointsSpent)
+    assert [(e.points, e.kind) for e in spent] == [(10, E.ENTRY_KIND_SPEND), (20, E.ENTRY_KIND_CAPTURE)]
+    assert spent[0].redemption_id == "rd-5" and spent[0].balance_after == 150
+    adjusted = outbox(db, ps.shop_id, pev.PointsAdjusted)
+    assert [(abs(e.points), e.kind) for e in adjusted] == [(5, E.ENTRY_KIND_ADJUST), (40, E.ENTRY_KIND_CLAWBACK)]
+    assert adjusted[0].operator == "ops" and adjusted[0].reason == "typo" and adjusted[1].order_id == order_id
+    expired = outbox(db, ps.shop_id, pev.PointsExpired)
+    assert [(abs(e.points), e.member_id) for e in expired] == [(15, member.member_id)]
+    assert all(e.shop_id == ps.shop_id for e in earned + spent + adjusted + expired)
+    assert assert_consistent(ps, member).available == 100 + 60 - 10 - 20 - 5
+
+
+def test_a_forfeit_is_announced_as_an_adjustment(points: Any, ps: PointsShop) -> None:
+    member = join(ps)
+    earn(ps, member, 23)
+    ps.shop.api.LeaveMember(mpb.LeaveMemberRequest(request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id))
+    wait_entries(ps, member, E.ENTRY_KIND_FORFEIT)
+    adjusted = outbox(points.running.app.db, ps.shop_id, pev.PointsAdjusted)
+    assert [(abs(e.points), e.kind, e.balance_after) for e in adjusted] == [(123, E.ENTRY_KIND_FORFEIT, 0)]
