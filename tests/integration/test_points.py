@@ -80,12 +80,17 @@ def expiry_of(earned: datetime, zone: ZoneInfo = SHANGHAI, months: int = 12) -> 
     return datetime.combine(through + timedelta(days=1), dtime(), tzinfo=zone).astimezone(UTC)
 
 
-def ordinary_time(zone: ZoneInfo = SHANGHAI) -> datetime:
-    """A recent moment that is no member day (the 1st) in the shop's zone: no multiplier applies."""
-    moment = now() - timedelta(minutes=5)
+def ordinary(moment: datetime, zone: ZoneInfo = SHANGHAI) -> datetime:
+    """`moment`, or a day or two before it, so that it is no member day (the 1st) in the shop's zone:
+    no multiplier applies (the members these tests make have no birthday)."""
     while moment.astimezone(zone).day == 1:
         moment -= timedelta(days=1)
     return moment
+
+
+def ordinary_time(zone: ZoneInfo = SHANGHAI) -> datetime:
+    """A recent moment on which no multiplier applies."""
+    return ordinary(now() - timedelta(minutes=5), zone)
 
 
 def local_noon(day: date, zone: ZoneInfo = SHANGHAI) -> datetime:
@@ -244,7 +249,7 @@ def birthday_fields(month: int, day: int) -> dict[str, Any]:
             "consent_fields": [mpb.PROFILE_FIELD_BIRTHDAY]}
 
 
-def order(s: PointsShop, m: Member, fen: int, when: datetime | None = None, order_id: str | None = None) -> str:
+def order(s: PointsShop, m: Member, fen: int, when: datetime | str | None = None, order_id: str | None = None) -> str:
     """Records and completes an order in membership (completed at `when`, default now)."""
     order_id = order_id or "o-" + uuid.uuid4().hex[:12]
     moment = {} if when is None else {"paid_time": ts(when)}
@@ -256,7 +261,7 @@ def order(s: PointsShop, m: Member, fen: int, when: datetime | None = None, orde
     return order_id
 
 
-def buy(s: PointsShop, m: Member, fen: int, when: datetime | None = None) -> tuple[str, pp.LedgerEntry]:
+def buy(s: PointsShop, m: Member, fen: int, when: datetime | str | None = None) -> tuple[str, pp.LedgerEntry]:
     """A completed order and the EARN it brought (waited for)."""
     order_id = order(s, m, fen, when)
     (earned,) = wait_entries(s, m, E.ENTRY_KIND_EARN, order_id=order_id, action=E.ACTION_PURCHASE)
@@ -548,7 +553,7 @@ def test_a_refund_before_completion_earns_on_what_remains_without_clawback(ps: P
 
 def test_spend_uses_the_earliest_expiring_lot_first(ps: PointsShop) -> None:
     member = join(ps)
-    early_at = now() - timedelta(days=300)
+    early_at = ordinary(now() - timedelta(days=300))
     _, early = buy(ps, member, 80 * YUAN, early_at)  # expires in about two months
     earn(ps, member, 500)  # expires in a year, like the join points
     balance = get_balance(ps, member)
@@ -595,7 +600,7 @@ def test_hold_then_capture(points: Any, ps: PointsShop) -> None:
 
 def test_hold_then_release_restores_the_lots(ps: PointsShop) -> None:
     member = join(ps)
-    early_at = now() - timedelta(days=200)
+    early_at = ordinary(now() - timedelta(days=200))
     _, early = buy(ps, member, 60 * YUAN, early_at)
     before = get_balance(ps, member)
     assert before.next_expiry_amount == 60
@@ -643,8 +648,9 @@ def test_an_unknown_hold_is_not_found(ps: PointsShop) -> None:
 
 def test_lots_expire_at_the_shop_local_midnight_twelve_months_on(ps: PointsShop) -> None:
     member = join(ps)
-    _, late_jan_15 = buy(ps, member, 123456, "2025-01-15T15:59:59Z")  # 23:59:59 on 15 January in Shanghai
+    # Completed in this order, so that both earn at Regular (the first order makes the member Silver).
     _, jan_16 = buy(ps, member, 50 * YUAN, "2025-01-15T16:00:00Z")  # 00:00 on 16 January in Shanghai
+    _, late_jan_15 = buy(ps, member, 123456, "2025-01-15T15:59:59Z")  # 23:59:59 on 15 January in Shanghai
     assert at(late_jan_15.expire_time) == at(ts("2026-01-15T16:00:00Z"))
     assert at(jan_16.expire_time) == at(ts("2026-01-16T16:00:00Z"))
     nothing = expire(ps, at(ts("2026-01-15T15:59:59Z")))
@@ -978,7 +984,7 @@ def test_a_redelivered_order_completed_earns_once(points: Any, membership: Any, 
 # ----- concurrency -----------------------------------------------------------------------------------
 
 
-def _fifty_concurrent(ps: PointsShop, member: Member, call: Callable[..., Any], make: Callable[[], Any]) -> list:
+def _fifty_concurrent(call: Callable[..., Any], make: Callable[[], Any]) -> list:
     requests = [make() for _ in range(50)]
 
     def attempt(request: Any) -> Any:
@@ -999,7 +1005,7 @@ def _fifty_concurrent(ps: PointsShop, member: Member, call: Callable[..., Any], 
 def test_concurrent_spends_never_overdraw(ps: PointsShop) -> None:
     member = join(ps)
     earn(ps, member, 900)
-    results = _fifty_concurrent(ps, member, ps.api.Spend, lambda: spend_request(ps, member, 30))
+    results = _fifty_concurrent(ps.api.Spend, lambda: spend_request(ps, member, 30))
     succeeded = [r for r in results if isinstance(r, pp.SpendResponse)]
     refused = [r for r in results if not isinstance(r, pp.SpendResponse)]
     assert len(succeeded) == 33
@@ -1012,7 +1018,7 @@ def test_concurrent_spends_never_overdraw(ps: PointsShop) -> None:
 def test_concurrent_holds_never_overdraw(ps: PointsShop) -> None:
     member = join(ps)
     earn(ps, member, 900)
-    results = _fifty_concurrent(ps, member, ps.api.Hold, lambda: hold_request(ps, member, 30))
+    results = _fifty_concurrent(ps.api.Hold, lambda: hold_request(ps, member, 30))
     succeeded = [r for r in results if isinstance(r, pp.HoldResponse)]
     refused = [r for r in results if not isinstance(r, pp.HoldResponse)]
     assert len(succeeded) == 33 and len({r.hold_id for r in succeeded}) == 33
@@ -1140,14 +1146,14 @@ def test_expiring_points_lists_the_members_with_points_expiring_in_the_window(ps
     soon, later = join(ps), join(ps)
     today = now().astimezone(SHANGHAI).date()
     earned_on = add_months(today + timedelta(days=6), -12)  # valid through 6 days from today
-    buy(ps, soon, 45 * YUAN, local_noon(earned_on))
+    _, lot = buy(ps, soon, 45 * YUAN, local_noon(earned_on))  # 45, or 90 on a member day
     expires = expiry_of(local_noon(earned_on))
-    assert timedelta(days=6) < expires - now() <= timedelta(days=7)
+    assert at(lot.expire_time) == expires and timedelta(days=6) < expires - now() <= timedelta(days=7)
     balance = get_balance(ps, soon)
-    assert at(balance.next_expiry_time) == expires and balance.next_expiry_amount == 45
+    assert at(balance.next_expiry_time) == expires and balance.next_expiry_amount == lot.amount
     within = ps.api.ListExpiringPoints(pp.ListExpiringPointsRequest(shop_id=ps.shop_id, within_days=10))
     assert [(e.member_id, e.points, at(e.first_expire_time)) for e in within.members] == [
-        (soon.member_id, 45, expires)]
+        (soon.member_id, lot.amount, expires)]
     assert later.member_id not in {e.member_id for e in within.members}
     assert ps.api.ListExpiringPoints(pp.ListExpiringPointsRequest(shop_id=ps.shop_id, within_days=3)).members == []
 
@@ -1258,10 +1264,9 @@ def test_points_events_are_written_to_the_outbox(points: Any, ps: PointsShop) ->
     expire(ps, now())
 
     earned = outbox(db, ps.shop_id, pev.PointsEarned)
-    assert [(e.points, e.action) for e in earned] == [(100, E.ACTION_JOIN), (60, E.ACTION_UNSPECIFIED),
-                                                      (40, E.ACTION_PURCHASE), (15, E.ACTION_PURCHASE)] or [
-        e.points for e in earned] == [100, 60, 40, 15]
-    assert earned[2].order_id == order_id and earned[1].balance_after == 160
+    assert [e.points for e in earned] == [100, 60, 40, 15]
+    assert (earned[0].action, earned[2].action, earned[3].action) == (E.ACTION_JOIN,) + (E.ACTION_PURCHASE,) * 2
+    assert earned[2].order_id == order_id and earned[1].balance_after == 160 and earned[1].expire_time.seconds
     spent = outbox(db, ps.shop_id, pev.PointsSpent)
     assert [(e.points, e.kind) for e in spent] == [(10, E.ENTRY_KIND_SPEND), (20, E.ENTRY_KIND_CAPTURE)]
     assert spent[0].redemption_id == "rd-5" and spent[0].balance_after == 150
