@@ -13,7 +13,7 @@ from sqlalchemy.engine import Row
 
 from services.kit import paging
 from services.kit.auth import current_principal
-from services.kit.errors import InvalidArgument, PermissionDenied, Violations, enum_value
+from services.kit.errors import InvalidArgument, Violations, enum_value
 from services.kit.idempotency import run_idempotent
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
@@ -21,7 +21,7 @@ from services.kit.validation import require_id, require_shop
 from services.points import domain, jobs
 from services.points.domain import Action, Caps, EarnRule, ExpiryPolicy, LeavePolicy, Multiplier, MultiplierKind
 from services.points.service import BalanceView, PointsService, Program, Source
-from services.points.tables import accounts, ledger
+from services.points.tables import ledger
 
 R = TypeVar("R", bound=Message)
 
@@ -97,10 +97,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
 
     def _balance_in(self, conn: Connection, shop_id: str, member_id: str) -> pb.Balance:
         """The balance as this transaction sees it (the cache may not know it yet)."""
-        row = conn.execute(select(accounts).where(accounts.c.shop_id == shop_id,
-                                                  accounts.c.member_id == member_id)).one()
-        return pb.Balance(shop_id=shop_id, member_id=member_id, available=row.available, held=row.held,
-                          lifetime_earned=row.lifetime_earned)
+        return balance_to_proto(self.svc.read_balance(conn, shop_id, member_id, utcnow()))
 
     # ----- balances and the ledger -----
 
@@ -210,8 +207,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
         if not request.shop_id:
             principal = current_principal()
             if principal is None or not principal.is_admin:
-                raise PermissionDenied("expiring every shop needs the admin key; name your shop_id",
-                                       reason="ADMIN_ONLY")
+                raise InvalidArgument([("shop_id", "required (only the admin key expires every shop at once)")])
             members, lot_count, points = jobs.expire_all(self.svc, as_of)
             return pb.ExpirePointsResponse(members=members, lots=lot_count, points=points)
 
