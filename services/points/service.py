@@ -186,11 +186,15 @@ class PointsService:
                   "expiry_policy": int(ExpiryPolicy.ROLLING_MONTHS), "expiry_months": 12, "points_per_yuan": 100,
                   "leave_policy": int(LeavePolicy.FORFEIT), "daily_pool_points": 0,
                   "default_hold_ttl_seconds": 900, "created_at": now, "updated_at": now}
-        uow.conn.execute(insert(programs), values)
-        uow.conn.execute(insert(earn_rules), [{"shop_id": shop_id, "updated_at": now, **_rule_values(r)}
-                                              for r in domain.default_rules()])
-        uow.conn.execute(insert(multipliers), [{"shop_id": shop_id, "created_at": now, **_multiplier_values(m)}
-                                               for m in domain.default_multipliers()])
+        try:
+            with uow.conn.begin_nested():  # another worker may be creating it from another event
+                uow.conn.execute(insert(programs), values)
+                uow.conn.execute(insert(earn_rules), [{"shop_id": shop_id, "updated_at": now, **_rule_values(r)}
+                                                      for r in domain.default_rules()])
+                uow.conn.execute(insert(multipliers), [{"shop_id": shop_id, "created_at": now,
+                                                        **_multiplier_values(m)} for m in domain.default_multipliers()])
+        except IntegrityError:
+            pass
         return _program_from_row(uow.conn.execute(select(programs).where(programs.c.shop_id == shop_id)).one())
 
     def program(self, shop_id: str, conn: Connection | None = None) -> Program:
@@ -288,11 +292,16 @@ class PointsService:
         if uow.conn.execute(select(accounts.c.member_id).where(accounts.c.shop_id == shop_id,
                                                                accounts.c.member_id == member_id)).first():
             return False
-        uow.conn.execute(insert(accounts), {
-            "shop_id": shop_id, "member_id": member_id, "closed": False, "available": 0, "held": 0, "debt": 0,
-            "lifetime_earned": 0, "birth_month": birth_month or None, "birth_day": birth_day or None,
-            "referrer_member_id": referrer_member_id or None, "last_sign_in_day": None, "sign_in_streak": 0,
-            "created_at": utcnow()})
+        try:
+            # Events of one member may be handled by two workers at once (a join and an order).
+            with uow.conn.begin_nested():
+                uow.conn.execute(insert(accounts), {
+                    "shop_id": shop_id, "member_id": member_id, "closed": False, "available": 0, "held": 0,
+                    "debt": 0, "lifetime_earned": 0, "birth_month": birth_month or None,
+                    "birth_day": birth_day or None, "referrer_member_id": referrer_member_id or None,
+                    "last_sign_in_day": None, "sign_in_streak": 0, "created_at": utcnow()})
+        except IntegrityError:
+            return False
         return True
 
     def _lock(self, uow: UnitOfWork, shop_id: str, member_id: str) -> _Account:

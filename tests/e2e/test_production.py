@@ -22,7 +22,7 @@ from tests.conftest import ADMIN_KEY, AUTH_SECRET, PII_KEY, Authed
 from tests.e2e.test_readme import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.production
+
 
 
 @pytest.fixture
@@ -66,6 +66,7 @@ def wait_for(predicate, seconds: float = 30) -> None:  # noqa: ANN001
     raise AssertionError("timed out")
 
 
+@pytest.mark.production
 def test_workers_serve_after_migrate_and_stop_gracefully(production_env: dict[str, str]) -> None:
     port = production_env["LOYALTY_MEMBERSHIP_PORT"]
     serve = subprocess.Popen([sys.executable, "-m", "services.membership", "serve"], cwd=ROOT, env=production_env,
@@ -113,3 +114,19 @@ def test_workers_serve_after_migrate_and_stop_gracefully(production_env: dict[st
         channel.close()
         if serve.poll() is None:
             serve.kill()
+
+
+def test_points_cron_commands_run_against_a_migrated_database(tmp_path: Path) -> None:
+    env = {**os.environ, "LOYALTY_POINTS_DB_URL": f"sqlite:///{tmp_path / 'points.db'}",
+           "LOYALTY_ADMIN_KEY": ADMIN_KEY, "LOYALTY_AUTH_SECRET": AUTH_SECRET.decode(), "LOYALTY_PII_KEY": PII_KEY,
+           "LOYALTY_REDIS_URL": ""}
+
+    def run(command: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "services.points", command], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    run("migrate")
+    assert "expired 0 points in 0 lots of 0 members" in run("expire")
+    assert "settled 0 daily pools" in run("settle-pools")
