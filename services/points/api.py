@@ -208,6 +208,9 @@ class PointsApi(pb_grpc.PointsServiceServicer):
             principal = current_principal()
             if principal is None or not principal.is_admin:
                 raise InvalidArgument([("shop_id", "required (only the admin key expires every shop at once)")])
+            if not request.request_id:
+                raise InvalidArgument([("request_id", "required: a client-chosen id that makes retries safe")])
+            # One transaction per shop, so no single record: a retry finds nothing more to expire.
             members, lot_count, points = jobs.expire_all(self.svc, as_of)
             return pb.ExpirePointsResponse(members=members, lots=lot_count, points=points)
 
@@ -216,9 +219,6 @@ class PointsApi(pb_grpc.PointsServiceServicer):
             members, lot_count, points = self.svc.expire_shop(uow, request.shop_id, as_of)
             return pb.ExpirePointsResponse(members=members, lots=lot_count, points=points)
 
-        if not request.request_id:
-            require_shop(request.shop_id)
-            return self.db.transact(work)  # expiring is idempotent by nature
         return self._idem(request, "ExpirePoints", pb.ExpirePointsResponse, work)
 
     def ListExpiringPoints(self, request: pb.ListExpiringPointsRequest, context) -> pb.ListExpiringPointsResponse:  # noqa: ANN001, N802
