@@ -724,9 +724,17 @@ def test_lots_past_expiry_are_neither_counted_nor_spent_before_expire_points_run
     assert assert_consistent(ps, member).available == 100
 
 
-def test_expire_points_needs_a_shop_except_for_the_admin(points: Any, ps: PointsShop) -> None:
+def test_expire_points_with_a_shop_key_needs_the_shop_id(ps: PointsShop) -> None:
     failure = fails(ps.api.ExpirePoints, pp.ExpirePointsRequest(request_id=rid(), as_of=ts(now())))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "shop_id" in failure.fields
+
+
+def test_expire_points_needs_a_request_id(ps: PointsShop) -> None:
+    failure = fails(ps.api.ExpirePoints, pp.ExpirePointsRequest(shop_id=ps.shop_id, as_of=ts(now())))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in failure.fields
+
+
+def test_the_admin_expires_points_of_every_shop(points: Any, ps: PointsShop) -> None:
     member = join(ps)
     _, lot = buy(ps, member, 40 * YUAN, ordinary(now() - timedelta(days=300)))
     admin_points = points_stub(points, ADMIN_KEY)
@@ -752,6 +760,26 @@ def test_a_write_is_visible_on_the_very_next_balance_read(ps: PointsShop) -> Non
         assert get_balance(ps, member).available == expected
     ps.api.Hold(hold_request(ps, member, 4))
     assert get_balance(ps, member).held == 4
+
+
+def test_an_event_driven_earning_is_in_the_balance_as_soon_as_in_the_ledger(ps: PointsShop) -> None:
+    """The balance cache must not lag behind the ledger after a write made by an event consumer:
+    once ListLedger shows a purchase's EARN, the next GetBalance includes it. (A race: it is tried
+    many times over, each with a freshly cached balance.)"""
+    member = join(ps)
+    stale = []
+    for i in range(150):
+        before = get_balance(ps, member)  # cached now
+        order_id = order(ps, member, 2 * YUAN, ordinary_time())
+        while True:
+            newest = ps.api.ListLedger(pp.ListLedgerRequest(shop_id=ps.shop_id, member_id=member.member_id,
+                                                            page_size=1)).entries
+            if newest and newest[0].source.order_id == order_id:
+                break
+        after = get_balance(ps, member)
+        if after.available != newest[0].balance_after:
+            stale.append((i, before.available, after.available, newest[0].balance_after))
+    assert stale == [], f"GetBalance lagged behind the ledger (try, before, got, ledger's balance_after): {stale}"
 
 
 def test_the_ledger_is_newest_first_paginated_and_filtered(ps: PointsShop) -> None:
@@ -788,35 +816,56 @@ def test_the_ledger_is_newest_first_paginated_and_filtered(ps: PointsShop) -> No
 
 
 # ----- actions --------------------------------------------------------------------------------------
+# Occur times are recent shop-local days (the service takes occur_time only within the last 31 days).
+
+
+def local_today() -> date:
+    return now().astimezone(SHANGHAI).date()
+
+
+def days_ago(days: int) -> datetime:
+    """Shop-local noon `days` days ago."""
+    return local_noon(local_today() - timedelta(days=days))
 
 
 def test_daily_sign_in_earns_once_per_shop_local_day(ps: PointsShop) -> None:
     member = join(ps)
-    first = record(ps, member, E.ACTION_DAILY_SIGN_IN, at(ts("2026-11-23T15:30:00Z")))  # 23:30, 23 November
+    day = local_today() - timedelta(days=3)
+    while day.day == 1 or (day + timedelta(days=1)).day == 1:  # no member day: 5 points each
+        day -= timedelta(days=1)
+    late = datetime.combine(day, dtime(23, 30), tzinfo=SHANGHAI)  # like 2026-11-23T15:30:00Z
+    first = record(ps, member, E.ACTION_DAILY_SIGN_IN, late)
     assert first.points == 5 and first.not_earned_reason == "" and first.multiplier_milli == 1000
     assert first.streak_days == 1 and first.balance.available == 105
-    again = record(ps, member, E.ACTION_DAILY_SIGN_IN, at(ts("2026-11-23T15:45:00Z")))
+    again = record(ps, member, E.ACTION_DAILY_SIGN_IN, late + timedelta(minutes=15))
     assert again.points == 0 and again.not_earned_reason == "ALREADY_SIGNED_IN_TODAY"
-    next_day = record(ps, member, E.ACTION_DAILY_SIGN_IN, at(ts("2026-11-23T16:30:00Z")))  # 00:30, 24 November
-    assert next_day.points == 5 and next_day.streak_days == 2
+    next_day = record(ps, member, E.ACTION_DAILY_SIGN_IN, late + timedelta(hours=1))  # like 2026-11-23T16:30:00Z
+    assert next_day.points == 5 and next_day.streak_days == 2 and next_day.not_earned_reason == ""
     assert assert_consistent(ps, member).available == 110
 
 
 def test_every_seventh_consecutive_sign_in_earns_the_streak_bonus_unmultiplied(ps: PointsShop) -> None:
     member = join(ps)
-    start = date(2026, 10, 26)  # the 7th day is 1 November, a member day
-    got = [record(ps, member, E.ACTION_DAILY_SIGN_IN, local_noon(start + timedelta(days=k))) for k in range(7)]
+    days = [local_today() - timedelta(days=k) for k in range(10, 3, -1)]  # 7 consecutive days
+    # Triple points on the 7th day, so the bonus can be seen not to be multiplied (×3 beats a member day).
+    ps.api.CreateMultiplier(pp.CreateMultiplierRequest(request_id=rid(), shop_id=ps.shop_id, multiplier=pp.Multiplier(
+        name="sign-in ×3", kind=pp.MULTIPLIER_KIND_CAMPAIGN, multiplier_milli=3000,
+        start_time=ts(datetime.combine(days[6], dtime(), tzinfo=SHANGHAI)),
+        end_time=ts(datetime.combine(days[6] + timedelta(days=1), dtime(), tzinfo=SHANGHAI)),
+        actions=[E.ACTION_DAILY_SIGN_IN])))
+    got = [record(ps, member, E.ACTION_DAILY_SIGN_IN, local_noon(day)) for day in days]
     assert [r.streak_days for r in got] == [1, 2, 3, 4, 5, 6, 7]
-    assert [r.points for r in got[:6]] == [5] * 6
-    assert got[6].multiplier_milli == 2000 and got[6].points == 5 * 2 + 20
-    gap = record(ps, member, E.ACTION_DAILY_SIGN_IN, local_noon(date(2026, 11, 3)))
-    assert gap.streak_days == 1 and gap.points == 5
+    assert [r.points for r in got[:6]] == [10 if day.day == 1 else 5 for day in days[:6]]
+    assert got[6].multiplier_milli == 3000 and got[6].points == 5 * 3 + 20
+    gap_day = days[6] + timedelta(days=2)
+    gap = record(ps, member, E.ACTION_DAILY_SIGN_IN, local_noon(gap_day))
+    assert gap.streak_days == 1 and gap.points == (10 if gap_day.day == 1 else 5)
     assert_consistent(ps, member)
 
 
 def test_once_only_actions_earn_once(ps: PointsShop) -> None:
     member = join(ps)
-    when = local_noon(date(2026, 11, 20))
+    when = ordinary(days_ago(5))
     for action, points in ((E.ACTION_FOLLOW_SHOP, 20), (E.ACTION_COMPLETE_PROFILE, 50)):
         first = record(ps, member, action, when)
         assert (first.points, first.not_earned_reason, first.multiplier_milli) == (points, "", 1000)
@@ -829,7 +878,7 @@ def test_once_only_actions_earn_once(ps: PointsShop) -> None:
 
 def test_subject_actions_need_a_subject_and_earn_once_per_subject(ps: PointsShop) -> None:
     member = join(ps)
-    when = local_noon(date(2026, 11, 20))
+    when = ordinary(days_ago(3))
     for action in (E.ACTION_REVIEW, E.ACTION_INVITE_FRIEND, E.ACTION_SURVEY):
         failure = fails(ps.api.RecordAction, pp.RecordActionRequest(
             request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id, action=action, occur_time=ts(when)))
@@ -844,19 +893,25 @@ def test_subject_actions_need_a_subject_and_earn_once_per_subject(ps: PointsShop
 
 def test_daily_and_monthly_caps(ps: PointsShop) -> None:
     member = join(ps)
-    day = local_noon(date(2026, 11, 20))
+    day = ordinary(days_ago(5))
     reviews = [record(ps, member, E.ACTION_REVIEW, day + timedelta(minutes=k), subject=f"o-{k}") for k in range(4)]
     assert [r.points for r in reviews] == [10, 10, 10, 0]
     assert reviews[3].not_earned_reason == "DAILY_CAP_REACHED"
     assert record(ps, member, E.ACTION_REVIEW, day + timedelta(days=1), subject="o-9").points == 10
-    invites = [record(ps, member, E.ACTION_INVITE_FRIEND, local_noon(date(2026, 9, 2 + k)), subject=f"f-{k}")
-               for k in range(11)]
+    shares = [record(ps, member, E.ACTION_SHARE, day + timedelta(minutes=k)) for k in range(4)]
+    assert [(r.points, r.not_earned_reason) for r in shares] == [(5, "")] * 3 + [(0, "DAILY_CAP_REACHED")]
+    expected = 100 + 40 + 15
+    # Ten invitations a month: the 11th this month earns nothing, one last month did.
+    this_month = now() - timedelta(minutes=1)
+    invites = [record(ps, member, E.ACTION_INVITE_FRIEND, this_month, subject=f"f-{k}") for k in range(11)]
     assert [r.points for r in invites] == [20] * 10 + [0]
     assert invites[10].not_earned_reason == "MONTHLY_CAP_REACHED"
-    assert record(ps, member, E.ACTION_INVITE_FRIEND, local_noon(date(2026, 10, 5)), subject="f-99").points == 20
-    shares = [record(ps, member, E.ACTION_SHARE, day + timedelta(minutes=k)) for k in range(4)]
-    assert [(r.points, r.not_earned_reason) for r in shares][3] == (0, "DAILY_CAP_REACHED")
-    assert assert_consistent(ps, member).available == 100 + 40 + 200 + 20 + 15
+    expected += 200
+    last_month = datetime.combine(local_today().replace(day=1), dtime(), tzinfo=SHANGHAI) - timedelta(minutes=1)
+    if now() - last_month < timedelta(days=30):
+        assert record(ps, member, E.ACTION_INVITE_FRIEND, last_month, subject="f-99").points == 20
+        expected += 20
+    assert assert_consistent(ps, member).available == expected
 
 
 def test_a_lifetime_cap_and_a_disabled_rule_earn_nothing(ps: PointsShop) -> None:
@@ -864,13 +919,13 @@ def test_a_lifetime_cap_and_a_disabled_rule_earn_nothing(ps: PointsShop) -> None
     rule = ps.api.UpsertEarnRule(pp.UpsertEarnRuleRequest(request_id=rid(), shop_id=ps.shop_id, rule=pp.EarnRule(
         action=E.ACTION_SHARE, enabled=True, points=7, caps=pp.Caps(per_day=3, lifetime=2))))
     assert rule.points == 7 and rule.caps.lifetime == 2 and rule.enabled
-    got = [record(ps, member, E.ACTION_SHARE, local_noon(date(2026, 11, 10 + k))) for k in range(3)]
+    got = [record(ps, member, E.ACTION_SHARE, days_ago(k)) for k in (6, 5, 4)]
     assert [(r.points, r.not_earned_reason) for r in got] == [(7, ""), (7, ""), (0, "LIFETIME_CAP_REACHED")]
     ps.api.UpsertEarnRule(pp.UpsertEarnRuleRequest(request_id=rid(), shop_id=ps.shop_id, rule=pp.EarnRule(
         action=E.ACTION_BROWSE, enabled=False, points=1, caps=pp.Caps(per_day=5))))
     rules = {r.action: r for r in ps.api.ListEarnRules(pp.ListEarnRulesRequest(shop_id=ps.shop_id)).rules}
     assert not rules[E.ACTION_BROWSE].enabled and rules[E.ACTION_SHARE].points == 7
-    disabled = record(ps, member, E.ACTION_BROWSE, local_noon(date(2026, 11, 20)))
+    disabled = record(ps, member, E.ACTION_BROWSE, days_ago(2))
     assert (disabled.points, disabled.not_earned_reason) == (0, "RULE_DISABLED")
     assert assert_consistent(ps, member).available == 114
 
@@ -1149,11 +1204,13 @@ def test_the_ledger_always_sums_to_the_balance(ps: PointsShop, operations: list[
 def test_the_daily_pool_is_split_evenly_and_settled_once(ps: PointsShop) -> None:
     assert update_program(ps, daily_pool_points=1000).daily_pool_points == 1000
     members = [join(ps) for _ in range(3)]
-    days = set()
+    days, participants = set(), []
     for m in members + members[:1]:  # joining twice is harmless
         joined = ps.api.JoinDailyPool(pp.JoinDailyPoolRequest(request_id=rid(), shop_id=ps.shop_id,
                                                               member_id=m.member_id))
         days.add(joined.day)
+        participants.append(joined.participants)
+    assert participants == [1, 2, 3, 3]
     (day,) = days
     assert day == now().astimezone(SHANGHAI).date().isoformat()
     settled = ps.api.SettleDailyPool(pp.SettleDailyPoolRequest(request_id=rid(), shop_id=ps.shop_id, day=day))
@@ -1259,16 +1316,32 @@ def test_bad_input_is_refused_with_the_field(points: Any, ps: PointsShop) -> Non
         assert failure.code == grpc.StatusCode.NOT_FOUND and failure.reason == "MEMBER_NOT_FOUND", request
     failure = fails(ps.api.Hold, hold_request(ps, member, 1, ttl_seconds=7 * 86400 + 1))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "ttl_seconds" in failure.fields
-    assert ps.api.Hold(hold_request(ps, member, 1, ttl_seconds=7 * 86400)).hold_id
+    hold_id = ps.api.Hold(hold_request(ps, member, 1, ttl_seconds=7 * 86400)).hold_id
+    program = ps.api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=ps.shop_id))
+    listed = ps.api.ListMultipliers(pp.ListMultipliersRequest(shop_id=ps.shop_id)).multipliers
+    multiplier = pp.Multiplier(name="x", kind=pp.MULTIPLIER_KIND_MEMBER_DAY, multiplier_milli=1500, weekday=3)
     for call, request in ((ps.api.Spend, spend_request(ps, member, 1, request_id="")),
                           (ps.api.Hold, hold_request(ps, member, 1, request_id="")),
                           (ps.api.Earn, pp.EarnRequest(shop_id=ps.shop_id, member_id=member.member_id, points=1)),
                           (ps.api.Adjust, pp.AdjustRequest(shop_id=ps.shop_id, member_id=member.member_id,
                                                            points=1, operator="o", reason="r")),
                           (ps.api.RecordAction, pp.RecordActionRequest(shop_id=ps.shop_id, member_id=member.member_id,
-                                                                       action=E.ACTION_FOLLOW_SHOP))):
+                                                                       action=E.ACTION_FOLLOW_SHOP)),
+                          (ps.api.CaptureHold, pp.CaptureHoldRequest(shop_id=ps.shop_id, hold_id=hold_id)),
+                          (ps.api.ReleaseHold, pp.ReleaseHoldRequest(shop_id=ps.shop_id, hold_id=hold_id)),
+                          (ps.api.UpdatePointsProgram, pp.UpdatePointsProgramRequest(program=program)),
+                          (ps.api.UpsertEarnRule, pp.UpsertEarnRuleRequest(shop_id=ps.shop_id, rule=pp.EarnRule(
+                              action=E.ACTION_SHARE, enabled=True, points=6))),
+                          (ps.api.CreateMultiplier, pp.CreateMultiplierRequest(shop_id=ps.shop_id,
+                                                                               multiplier=multiplier)),
+                          (ps.api.DeleteMultiplier, pp.DeleteMultiplierRequest(
+                              shop_id=ps.shop_id, multiplier_id=listed[0].multiplier_id)),
+                          (ps.api.JoinDailyPool, pp.JoinDailyPoolRequest(shop_id=ps.shop_id,
+                                                                         member_id=member.member_id)),
+                          (ps.api.SettleDailyPool, pp.SettleDailyPoolRequest(shop_id=ps.shop_id))):
         failure = fails(call, request)
         assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in failure.fields, request
+    assert ps.api.ListMultipliers(pp.ListMultipliersRequest(shop_id=ps.shop_id)).multipliers == listed
     balance = assert_consistent(ps, member)
     assert (balance.available, balance.held) == (99, 1)
 
