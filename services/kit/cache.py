@@ -1,6 +1,10 @@
 """Cache-aside for hot reads: an in-process LRU with TTL, or Redis. Keys carry the shop as a
 Redis Cluster hash tag. Redis unavailable means slower, not broken: reads miss, and deletes that
-could not be sent are retried once Redis answers again."""
+could not be sent are retried once Redis answers again.
+
+A write fences its keys before it commits and deletes them after: while fenced, reads miss and
+cannot fill the cache, so a value read before the commit is never served after it. Readers fill
+with add() (only where nothing, not even a fence, is)."""
 
 from __future__ import annotations
 
@@ -19,12 +23,29 @@ def cache_key(shop_id: str, *parts: str) -> str:
     return "loyalty:{" + shop_id + "}:" + ":".join(parts)
 
 
+FENCE_SECONDS = 5.0  # how long a fence outlives a writer that never got to delete it
+_FENCE = b"\x00fence"
+
+
 class Cache(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def set(self, key: str, value: bytes, ttl: float) -> None: ...
 
+    def add(self, key: str, value: bytes, ttl: float) -> None:
+        """Stores the value unless the key holds anything (a value or a fence)."""
+
+    def fence(self, *keys: str) -> None:
+        """Until deleted (or FENCE_SECONDS pass), the keys read as missing and add() skips them."""
+
     def delete(self, *keys: str) -> None: ...
+
+
+def invalidate_on_commit(uow, cache: Cache, keys: list[str]) -> None:  # noqa: ANN001 - a storage.UnitOfWork
+    """Fences the keys now and deletes them once the transaction committed."""
+    for i in range(0, len(keys), 1000):
+        cache.fence(*keys[i : i + 1000])
+    uow.after_commit(lambda: [cache.delete(*keys[i : i + 1000]) for i in range(0, len(keys), 1000)])
 
 
 class LocalCache:
@@ -44,6 +65,8 @@ class LocalCache:
             if entry[0] < time.monotonic():
                 del self._data[key]
                 return None
+            if entry[1] is _FENCE:
+                return None
             self._data.move_to_end(key)
             return entry[1]
 
@@ -53,6 +76,17 @@ class LocalCache:
             self._data.move_to_end(key)
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
+
+    def add(self, key: str, value: Any, ttl: float) -> None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None and entry[0] >= time.monotonic():
+                return
+        self.set(key, value, ttl)
+
+    def fence(self, *keys: str) -> None:
+        for key in keys:
+            self.set(key, _FENCE, FENCE_SECONDS)
 
     def delete(self, *keys: str) -> None:
         with self._lock:
@@ -113,10 +147,30 @@ class RedisCache:
         if not self._available():
             return None
         try:
-            return self.client.get(key)
+            value = self.client.get(key)
         except redis.RedisError as exc:
             self._failed(exc)
             return None
+        return None if value == _FENCE else value
+
+    def add(self, key: str, value: bytes, ttl: float) -> None:
+        if not self._available():
+            return
+        try:
+            self.client.set(key, value, px=int(ttl * 1000), nx=True)
+        except redis.RedisError as exc:
+            self._failed(exc)
+
+    def fence(self, *keys: str) -> None:
+        if not keys or not self._available():
+            return  # the delete after the commit is kept and sent when Redis answers again
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, _FENCE, px=int(FENCE_SECONDS * 1000))
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._failed(exc)
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
         if not self._available():

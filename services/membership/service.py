@@ -15,7 +15,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.auth import KeyRing
-from services.kit.cache import Cache, LocalCache, cache_key
+from services.kit.cache import Cache, LocalCache, cache_key, invalidate_on_commit
 from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
@@ -596,14 +596,14 @@ class MembershipService:
             mid, level, since = cached.decode().split("|")
             return TierView(mid, program.ladder.tier(int(level)), datetime.fromisoformat(since))
         row = self.db.read(lambda conn: self._active_member(conn, shop_id, member_id=member_id, buyer_id=buyer_id))
-        self.cache.set(key, _tier_cache_value(row.member_id, row.tier_level, row.tier_since), self.cache_ttl)
+        self.cache.add(key, _tier_cache_value(row.member_id, row.tier_level, row.tier_since), self.cache_ttl)
         return TierView(row.member_id, program.ladder.tier(row.tier_level), row.tier_since)
 
     def _invalidate_tier(self, uow: UnitOfWork, shop_id: str, member_id: str, buyer_id: str | None) -> None:
         keys = [cache_key(shop_id, "tier", "m", member_id)]
         if buyer_id:
             keys.append(cache_key(shop_id, "tier", "b", buyer_id))
-        uow.after_commit(lambda: self.cache.delete(*keys))
+        invalidate_on_commit(uow, self.cache, keys)
 
     def tier_progress(self, conn: Connection, *, shop_id: str, member_id: str) -> tuple[Program, Row, domain.Progress]:
         v = Violations()
@@ -708,7 +708,7 @@ class MembershipService:
                 for m in moved[i:i + 1000]])
         keys = [cache_key(shop_id, "tier", "m", m.member_id) for m in moved]
         keys += [cache_key(shop_id, "tier", "b", m.buyer_id) for m in moved if m.buyer_id]
-        uow.after_commit(lambda: [self.cache.delete(*keys[i:i + 1000]) for i in range(0, len(keys), 1000)])
+        invalidate_on_commit(uow, self.cache, keys)
         return len(moved)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Connection, and_, case, cast, exists, func, i
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-from services.kit.cache import Cache, LocalCache, cache_key
+from services.kit.cache import Cache, LocalCache, cache_key, invalidate_on_commit
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
@@ -320,8 +320,7 @@ class PointsService:
             uow.conn.execute(update(accounts).where(accounts.c.shop_id == acct.shop_id,
                                                     accounts.c.member_id == acct.member_id).values(**values))
             acct.dirty.clear()
-        key = cache_key(acct.shop_id, "points", "balance", acct.member_id)
-        uow.after_commit(lambda: self.cache.delete(key))
+        invalidate_on_commit(uow, self.cache, [cache_key(acct.shop_id, "points", "balance", acct.member_id)])
 
     def _post(self, uow: UnitOfWork, acct: _Account, kind: EntryKind, amount: int, held_delta: int, source: Source,
               at: datetime, expires_at: datetime | None = None) -> int:
@@ -828,7 +827,7 @@ class PointsService:
                                                              balance_after=m.balance_after, occurred_at=occurred)
                                     for m in moved[i:i + 1000]])
         keys = [cache_key(shop_id, "points", "balance", m.member_id) for m in moved]
-        uow.after_commit(lambda: [self.cache.delete(*keys[i:i + 1000]) for i in range(0, len(keys), 1000)])
+        invalidate_on_commit(uow, self.cache, keys)
         return len(moved), sum(m.lots for m in moved), sum(m.points for m in moved)
 
     # ----- reads --------------------------------------------------------------------------------
@@ -850,7 +849,7 @@ class PointsService:
             ttl = min(ttl, (view.next_expiry_at - now).total_seconds())
         if ttl > 0:
             expiry = view.next_expiry_at.isoformat() if view.next_expiry_at else ""
-            self.cache.set(key, f"{view.available}|{view.held}|{view.lifetime_earned}|{expiry}|"
+            self.cache.add(key, f"{view.available}|{view.held}|{view.lifetime_earned}|{expiry}|"
                                 f"{view.next_expiry_amount}".encode(), ttl)
         return view
 
