@@ -15,6 +15,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from loyalty.membership.v1 import membership_service_pb2 as mpb
 from loyalty.membership.v1 import membership_service_pb2_grpc as mgrpc
 from sqlalchemy import create_engine, text
@@ -25,6 +27,7 @@ from services.kit.cache import Cache, LocalCache, RedisCache
 from services.kit.config import Settings
 from services.kit.server import RunningService, create_server
 from services.membership import server as membership_server
+from services.points import server as points_server
 
 ADMIN_KEY = "admin_test_key"
 AUTH_SECRET = b"test-auth-secret"
@@ -132,19 +135,24 @@ def bus(backend: Backend) -> Iterator[Bus]:
 
 
 @pytest.fixture(scope="session")
-def membership(backend: Backend, settings: Settings, bus: Bus) -> Iterator[ServiceUnderTest]:
-    service = start_service(membership_server, backend, settings, bus=bus)
-    yield service
-    stop_service(service, close_bus=False)
+def suite(backend: Backend, settings: Settings, bus: Bus) -> Iterator[dict[str, ServiceUnderTest]]:
+    """Every service of the suite, started together (as `make run` does), so that a consumer
+    never starts behind a long backlog of another's events."""
+    services = {module.NAME: start_service(module, backend, settings, bus=bus)
+                for module in (membership_server, points_server)}
+    yield services
+    for service in services.values():
+        stop_service(service, close_bus=False)
 
 
 @pytest.fixture(scope="session")
-def points(backend: Backend, settings: Settings, bus: Bus, membership: ServiceUnderTest) -> Iterator[ServiceUnderTest]:
-    from services.points import server as points_server
+def membership(suite: dict[str, ServiceUnderTest]) -> ServiceUnderTest:
+    return suite["membership"]
 
-    service = start_service(points_server, backend, settings, bus=bus)
-    yield service
-    stop_service(service, close_bus=False)
+
+@pytest.fixture(scope="session")
+def points(suite: dict[str, ServiceUnderTest]) -> ServiceUnderTest:
+    return suite["points"]
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +178,35 @@ def create_shop(membership: ServiceUnderTest, admin: Authed, **program) -> Shop:
 def shop(membership: ServiceUnderTest, admin: Authed) -> Shop:
     """A new shop with the default program, reached with its own key."""
     return create_shop(membership, admin)
+
+
+@dataclass
+class Failure:
+    """A failed call as a caller sees it: the code and the google.rpc details."""
+
+    code: grpc.StatusCode
+    reason: str
+    domain: str
+    metadata: dict[str, str]
+    fields: dict[str, str]  # BadRequest field violations
+    preconditions: list[str]  # PreconditionFailure violation types
+
+
+def failure_of(error: grpc.RpcError) -> Failure:
+    status = rpc_status.from_call(error)
+    info, fields, preconditions = error_details_pb2.ErrorInfo(), {}, []
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = {v.field: v.description for v in bad.field_violations}
+        elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            preconditions = [v.type for v in failure.violations]
+    return Failure(error.code(), info.reason, info.domain, dict(info.metadata), fields, preconditions)
 
 
 # Show that both backends ran: a count per backend after the run.

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from services.kit.errors import InvalidArgument
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import utcnow
+from services.kit.validation import require_shop
 
 R = TypeVar("R", bound=Message)
 MAX_REQUEST_ID = 128
@@ -78,3 +79,16 @@ def run_idempotent(
         return db.transact(attempt)
     except _Duplicate:
         return db.read(lambda conn: stored(conn.execute(query).one()))
+
+
+def require_request_id(request: Message) -> None:
+    if not request.request_id:  # type: ignore[attr-defined]
+        raise InvalidArgument([("request_id", "required: a client-chosen id that makes retries safe")])
+
+
+def idempotent_call(db: Database, request: Message, method: str, response_type: type[R],
+                    work: Callable[[UnitOfWork], R]) -> R:
+    """A mutating RPC whose request carries shop_id and request_id at its top level."""
+    require_shop(request.shop_id)  # type: ignore[attr-defined]
+    return run_idempotent(db, shop_id=request.shop_id, method=method,  # type: ignore[attr-defined]
+                          request=request, response_type=response_type, work=work)

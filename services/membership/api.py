@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -13,7 +13,7 @@ from sqlalchemy.engine import Row
 
 from services.kit import paging
 from services.kit.errors import InvalidArgument, enum_value
-from services.kit.idempotency import run_idempotent
+from services.kit.idempotency import idempotent_call, require_request_id
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
 from services.kit.validation import require_shop
@@ -97,15 +97,6 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         self.svc = service
         self.db = service.db
 
-    def _idem(self, request: Message, method: str, response_type: type[R], work: Callable[[UnitOfWork], R]) -> R:
-        require_shop(request.shop_id)  # type: ignore[attr-defined]
-        return run_idempotent(self.db, shop_id=request.shop_id, method=method,  # type: ignore[attr-defined]
-                              request=request, response_type=response_type, work=work)
-
-    def _require_request_id(self, request: Message) -> None:
-        if not request.request_id:  # type: ignore[attr-defined]
-            raise InvalidArgument([("request_id", "required: a client-chosen id that makes retries safe")])
-
     def member_to_proto(self, row: Row, program: Program) -> pb.Member:
         tier = program.ladder.tier(row.tier_level)
         birthday = None
@@ -127,7 +118,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
     # ----- programs -----
 
     def CreateProgram(self, request: pb.CreateProgramRequest, context) -> pb.CreateProgramResponse:  # noqa: ANN001, N802
-        self._require_request_id(request)
+        require_request_id(request)
 
         def work(uow: UnitOfWork) -> pb.CreateProgramResponse:
             program, key = self.svc.create_program(
@@ -138,14 +129,14 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
                 policy=_policy(request.downgrade_policy))
             return pb.CreateProgramResponse(program=program_to_proto(program), api_key=key)
 
-        return self._idem(request, "CreateProgram", pb.CreateProgramResponse, work)
+        return idempotent_call(self.db, request, "CreateProgram", pb.CreateProgramResponse, work)
 
     def GetProgram(self, request: pb.GetProgramRequest, context) -> pb.Program:  # noqa: ANN001, N802
         require_shop(request.shop_id)
         return program_to_proto(self.svc.program(request.shop_id))
 
     def UpdateProgram(self, request: pb.UpdateProgramRequest, context) -> pb.Program:  # noqa: ANN001, N802
-        self._require_request_id(request)
+        require_request_id(request)
         paths = set(request.update_mask.paths)
         unknown = paths - {"name", "time_zone", "join_threshold"}
         if not paths or unknown:
@@ -157,21 +148,21 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
                 time_zone=request.time_zone if "time_zone" in paths else None,
                 require_follow=request.join_threshold.require_follow if "join_threshold" in paths else None))
 
-        return self._idem(request, "UpdateProgram", pb.Program, work)
+        return idempotent_call(self.db, request, "UpdateProgram", pb.Program, work)
 
     def IssueApiKey(self, request: pb.IssueApiKeyRequest, context) -> pb.IssueApiKeyResponse:  # noqa: ANN001, N802
-        self._require_request_id(request)
+        require_request_id(request)
 
         def work(uow: UnitOfWork) -> pb.IssueApiKeyResponse:
             key_id, key = self.svc.issue_api_key(uow, shop_id=request.shop_id, label=request.label)
             return pb.IssueApiKeyResponse(key_id=key_id, api_key=key)
 
-        return self._idem(request, "IssueApiKey", pb.IssueApiKeyResponse, work)
+        return idempotent_call(self.db, request, "IssueApiKey", pb.IssueApiKeyResponse, work)
 
     # ----- members -----
 
     def JoinMember(self, request: pb.JoinMemberRequest, context) -> pb.Member:  # noqa: ANN001, N802
-        self._require_request_id(request)
+        require_request_id(request)
         profile = _profile(request.profile)
         consent = _consent(request.consent_fields, "consent_fields")
 
@@ -182,7 +173,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
                 follows_shop=request.facts.follows_shop)
             return self.member_to_proto(row, self.svc.program(request.shop_id, uow.conn))
 
-        return self._idem(request, "JoinMember", pb.Member, work)
+        return idempotent_call(self.db, request, "JoinMember", pb.Member, work)
 
     def GetMember(self, request: pb.GetMemberRequest, context) -> pb.Member:  # noqa: ANN001, N802
         require_shop(request.shop_id)
@@ -191,7 +182,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
             self.svc.program(request.shop_id, conn)))
 
     def UpdateProfile(self, request: pb.UpdateProfileRequest, context) -> pb.Member:  # noqa: ANN001, N802
-        self._require_request_id(request)
+        require_request_id(request)
         profile = _profile(request.profile, set(request.update_mask.paths))
         consent = _consent(request.consent_fields, "consent_fields")
 
@@ -200,17 +191,17 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
                                           profile=profile, new_consent=consent)
             return self.member_to_proto(row, self.svc.program(request.shop_id, uow.conn))
 
-        return self._idem(request, "UpdateProfile", pb.Member, work)
+        return idempotent_call(self.db, request, "UpdateProfile", pb.Member, work)
 
     def LeaveMember(self, request: pb.LeaveMemberRequest, context) -> pb.LeaveMemberResponse:  # noqa: ANN001, N802
-        self._require_request_id(request)
+        require_request_id(request)
 
         def work(uow: UnitOfWork) -> pb.LeaveMemberResponse:
             left = self.svc.leave_member(uow, shop_id=request.shop_id, member_id=request.member_id,
                                          reason=request.reason)
             return pb.LeaveMemberResponse(member_id=request.member_id, leave_time=to_timestamp(left))
 
-        return self._idem(request, "LeaveMember", pb.LeaveMemberResponse, work)
+        return idempotent_call(self.db, request, "LeaveMember", pb.LeaveMemberResponse, work)
 
     def ListMembers(self, request: pb.ListMembersRequest, context) -> pb.ListMembersResponse:  # noqa: ANN001, N802
         require_shop(request.shop_id)
@@ -229,7 +220,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         return self.db.read(read)
 
     def ImportMembers(self, request: pb.ImportMembersRequest, context) -> pb.ImportMembersResponse:  # noqa: ANN001, N802
-        self._require_request_id(request)
+        require_request_id(request)
         rows = []
         for i, m in enumerate(request.members):
             rows.append(ImportRow(
@@ -243,7 +234,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
                                           validate_only=request.validate_only)
             return pb.ImportMembersResponse(imported_count=len(ids), member_ids=ids)
 
-        return self._idem(request, "ImportMembers", pb.ImportMembersResponse, work)
+        return idempotent_call(self.db, request, "ImportMembers", pb.ImportMembersResponse, work)
 
     def ExportMembers(self, request: pb.ExportMembersRequest, context) -> Iterator[pb.Member]:  # noqa: ANN001, N802
         require_shop(request.shop_id)
@@ -261,19 +252,19 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
 
     def RecordOrder(self, request: pb.RecordOrderRequest, context) -> pb.Order:  # noqa: ANN001, N802
         paid_at = from_timestamp(request.paid_time, utcnow())
-        return self._idem(request, "RecordOrder", pb.Order, lambda uow: order_to_proto(self.svc.record_order(
-            uow, shop_id=request.shop_id, order_id=request.order_id, buyer_id=request.buyer_id,
-            amount_fen=request.amount_fen, paid_at=paid_at)))
+        return idempotent_call(self.db, request, "RecordOrder", pb.Order, lambda uow: order_to_proto(
+            self.svc.record_order(uow, shop_id=request.shop_id, order_id=request.order_id, buyer_id=request.buyer_id,
+                                  amount_fen=request.amount_fen, paid_at=paid_at)))
 
     def CompleteOrder(self, request: pb.CompleteOrderRequest, context) -> pb.CompleteOrderResponse:  # noqa: ANN001, N802
         completed_at = from_timestamp(request.complete_time, utcnow())
-        return self._idem(request, "CompleteOrder", pb.CompleteOrderResponse, lambda uow: self._outcome(
+        return idempotent_call(self.db, request, "CompleteOrder", pb.CompleteOrderResponse, lambda uow: self._outcome(
             self.svc.complete_order(uow, shop_id=request.shop_id, order_id=request.order_id,
                                     completed_at=completed_at), pb.CompleteOrderResponse))
 
     def RefundOrder(self, request: pb.RefundOrderRequest, context) -> pb.RefundOrderResponse:  # noqa: ANN001, N802
         refunded_at = from_timestamp(request.refund_time, utcnow())
-        return self._idem(request, "RefundOrder", pb.RefundOrderResponse, lambda uow: self._outcome(
+        return idempotent_call(self.db, request, "RefundOrder", pb.RefundOrderResponse, lambda uow: self._outcome(
             self.svc.refund_order(uow, shop_id=request.shop_id, order_id=request.order_id,
                                   refund_id=request.refund_id, amount_fen=request.amount_fen,
                                   refunded_at=refunded_at), pb.RefundOrderResponse))
@@ -304,7 +295,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         return self.db.read(read)
 
     def SetTier(self, request: pb.SetTierRequest, context) -> pb.SetTierResponse:  # noqa: ANN001, N802
-        self._require_request_id(request)
+        require_request_id(request)
 
         def work(uow: UnitOfWork) -> pb.SetTierResponse:
             from_level, tier = self.svc.set_tier(uow, shop_id=request.shop_id, member_id=request.member_id,
@@ -312,7 +303,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
                                                  operator=request.operator)
             return pb.SetTierResponse(member_id=request.member_id, from_level=from_level, tier=tier_to_proto(tier))
 
-        return self._idem(request, "SetTier", pb.SetTierResponse, work)
+        return idempotent_call(self.db, request, "SetTier", pb.SetTierResponse, work)
 
     def ListTierHistory(self, request: pb.ListTierHistoryRequest, context) -> pb.ListTierHistoryResponse:  # noqa: ANN001, N802
         require_shop(request.shop_id)
@@ -331,17 +322,17 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         return self.db.read(read)
 
     def ConfigureTiers(self, request: pb.ConfigureTiersRequest, context) -> pb.Program:  # noqa: ANN001, N802
-        self._require_request_id(request)
-        return self._idem(request, "ConfigureTiers", pb.Program, lambda uow: program_to_proto(
+        require_request_id(request)
+        return idempotent_call(self.db, request, "ConfigureTiers", pb.Program, lambda uow: program_to_proto(
             self.svc.configure_tiers(uow, shop_id=request.shop_id, tiers=[tier_from_proto(t) for t in request.tiers],
                                      mode=_mode(request.qualification_mode),
                                      policy=_policy(request.downgrade_policy))))
 
     def ReevaluateTiers(self, request: pb.ReevaluateTiersRequest, context) -> pb.ReevaluateTiersResponse:  # noqa: ANN001, N802
-        self._require_request_id(request)
+        require_request_id(request)
 
         def work(uow: UnitOfWork) -> pb.ReevaluateTiersResponse:
             up, down, same = self.svc.reevaluate_tiers(uow, shop_id=request.shop_id, dry_run=request.dry_run)
             return pb.ReevaluateTiersResponse(upgraded=up, downgraded=down, unchanged=same, dry_run=request.dry_run)
 
-        return self._idem(request, "ReevaluateTiers", pb.ReevaluateTiersResponse, work)
+        return idempotent_call(self.db, request, "ReevaluateTiers", pb.ReevaluateTiersResponse, work)

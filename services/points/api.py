@@ -14,7 +14,7 @@ from sqlalchemy.engine import Row
 from services.kit import paging
 from services.kit.auth import current_principal
 from services.kit.errors import InvalidArgument, Violations, enum_value
-from services.kit.idempotency import run_idempotent
+from services.kit.idempotency import idempotent_call, require_request_id, run_idempotent
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
 from services.kit.validation import require_id, require_shop
@@ -81,11 +81,8 @@ class PointsApi(pb_grpc.PointsServiceServicer):
         self.db = service.db
 
     def _idem(self, request: Message, method: str, response_type: type[R], work: Callable[[UnitOfWork], R]) -> R:
-        require_shop(request.shop_id)  # type: ignore[attr-defined]
-        if not request.request_id:  # type: ignore[attr-defined]
-            raise InvalidArgument([("request_id", "required: a client-chosen id that makes retries safe")])
-        return run_idempotent(self.db, shop_id=request.shop_id, method=method,  # type: ignore[attr-defined]
-                              request=request, response_type=response_type, work=work)
+        require_request_id(request)
+        return idempotent_call(self.db, request, method, response_type, work)
 
     def _entry(self, conn: Connection, entry_id: int) -> pb.LedgerEntry:
         return entry_to_proto(conn.execute(select(ledger).where(ledger.c.id == entry_id)).one())
@@ -208,8 +205,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
             principal = current_principal()
             if principal is None or not principal.is_admin:
                 raise InvalidArgument([("shop_id", "required (only the admin key expires every shop at once)")])
-            if not request.request_id:
-                raise InvalidArgument([("request_id", "required: a client-chosen id that makes retries safe")])
+            require_request_id(request)
             # One transaction per shop, so no single record: a retry finds nothing more to expire.
             members, lot_count, points = jobs.expire_all(self.svc, as_of)
             return pb.ExpirePointsResponse(members=members, lots=lot_count, points=points)
@@ -261,8 +257,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
     def UpdatePointsProgram(self, request: pb.UpdatePointsProgramRequest, context) -> pb.PointsProgram:  # noqa: ANN001, N802
         p = request.program
         require_shop(p.shop_id)
-        if not request.request_id:
-            raise InvalidArgument([("request_id", "required: a client-chosen id that makes retries safe")])
+        require_request_id(request)
 
         def work(uow: UnitOfWork) -> pb.PointsProgram:
             return program_to_proto(self.svc.update_program(

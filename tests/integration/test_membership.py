@@ -9,9 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
 from google.type import date_pb2
-from grpc_status import rpc_status
 from loyalty.common.v1 import envelope_pb2
 from loyalty.membership.v1 import events_pb2
 from loyalty.membership.v1 import membership_service_pb2 as pb
@@ -19,7 +17,7 @@ from loyalty.membership.v1 import membership_service_pb2_grpc as pb_grpc
 from sqlalchemy import select
 
 from services.membership.tables import kit, members
-from tests.conftest import ADMIN_KEY, Authed, Shop, create_shop
+from tests.conftest import ADMIN_KEY, Authed, Failure, Shop, create_shop, failure_of
 
 YUAN = 100
 
@@ -57,20 +55,12 @@ def refund(shop: Shop, order_id: str, fen: int, refund_id: str | None = None) ->
                                                       refund_id=refund_id or rid()[:16], amount_fen=fen))
 
 
-def rpc_error(call, *args, **kwargs) -> tuple[grpc.RpcError, error_details_pb2.ErrorInfo, dict[str, str]]:  # noqa: ANN001, ANN003
-    """Calls and expects a failure; returns the error, its ErrorInfo and its field violations."""
+def rpc_error(call, *args, **kwargs) -> tuple[grpc.RpcError, Failure, dict[str, str]]:  # noqa: ANN001, ANN003
+    """Calls and expects a failure; returns the error, its details and its field violations."""
     with pytest.raises(grpc.RpcError) as caught:
         call(*args, **kwargs)
-    status = rpc_status.from_call(caught.value)
-    info, violations = error_details_pb2.ErrorInfo(), {}
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations = {v.field: v.description for v in bad.field_violations}
-    return caught.value, info, violations
+    failure = failure_of(caught.value)
+    return caught.value, failure, failure.fields
 
 
 def outbox_events(membership, shop_id: str, payload_type):  # noqa: ANN001, ANN201

@@ -33,7 +33,7 @@ from loyalty.points.v1 import points_service_pb2_grpc
 from sqlalchemy import select
 
 from services.membership.tables import kit as membership_kit
-from tests.conftest import ADMIN_KEY, Authed, Shop, create_shop
+from tests.conftest import ADMIN_KEY, Authed, Failure, Shop, create_shop, failure_of
 
 T = TypeVar("T")
 YUAN = 100
@@ -117,33 +117,11 @@ def eventually(probe: Callable[[], T], what: str, timeout: float = DEADLINE) -> 
 # ----- helpers: errors -------------------------------------------------------------------------------
 
 
-@dataclass
-class Failure:
-    code: grpc.StatusCode
-    reason: str
-    metadata: dict[str, str]
-    fields: dict[str, str]
-    preconditions: list[str]  # PreconditionFailure violation types
-
-
 def fails(call: Callable[..., Any], request: Any) -> Failure:
     """Calls and expects a failure; returns its code and error details."""
     with pytest.raises(grpc.RpcError) as caught:
         call(request)
-    status = rpc_status.from_call(caught.value)
-    info, fields, preconditions = error_details_pb2.ErrorInfo(), {}, []
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = {v.field: v.description for v in bad.field_violations}
-        elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
-            failure = error_details_pb2.PreconditionFailure()
-            detail.Unpack(failure)
-            preconditions = [v.type for v in failure.violations]
-    return Failure(caught.value.code(), info.reason, dict(info.metadata), fields, preconditions)
+    return failure_of(caught.value)
 
 
 def assert_insufficient(failure: Failure, shortfall: int) -> None:
