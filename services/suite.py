@@ -24,7 +24,7 @@ log = logging.getLogger("loyalty.suite")
 
 
 def start(settings: Settings, *, host: str) -> tuple[list[RunningService], InProcessBus]:
-    cache, bus = LocalCache(), InProcessBus()
+    cache, bus = LocalCache(), InProcessBus(dead_letter_dir=settings.data_dir / "dead-letters")
     keyring = KeyRing(settings.admin_key, settings.auth_secret)
     running = []
     for module in SERVICES:

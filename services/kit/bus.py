@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import redis
@@ -46,10 +47,11 @@ class InProcessBus:
     handled the message, so the relay marks an outbox row sent only after it took effect, and a
     crash before that re-sends it (the consumers' inboxes make the repeat harmless)."""
 
-    def __init__(self, max_attempts: int = 5):
+    def __init__(self, max_attempts: int = 5, dead_letter_dir: Path | None = None):
         self._subs: dict[str, list[_InProcessSubscription]] = {}
         self._lock = threading.Lock()
         self._max_attempts = max_attempts
+        self._dead_letter_dir = dead_letter_dir
         self.dead_letters: list[tuple[str, str, bytes]] = []
 
     def publish(self, stream: str, messages: list[bytes]) -> None:
@@ -67,8 +69,15 @@ class InProcessBus:
             except Exception:
                 log.exception("consumer %s failed on a message from %s (attempt %d)", sub.group, sub.stream, attempt)
                 time.sleep(min(0.05 * 2**attempt, 1.0))
-        log.error("consumer %s gave up on a message from %s; kept as a dead letter", sub.group, sub.stream)
         self.dead_letters.append((sub.stream, sub.group, message))
+        where = "in memory"
+        if self._dead_letter_dir is not None:
+            # Kept on disk, so an operator can replay it once the consumer is fixed.
+            self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
+            path = self._dead_letter_dir / f"{sub.stream}.{sub.group}.{uuid.uuid4().hex}.bin"
+            path.write_bytes(message)
+            where = str(path)
+        log.error("consumer %s gave up on a message from %s; kept as a dead letter (%s)", sub.group, sub.stream, where)
 
     def subscribe(self, stream: str, group: str, handler: Handler) -> Subscription:
         sub = _InProcessSubscription(self, stream, group, handler)
