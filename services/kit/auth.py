@@ -75,11 +75,12 @@ class KeyRing:
         raise Unauthenticated("invalid API key", reason="INVALID_CREDENTIALS")
 
 
-def authorize(principal: Principal, shop_id: str, *, admin_only: bool) -> None:
-    """A shop key acts on its own shop only; some calls are the admin's alone."""
+def authorize(principal: Principal, shop_id: str | None, *, admin_only: bool) -> None:
+    """A shop key acts on its own shop only; some calls are the admin's alone. `shop_id` is None
+    for a request that names no shop: only the admin may make those."""
     if principal.is_admin:
         return
-    if admin_only:
+    if admin_only or shop_id is None:
         raise PermissionDenied("this call needs the admin key", reason="ADMIN_ONLY")
     if shop_id and shop_id != principal.shop_id:
         raise PermissionDenied(

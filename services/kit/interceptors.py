@@ -106,7 +106,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
     def _enter(self, admin_only: bool, request, context):  # noqa: ANN001
         metadata = context.invocation_metadata()
         principal = self.keyring.authenticate(bearer_token(metadata))
-        authorize(principal, getattr(request, "shop_id", ""), admin_only=admin_only)
+        authorize(principal, getattr(request, "shop_id", None), admin_only=admin_only)
         set_principal(principal)
         return metadata
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Row
 from services.kit import paging
 from services.kit.auth import current_principal
 from services.kit.errors import InvalidArgument, Violations, enum_value
-from services.kit.idempotency import idempotent_call, require_request_id, run_idempotent
+from services.kit.idempotency import idempotent_call, require_request_id
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
 from services.kit.validation import require_id, require_shop
@@ -256,19 +256,17 @@ class PointsApi(pb_grpc.PointsServiceServicer):
 
     def UpdatePointsProgram(self, request: pb.UpdatePointsProgramRequest, context) -> pb.PointsProgram:  # noqa: ANN001, N802
         p = request.program
-        require_shop(p.shop_id)
         require_request_id(request)
 
         def work(uow: UnitOfWork) -> pb.PointsProgram:
             return program_to_proto(self.svc.update_program(
-                uow, shop_id=p.shop_id,
+                uow, shop_id=request.shop_id,
                 expiry_policy=enum_value(ExpiryPolicy, p.expiry_policy, "program.expiry_policy"),
                 expiry_months=p.expiry_months, points_per_yuan=p.points_per_yuan,
                 leave_policy=enum_value(LeavePolicy, p.leave_policy, "program.leave_policy"),
                 daily_pool_points=p.daily_pool_points, default_hold_ttl_seconds=p.default_hold_ttl_seconds))
 
-        return run_idempotent(self.db, shop_id=p.shop_id, method="UpdatePointsProgram", request=request,
-                              response_type=pb.PointsProgram, work=work)
+        return idempotent_call(self.db, request, "UpdatePointsProgram", pb.PointsProgram, work)
 
     def ListEarnRules(self, request: pb.ListEarnRulesRequest, context) -> pb.ListEarnRulesResponse:  # noqa: ANN001, N802
         require_shop(request.shop_id)

@@ -38,7 +38,7 @@ def membership_consumer(db: Database, bus: Bus, service: PointsService) -> Event
     def order_refunded(uow: UnitOfWork, e: membership_events.OrderRefunded, _: envelope_pb2.EventEnvelope) -> None:
         if e.after_completion and e.member_id:
             service.on_order_refunded(uow, shop_id=e.shop_id, order_id=e.order_id,
-                                      total_refunded_fen=e.total_refunded_fen,
+                                      order_amount_fen=e.order_amount_fen, total_refunded_fen=e.total_refunded_fen,
                                       at=from_timestamp(e.refunded_at, utcnow()))
 
     def member_left(uow: UnitOfWork, e: membership_events.MemberLeft, _: envelope_pb2.EventEnvelope) -> None:

@@ -53,6 +53,10 @@ MAX_HOLD_SECONDS = 7 * 24 * 3600
 PROGRAM_MEMO_SECONDS = 2.0
 
 
+class EventOutOfOrder(Exception):
+    """An event that depends on one not yet applied; the bus delivers it again later."""
+
+
 @dataclass(frozen=True)
 class Program:
     shop_id: str
@@ -499,22 +503,24 @@ class PointsService:
                 order_earnings.c.shop_id == shop_id, order_earnings.c.order_id == order_id)).first():
             return
         acct = self._lock(uow, shop_id, member_id)
-        if acct.closed:
-            return
         rules = self.rules(uow.conn, shop_id)
         rule = rules.get(Action.PURCHASE)
-        if rule is None or not rule.enabled:
-            return
-        multiplier, multiplier_id = domain.MILLI, ""
-        if rule.multipliers_apply:
-            birthday = (birth_month, birth_day) if birth_month and birth_day else acct.birthday
-            multiplier, multiplier_id = domain.best_multiplier(self.multipliers(uow.conn, shop_id), Action.PURCHASE,
-                                                               completed_at, program.zone, birthday)
-        points = domain.purchase_points(amount_fen, rule.points, rate_milli, multiplier)
+        earns = not acct.closed and rule is not None and rule.enabled
+        multiplier, multiplier_id, per_yuan, points = domain.MILLI, "", 0, 0
+        if earns:
+            per_yuan = rule.points
+            if rule.multipliers_apply:
+                birthday = (birth_month, birth_day) if birth_month and birth_day else acct.birthday
+                multiplier, multiplier_id = domain.best_multiplier(
+                    self.multipliers(uow.conn, shop_id), Action.PURCHASE, completed_at, program.zone, birthday)
+            points = domain.purchase_points(amount_fen, per_yuan, rate_milli, multiplier)
+        # Recorded even when nothing is earned: a refund of the order then knows the completion was seen.
         uow.conn.execute(insert(order_earnings), {
             "shop_id": shop_id, "order_id": order_id, "member_id": member_id, "amount_fen": amount_fen,
-            "points_per_yuan": rule.points, "rate_milli": rate_milli, "multiplier_milli": multiplier,
+            "points_per_yuan": per_yuan, "rate_milli": rate_milli, "multiplier_milli": multiplier,
             "earned": points, "clawed_back": 0})
+        if not earns:
+            return
         if points > 0:
             self._earn(uow, program, acct, points, Source(order_id=order_id, action=int(Action.PURCHASE),
                                                           rule_id=rule.rule_id, multiplier_id=multiplier_id),
@@ -545,14 +551,18 @@ class PointsService:
                                                           rule_id="referral", reference=referee), at)
         self._save(uow, acct)
 
-    def on_order_refunded(self, uow: UnitOfWork, *, shop_id: str, order_id: str, total_refunded_fen: int,
-                          at: datetime) -> None:
+    def on_order_refunded(self, uow: UnitOfWork, *, shop_id: str, order_id: str, order_amount_fen: int,
+                          total_refunded_fen: int, at: datetime) -> None:
         """退换货扣除: take back what the refunded part of the order earned."""
         earning = uow.conn.execute(select(order_earnings).where(
             order_earnings.c.shop_id == shop_id, order_earnings.c.order_id == order_id).with_for_update()).first()
         if earning is None:
-            return
-        points = domain.clawback_points(earning.earned, earning.amount_fen, total_refunded_fen,
+            # The completion this refund follows has not been applied yet (another worker holds
+            # it, or it is being retried): leave the event to be delivered again.
+            raise EventOutOfOrder(f"refund of {shop_id}/{order_id} arrived before its completion")
+        # What was refunded before the completion never counted (amount_fen is net of it).
+        refunded_since = total_refunded_fen - (order_amount_fen - earning.amount_fen)
+        points = domain.clawback_points(earning.earned, earning.amount_fen, refunded_since,
                                         earning.points_per_yuan, earning.rate_milli, earning.multiplier_milli,
                                         earning.clawed_back)
         if points <= 0:

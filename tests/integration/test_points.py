@@ -33,6 +33,7 @@ from loyalty.points.v1 import points_service_pb2_grpc
 from sqlalchemy import select
 
 from services.membership.tables import kit as membership_kit
+from services.points.service import EventOutOfOrder
 from tests.conftest import ADMIN_KEY, Authed, Failure, Shop, create_shop, failure_of
 
 T = TypeVar("T")
@@ -323,7 +324,8 @@ def update_program(s: PointsShop, **changes: Any) -> pp.PointsProgram:
     program = s.api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=s.shop_id))
     for name, value in changes.items():
         setattr(program, name, value)
-    return s.api.UpdatePointsProgram(pp.UpdatePointsProgramRequest(request_id=rid(), program=program))
+    return s.api.UpdatePointsProgram(pp.UpdatePointsProgramRequest(request_id=rid(), shop_id=s.shop_id,
+                                                                   program=program))
 
 
 # ----- accounts and the program ------------------------------------------------------------------------
@@ -527,6 +529,35 @@ def test_a_refund_before_completion_earns_on_what_remains_without_clawback(ps: P
     (earned,) = wait_entries(ps, member, E.ENTRY_KIND_EARN, order_id=order_id)
     assert earned.amount == 150
     assert entries(ps, member, E.ENTRY_KIND_CLAWBACK) == []
+    # A later refund takes back only its own share, not the part refunded before completion again.
+    clawback = refund_and_wait(ps, member, order_id, 20 * YUAN)
+    assert clawback.amount == -20
+
+
+def test_a_refund_delivered_before_its_completion_waits_for_it(points, membership, ps: PointsShop) -> None:  # noqa: ANN001
+    member = join(ps)
+    buy(ps, member, 10 * YUAN, ordinary_time())
+    # Craft a completion and a full refund of a new order from the member's real completion.
+    completed = envelope_pb2.EventEnvelope.FromString(
+        membership_envelopes(membership, ps.shop_id, mev.OrderCompleted)[-1])
+    done = mev.OrderCompleted()
+    completed.payload.Unpack(done)
+    done.order_id, done.amount_fen, completed.id = "o-ooo-" + uuid.uuid4().hex[:8], 500 * YUAN, str(uuid.uuid4())
+    completed.payload.Pack(done)
+    refunded = envelope_pb2.EventEnvelope(id=str(uuid.uuid4()), type=mev.OrderRefunded.DESCRIPTOR.full_name,
+                                          shop_id=ps.shop_id)
+    refunded.payload.Pack(mev.OrderRefunded(
+        shop_id=ps.shop_id, order_id=done.order_id, refund_id="r1", member_id=member.member_id,
+        refund_amount_fen=500 * YUAN, total_refunded_fen=500 * YUAN, order_amount_fen=500 * YUAN,
+        after_completion=True, fully_refunded=True, points_rate_milli=1000, refunded_at=done.completed_at))
+    consumer = points.running.app.consumers[0]
+    with pytest.raises(EventOutOfOrder):  # not applied, not recorded: the bus delivers it again
+        consumer.handle(refunded.SerializeToString())
+    assert consumer.handle(completed.SerializeToString())
+    assert consumer.handle(refunded.SerializeToString())
+    assert [e.amount for e in entries(ps, member, E.ENTRY_KIND_EARN, order_id=done.order_id)] == [500]
+    assert [e.amount for e in entries(ps, member, E.ENTRY_KIND_CLAWBACK, order_id=done.order_id)] == [-500]
+    assert_consistent(ps, member)
 
 
 # ----- spending and holds -----------------------------------------------------------------------------
@@ -1307,7 +1338,8 @@ def test_bad_input_is_refused_with_the_field(points: Any, ps: PointsShop) -> Non
                                                                        action=E.ACTION_FOLLOW_SHOP)),
                           (ps.api.CaptureHold, pp.CaptureHoldRequest(shop_id=ps.shop_id, hold_id=hold_id)),
                           (ps.api.ReleaseHold, pp.ReleaseHoldRequest(shop_id=ps.shop_id, hold_id=hold_id)),
-                          (ps.api.UpdatePointsProgram, pp.UpdatePointsProgramRequest(program=program)),
+                          (ps.api.UpdatePointsProgram,
+                           pp.UpdatePointsProgramRequest(shop_id=ps.shop_id, program=program)),
                           (ps.api.UpsertEarnRule, pp.UpsertEarnRuleRequest(shop_id=ps.shop_id, rule=pp.EarnRule(
                               action=E.ACTION_SHARE, enabled=True, points=6))),
                           (ps.api.CreateMultiplier, pp.CreateMultiplierRequest(shop_id=ps.shop_id,
@@ -1366,3 +1398,14 @@ def test_a_forfeit_is_announced_as_an_adjustment(points: Any, ps: PointsShop) ->
     wait_entries(ps, member, E.ENTRY_KIND_FORFEIT)
     adjusted = outbox(points.running.app.db, ps.shop_id, pev.PointsAdjusted)
     assert [(abs(e.points), e.kind, e.balance_after) for e in adjusted] == [(123, E.ENTRY_KIND_FORFEIT, 0)]
+
+
+def test_a_shop_key_cannot_change_another_shops_points_program(points, membership, admin) -> None:  # noqa: ANN001
+    mine, other = create_shop(membership, admin), create_shop(membership, admin)
+    api = Authed(points_service_pb2_grpc.PointsServiceStub(points.channel), mine.key)
+    eventually(lambda: api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=mine.shop_id)), "points knows the shop")
+    program = pp.PointsProgram(expiry_policy=pp.EXPIRY_POLICY_ROLLING_MONTHS, expiry_months=1, points_per_yuan=1,
+                               leave_policy=pp.LEAVE_POLICY_FORFEIT, default_hold_ttl_seconds=60)
+    failure = fails(api.UpdatePointsProgram, pp.UpdatePointsProgramRequest(request_id=rid(), shop_id=other.shop_id,
+                                                                          program=program))
+    assert failure.code == grpc.StatusCode.PERMISSION_DENIED and failure.reason == "SHOP_MISMATCH"
