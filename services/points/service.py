@@ -416,7 +416,10 @@ class PointsService:
         v.check(action not in domain.SUBJECT_ACTIONS or bool(subject), "subject",
                 "required for this action (the reviewed order, the invited friend, the survey)")
         v.check(len(subject) <= 64, "subject", "at most 64 characters")
-        v.check(at <= utcnow() + timedelta(minutes=5), "occur_time", "must not be in the future")
+        now = utcnow()
+        # Late reports are accepted for a while; older ones would let caps be earned again.
+        v.check(now - timedelta(days=31) <= at <= now + timedelta(minutes=5), "occur_time",
+                "must be within the last 31 days, not in the future")
         v.raise_if_any()
         program = self.program(shop_id, uow.conn)
         acct = self._lock(uow, shop_id, member_id)
@@ -428,7 +431,8 @@ class PointsService:
         day = domain.local_date(at, program.zone)
         outcome = ActionOutcome()
         if action is Action.DAILY_SIGN_IN:
-            if acct.last_sign_in_day == day.isoformat():
+            # Never before the last sign-in: a day already passed cannot be signed in again.
+            if acct.last_sign_in_day is not None and day.isoformat() <= acct.last_sign_in_day:
                 return ActionOutcome(not_earned_reason="ALREADY_SIGNED_IN_TODAY", streak_days=acct.sign_in_streak)
             last = date.fromisoformat(acct.last_sign_in_day) if acct.last_sign_in_day else None
             outcome.streak_days = domain.next_streak(last, acct.sign_in_streak, day)

@@ -1409,3 +1409,14 @@ def test_a_shop_key_cannot_change_another_shops_points_program(points, membershi
     failure = fails(api.UpdatePointsProgram, pp.UpdatePointsProgramRequest(request_id=rid(), shop_id=other.shop_id,
                                                                           program=program))
     assert failure.code == grpc.StatusCode.PERMISSION_DENIED and failure.reason == "SHOP_MISMATCH"
+
+
+def test_a_sign_in_dated_before_the_last_one_earns_nothing(ps: PointsShop) -> None:
+    member = join(ps)
+    assert record(ps, member, E.ACTION_DAILY_SIGN_IN, days_ago(1)).points > 0
+    back = record(ps, member, E.ACTION_DAILY_SIGN_IN, days_ago(3))
+    assert back.points == 0 and back.not_earned_reason == "ALREADY_SIGNED_IN_TODAY"
+    failure = fails(ps.api.RecordAction, pp.RecordActionRequest(
+        request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id, action=E.ACTION_SHARE,
+        occur_time=ts(days_ago(40))))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "occur_time" in failure.fields
