@@ -14,6 +14,7 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import propagate, trace
+from sqlalchemy.exc import StatementError
 
 from services.kit.auth import KeyRing, authorize, bearer_token, set_principal
 from services.kit.errors import FailedPrecondition, InvalidArgument, ServiceError
@@ -146,6 +147,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
     def _failure(self, method: str, exc: Exception) -> tuple[str, grpc.Status, str]:
         """(code, status, error id) for a failed call; unexpected ones are logged with their traceback."""
+        if isinstance(exc, ValueError | StatementError) and "NUL" in str(exc):
+            # PostgreSQL text cannot hold NUL characters; the driver refuses before sending.
+            exc = InvalidArgument([("request", "text fields must not contain NUL characters")])
         if isinstance(exc, ServiceError):
             return exc.code, to_status(exc, self.domain), ""
         error_id = uuid.uuid4().hex[:12]

@@ -226,8 +226,9 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
             rows.append(ImportRow(
                 buyer_id=m.buyer_id, profile=_profile(m.profile),
                 consent=_consent(m.consent_fields, f"members[{i}].consent_fields"),
-                join_time=from_timestamp(m.join_time), cumulative_spend_fen=m.cumulative_spend_fen,
-                trade_count=m.trade_count, tier_level=m.tier_level if m.HasField("tier_level") else None))
+                join_time=from_timestamp(m.join_time, field=f"members[{i}].join_time"),
+                cumulative_spend_fen=m.cumulative_spend_fen, trade_count=m.trade_count,
+                tier_level=m.tier_level if m.HasField("tier_level") else None))
 
         def work(uow: UnitOfWork) -> pb.ImportMembersResponse:
             ids = self.svc.import_members(uow, shop_id=request.shop_id, rows=rows,
@@ -251,19 +252,19 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         return response
 
     def RecordOrder(self, request: pb.RecordOrderRequest, context) -> pb.Order:  # noqa: ANN001, N802
-        paid_at = from_timestamp(request.paid_time, utcnow())
+        paid_at = from_timestamp(request.paid_time, utcnow(), field="paid_time")
         return idempotent_call(self.db, request, "RecordOrder", pb.Order, lambda uow: order_to_proto(
             self.svc.record_order(uow, shop_id=request.shop_id, order_id=request.order_id, buyer_id=request.buyer_id,
                                   amount_fen=request.amount_fen, paid_at=paid_at)))
 
     def CompleteOrder(self, request: pb.CompleteOrderRequest, context) -> pb.CompleteOrderResponse:  # noqa: ANN001, N802
-        completed_at = from_timestamp(request.complete_time, utcnow())
+        completed_at = from_timestamp(request.complete_time, utcnow(), field="complete_time")
         return idempotent_call(self.db, request, "CompleteOrder", pb.CompleteOrderResponse, lambda uow: self._outcome(
             self.svc.complete_order(uow, shop_id=request.shop_id, order_id=request.order_id,
                                     completed_at=completed_at), pb.CompleteOrderResponse))
 
     def RefundOrder(self, request: pb.RefundOrderRequest, context) -> pb.RefundOrderResponse:  # noqa: ANN001, N802
-        refunded_at = from_timestamp(request.refund_time, utcnow())
+        refunded_at = from_timestamp(request.refund_time, utcnow(), field="refund_time")
         return idempotent_call(self.db, request, "RefundOrder", pb.RefundOrderResponse, lambda uow: self._outcome(
             self.svc.refund_order(uow, shop_id=request.shop_id, order_id=request.order_id,
                                   refund_id=request.refund_id, amount_fen=request.amount_fen,

@@ -730,6 +730,10 @@ def _target_level_sql(ladder: Ladder):  # noqa: ANN202 - a SQLAlchemy column exp
 def _require_one(member_id: str, buyer_id: str) -> None:
     if bool(member_id) == bool(buyer_id):
         raise InvalidArgument([("member_id", "give exactly one of member_id and buyer_id")])
+    v = Violations()
+    validate_id(member_id, "member_id", v, required=False)
+    validate_id(buyer_id, "buyer_id", v, required=False)
+    v.raise_if_any()
 
 
 def _fields_str(fields: set[ProfileField]) -> str:

@@ -113,7 +113,8 @@ class PointsApi(pb_grpc.PointsServiceServicer):
         def read(conn: Connection) -> pb.ListLedgerResponse:
             rows = self.svc.ledger_page(conn, shop_id=request.shop_id, member_id=request.member_id, limit=limit + 1,
                                         before_id=before[0] if before else None, kinds=kinds,
-                                        start=from_timestamp(request.start_time), end=from_timestamp(request.end_time))
+                                        start=from_timestamp(request.start_time, field="start_time"),
+                                        end=from_timestamp(request.end_time, field="end_time"))
             token = paging.encode_token("ledger", [rows[limit - 1].id]) if len(rows) > limit else ""
             return pb.ListLedgerResponse(entries=[entry_to_proto(r) for r in rows[:limit]], next_page_token=token)
 
@@ -124,7 +125,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
     def RecordAction(self, request: pb.RecordActionRequest, context) -> pb.RecordActionResponse:  # noqa: ANN001, N802
         require_id(request.member_id, "member_id")
         action = enum_value(Action, request.action, "action")
-        at = from_timestamp(request.occur_time, utcnow())
+        at = from_timestamp(request.occur_time, utcnow(), field="occur_time")
 
         def work(uow: UnitOfWork) -> pb.RecordActionResponse:
             outcome = self.svc.record_action(uow, shop_id=request.shop_id, member_id=request.member_id,
@@ -174,6 +175,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
         return self._idem(request, "Hold", pb.HoldResponse, work)
 
     def CaptureHold(self, request: pb.CaptureHoldRequest, context) -> pb.CaptureHoldResponse:  # noqa: ANN001, N802
+        require_id(request.hold_id, "hold_id")
         def work(uow: UnitOfWork) -> pb.CaptureHoldResponse:
             entry_id, member_id = self.svc.capture_hold(uow, shop_id=request.shop_id, hold_id=request.hold_id)
             return self._entry_and_balance(uow, request.shop_id, member_id, entry_id, pb.CaptureHoldResponse)
@@ -181,6 +183,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
         return self._idem(request, "CaptureHold", pb.CaptureHoldResponse, work)
 
     def ReleaseHold(self, request: pb.ReleaseHoldRequest, context) -> pb.ReleaseHoldResponse:  # noqa: ANN001, N802
+        require_id(request.hold_id, "hold_id")
         def work(uow: UnitOfWork) -> pb.ReleaseHoldResponse:
             entry_id, member_id = self.svc.release_hold(uow, shop_id=request.shop_id, hold_id=request.hold_id)
             return self._entry_and_balance(uow, request.shop_id, member_id, entry_id, pb.ReleaseHoldResponse)
@@ -200,7 +203,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
     # ----- lifecycle and reports -----
 
     def ExpirePoints(self, request: pb.ExpirePointsRequest, context) -> pb.ExpirePointsResponse:  # noqa: ANN001, N802
-        as_of = from_timestamp(request.as_of, utcnow())
+        as_of = from_timestamp(request.as_of, utcnow(), field="as_of")
         if not request.shop_id:
             principal = current_principal()
             if principal is None or not principal.is_admin:
@@ -238,7 +241,8 @@ class PointsApi(pb_grpc.PointsServiceServicer):
 
         def read(conn: Connection) -> pb.LiabilityReport:
             report = self.svc.liability(conn, shop_id=request.shop_id, monthly=monthly,
-                                        start=from_timestamp(request.start_time), end=from_timestamp(request.end_time))
+                                        start=from_timestamp(request.start_time, field="start_time"),
+                                        end=from_timestamp(request.end_time, field="end_time"))
             return pb.LiabilityReport(
                 shop_id=request.shop_id, outstanding_points=report["outstanding"],
                 outstanding_value_fen=report["value_fen"], members_with_points=report["members"],
@@ -302,7 +306,8 @@ class PointsApi(pb_grpc.PointsServiceServicer):
             "", m.name, enum_value(MultiplierKind, m.kind, "multiplier.kind"), m.multiplier_milli, m.day_of_month,
             m.weekday, enum_value(domain.BirthdayWindow, m.birthday_window, "multiplier.birthday_window",
                                   domain.BirthdayWindow.MONTH),
-            from_timestamp(m.start_time), from_timestamp(m.end_time),
+            from_timestamp(m.start_time, field="multiplier.start_time"),
+            from_timestamp(m.end_time, field="multiplier.end_time"),
             frozenset(enum_value(Action, a, "multiplier.actions") for a in m.actions))
         return self._idem(request, "CreateMultiplier", pb.Multiplier, lambda uow: multiplier_to_proto(
             self.svc.create_multiplier(uow, request.shop_id, multiplier)))

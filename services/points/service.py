@@ -248,7 +248,8 @@ class PointsService:
         for name, value in (("per_day", rule.caps.per_day), ("per_month", rule.caps.per_month),
                             ("lifetime", rule.caps.lifetime)):
             v.check(value >= 0, f"rule.caps.{name}", "must not be negative")
-        v.check(rule.streak_days >= 0 and rule.streak_bonus >= 0, "rule.streak_days", "must not be negative")
+        v.check(rule.streak_days >= 0, "rule.streak_days", "must not be negative")
+        v.check(0 <= rule.streak_bonus <= 1_000_000, "rule.streak_bonus", "must be 0..1000000")
         v.check(rule.min_order_fen >= 0, "rule.min_order_fen", "must not be negative")
         v.raise_if_any()
         self.program(shop_id, uow.conn)

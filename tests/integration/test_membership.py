@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 from loyalty.common.v1 import envelope_pb2
 from loyalty.membership.v1 import events_pb2
@@ -615,3 +616,19 @@ def test_concurrent_retries_of_one_join_create_one_member(membership, shop: Shop
         results = list(pool.map(lambda _: shop.api.JoinMember(request), range(8)))
     assert len({r.member_id for r in results}) == 1
     assert len(outbox_events(membership, shop.shop_id, events_pb2.MemberJoined)) == 1
+
+
+def test_hostile_values_are_invalid_arguments_not_internal_errors(shop: Shop) -> None:
+    order_id = pay(shop, "b1", 100)
+    err, _, violations = rpc_error(shop.api.CompleteOrder, pb.CompleteOrderRequest(
+        shop_id=shop.shop_id, order_id=order_id, complete_time=Timestamp(seconds=10**12)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "complete_time" in violations
+    member_id = join(shop, "b2").member_id
+    try:  # SQLite stores a NUL; PostgreSQL text cannot hold one
+        shop.api.SetTier(pb.SetTierRequest(request_id=rid(), shop_id=shop.shop_id, member_id=member_id,
+                                           tier_level=1, reason="nul\x00inside", operator="ops"))
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    err, _, violations = rpc_error(shop.api.GetMember, pb.GetMemberRequest(shop_id=shop.shop_id,
+                                                                           member_id="m" * 100_000))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "member_id" in violations
