@@ -23,7 +23,8 @@ def cache_key(shop_id: str, *parts: str) -> str:
     return "loyalty:{" + shop_id + "}:" + ":".join(parts)
 
 
-FENCE_SECONDS = 5.0  # how long a fence outlives a writer that never got to delete it
+FENCE_SECONDS = 5.0  # how long a fence outlives a writer that never got to lift it
+AFTER_COMMIT_FENCE_SECONDS = 0.5  # after a commit: longer than a read between database and cache
 _FENCE = b"\x00fence"
 
 
@@ -35,17 +36,20 @@ class Cache(Protocol):
     def add(self, key: str, value: bytes, ttl: float) -> None:
         """Stores the value unless the key holds anything (a value or a fence)."""
 
-    def fence(self, *keys: str) -> None:
-        """Until deleted (or FENCE_SECONDS pass), the keys read as missing and add() skips them."""
+    def fence(self, *keys: str, seconds: float = FENCE_SECONDS) -> None:
+        """For `seconds` (or until deleted) the keys read as missing and add() skips them."""
 
     def delete(self, *keys: str) -> None: ...
 
 
 def invalidate_on_commit(uow, cache: Cache, keys: list[str]) -> None:  # noqa: ANN001 - a storage.UnitOfWork
-    """Fences the keys now and deletes them once the transaction committed."""
+    """Fences the keys now, and once the transaction committed fences them again for a moment
+    (AFTER_COMMIT_FENCE_SECONDS): a reader that read the database before the commit but fills
+    the cache after it finds the fence and leaves the cache empty."""
     for i in range(0, len(keys), 1000):
         cache.fence(*keys[i : i + 1000])
-    uow.after_commit(lambda: [cache.delete(*keys[i : i + 1000]) for i in range(0, len(keys), 1000)])
+    uow.after_commit(lambda: [cache.fence(*keys[i : i + 1000], seconds=AFTER_COMMIT_FENCE_SECONDS)
+                              for i in range(0, len(keys), 1000)])
 
 
 class LocalCache:
@@ -72,21 +76,25 @@ class LocalCache:
 
     def set(self, key: str, value: Any, ttl: float) -> None:
         with self._lock:
-            self._data[key] = (time.monotonic() + ttl, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self._max:
-                self._data.popitem(last=False)
+            self._store(key, value, ttl)
+
+    def _store(self, key: str, value: Any, ttl: float) -> None:
+        self._data[key] = (time.monotonic() + ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
 
     def add(self, key: str, value: Any, ttl: float) -> None:
         with self._lock:
             entry = self._data.get(key)
             if entry is not None and entry[0] >= time.monotonic():
                 return
-        self.set(key, value, ttl)
+            self._store(key, value, ttl)
 
-    def fence(self, *keys: str) -> None:
-        for key in keys:
-            self.set(key, _FENCE, FENCE_SECONDS)
+    def fence(self, *keys: str, seconds: float = FENCE_SECONDS) -> None:
+        with self._lock:
+            for key in keys:
+                self._store(key, _FENCE, seconds)
 
     def delete(self, *keys: str) -> None:
         with self._lock:
@@ -161,16 +169,19 @@ class RedisCache:
         except redis.RedisError as exc:
             self._failed(exc)
 
-    def fence(self, *keys: str) -> None:
-        if not keys or not self._available():
-            return  # the delete after the commit is kept and sent when Redis answers again
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.set(key, _FENCE, px=int(FENCE_SECONDS * 1000))
-            pipe.execute()
-        except redis.RedisError as exc:
-            self._failed(exc)
+    def fence(self, *keys: str, seconds: float = FENCE_SECONDS) -> None:
+        if not keys:
+            return
+        if self._available():
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.set(key, _FENCE, px=int(seconds * 1000))
+                pipe.execute()
+                return
+            except redis.RedisError as exc:
+                self._failed(exc)
+        self._keep_for_later(keys)
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
         if not self._available():
@@ -189,6 +200,10 @@ class RedisCache:
                 return
             except redis.RedisError as exc:
                 self._failed(exc)
+        self._keep_for_later(keys)
+
+    def _keep_for_later(self, keys: tuple[str, ...]) -> None:
+        """Keys that could not be invalidated: deleted once Redis answers again."""
         with self._lock:
             if len(self._pending_deletes) + len(keys) > self._max_pending:
                 log.error("too many invalidations pending while redis is down; entries may be stale until their TTL")

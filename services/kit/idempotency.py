@@ -32,9 +32,11 @@ def run_idempotent(
     request: Message,
     response_type: type[R],
     work: Callable[[UnitOfWork], R],
+    subject: Callable[[R], str] | None = None,
 ) -> R:
     """Runs `work` once per (shop, method, request.request_id). An empty request_id runs it
-    without a record (for RPCs whose natural key already makes them idempotent)."""
+    without a record (for RPCs whose natural key already makes them idempotent). `subject` names
+    whom a response is about, so that erase_responses() can forget it."""
     request_id: str = request.request_id  # type: ignore[attr-defined]
     if len(request_id) > MAX_REQUEST_ID:
         raise InvalidArgument([("request_id", f"at most {MAX_REQUEST_ID} characters")])
@@ -72,7 +74,8 @@ def run_idempotent(
         except IntegrityError as exc:  # a concurrent twin committed first
             raise _Duplicate from exc
         response = work(uow)
-        uow.conn.execute(update(table).where(key).values(response=response.SerializeToString()))
+        uow.conn.execute(update(table).where(key).values(
+            response=response.SerializeToString(), subject=subject(response) if subject else ""))
         return response
 
     try:
@@ -81,14 +84,22 @@ def run_idempotent(
         return db.read(lambda conn: stored(conn.execute(query).one()))
 
 
+def erase_responses(uow: UnitOfWork, shop_id: str, subject: str) -> None:
+    """Forgets the stored responses about `subject` (personal data of a member who left); a retry
+    of those requests is then refused rather than answered with what was erased."""
+    table = uow.db.kit.idempotency
+    uow.conn.execute(update(table).where(table.c.shop_id == shop_id, table.c.subject == subject)
+                     .values(response=b"", fingerprint="erased"))
+
+
 def require_request_id(request: Message) -> None:
     if not request.request_id:  # type: ignore[attr-defined]
         raise InvalidArgument([("request_id", "required: a client-chosen id that makes retries safe")])
 
 
 def idempotent_call(db: Database, request: Message, method: str, response_type: type[R],
-                    work: Callable[[UnitOfWork], R]) -> R:
+                    work: Callable[[UnitOfWork], R], subject: Callable[[R], str] | None = None) -> R:
     """A mutating RPC whose request carries shop_id and request_id at its top level."""
     require_shop(request.shop_id)  # type: ignore[attr-defined]
     return run_idempotent(db, shop_id=request.shop_id, method=method,  # type: ignore[attr-defined]
-                          request=request, response_type=response_type, work=work)
+                          request=request, response_type=response_type, work=work, subject=subject)

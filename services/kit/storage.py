@@ -32,7 +32,7 @@ class UnitOfWork:
 
     def __init__(self, conn: Connection, db: Database):
         self.conn = conn
-        self._db = db
+        self.db = db
         self._after_commit: list[Callable[[], None]] = []
         self.emitted = 0
 
@@ -58,7 +58,7 @@ class UnitOfWork:
                 occurred_at=occurred_at,
                 traceparent=carrier.get("traceparent", ""),
                 tracestate=carrier.get("tracestate", ""),
-                producer=self._db.service,
+                producer=self.db.service,
             )
             packed = AnyProto()
             packed.Pack(payload)
@@ -72,7 +72,7 @@ class UnitOfWork:
                     "created_at": now,
                 }
             )
-        self.conn.execute(insert(self._db.kit.outbox), rows)
+        self.conn.execute(insert(self.db.kit.outbox), rows)
         self.emitted += len(rows)
         return [row["event_id"] for row in rows]
 

@@ -64,8 +64,11 @@ def kit_tables(metadata: MetaData) -> KitTables:
         Column("request_id", String(128), primary_key=True),
         Column("fingerprint", String(64), nullable=False),
         Column("response", LargeBinary, nullable=False),
+        # Whom the stored response is about (a member), so it can be erased with their data.
+        Column("subject", String(64), nullable=False, default=""),
         Column("created_at", DateTime, nullable=False),
         Index("ix_idempotency_created_at", "created_at"),
+        Index("ix_idempotency_subject", "shop_id", "subject"),
     )
     return KitTables(outbox=outbox, inbox=inbox, idempotency=idempotency)
 

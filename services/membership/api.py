@@ -92,6 +92,10 @@ def _profile(p: pb.Profile, paths: set[str] | None = None) -> ProfileInput:
     )
 
 
+def _member_id(member: pb.Member) -> str:
+    return member.member_id
+
+
 class MembershipApi(pb_grpc.MembershipServiceServicer):
     def __init__(self, service: MembershipService):
         self.svc = service
@@ -173,7 +177,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
                 follows_shop=request.facts.follows_shop)
             return self.member_to_proto(row, self.svc.program(request.shop_id, uow.conn))
 
-        return idempotent_call(self.db, request, "JoinMember", pb.Member, work)
+        return idempotent_call(self.db, request, "JoinMember", pb.Member, work, subject=_member_id)
 
     def GetMember(self, request: pb.GetMemberRequest, context) -> pb.Member:  # noqa: ANN001, N802
         require_shop(request.shop_id)
@@ -191,7 +195,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
                                           profile=profile, new_consent=consent)
             return self.member_to_proto(row, self.svc.program(request.shop_id, uow.conn))
 
-        return idempotent_call(self.db, request, "UpdateProfile", pb.Member, work)
+        return idempotent_call(self.db, request, "UpdateProfile", pb.Member, work, subject=_member_id)
 
     def LeaveMember(self, request: pb.LeaveMemberRequest, context) -> pb.LeaveMemberResponse:  # noqa: ANN001, N802
         require_request_id(request)

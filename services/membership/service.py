@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from services.kit.auth import KeyRing
 from services.kit.cache import Cache, LocalCache, cache_key, invalidate_on_commit
 from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
+from services.kit.idempotency import erase_responses
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.kit.validation import validate_id, validate_shop_id
@@ -350,8 +351,9 @@ class MembershipService:
                          .values(status=MemberStatus.LEFT, left_at=now, buyer_id=None, name=None, gender=0,
                                  phone_cipher=None, birth_year=None, birth_month=None, birth_day=None,
                                  region=None, consent_fields="", consent_revoked_at=now))
-        uow.conn.execute(update(orders).where(orders.c.shop_id == shop_id, orders.c.member_id == member_id)
-                         .values(buyer_id=None))
+        uow.conn.execute(update(orders).where(orders.c.shop_id == shop_id, (orders.c.member_id == member_id) | (
+            orders.c.buyer_id == row.buyer_id)).values(buyer_id=None))
+        erase_responses(uow, shop_id, member_id)  # stored answers of JoinMember/UpdateProfile hold PII
         uow.emit(shop_id, events_pb2.MemberLeft(shop_id=shop_id, member_id=member_id, left_at=to_timestamp(now)))
         self._invalidate_tier(uow, shop_id, member_id, row.buyer_id)
         return now
@@ -423,7 +425,11 @@ class MembershipService:
                 joined_at=to_timestamp(joined_at), tier_level=level, birth_month=values["birth_month"] or 0,
                 birth_day=values["birth_day"] or 0, imported=True))
             member_ids.append(member_id)
-        uow.conn.execute(insert(members), inserts)
+        try:
+            uow.conn.execute(insert(members), inserts)
+        except IntegrityError as exc:  # a buyer joined while we were importing
+            raise AlreadyExists("a buyer of this import joined meanwhile; validate and import again",
+                                reason="ALREADY_MEMBER") from exc
         uow.conn.execute(insert(tier_history), history)
         uow.emit_many(shop_id, joined)
         return member_ids
@@ -465,12 +471,14 @@ class MembershipService:
                                     metadata={"order_id": order_id})
             return existing
         try:
-            uow.conn.execute(insert(orders), {
-                "shop_id": shop_id, "order_id": order_id, "buyer_id": buyer_id, "member_id": None,
-                "amount_fen": amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID, "paid_at": paid_at,
-                "completed_at": None, "counted": False, "points_rate_milli": 0})
-        except IntegrityError as exc:  # recorded concurrently: the retry will see it
-            raise AlreadyExists(f"order {order_id!r} is being recorded concurrently", reason="ORDER_CONFLICT") from exc
+            with uow.conn.begin_nested():
+                uow.conn.execute(insert(orders), {
+                    "shop_id": shop_id, "order_id": order_id, "buyer_id": buyer_id, "member_id": None,
+                    "amount_fen": amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID, "paid_at": paid_at,
+                    "completed_at": None, "counted": False, "points_rate_milli": 0})
+        except IntegrityError:  # a concurrent retry recorded it first: answer as a retry would
+            return self.record_order(uow, shop_id=shop_id, order_id=order_id, buyer_id=buyer_id,
+                                     amount_fen=amount_fen, paid_at=paid_at)
         return self._order(uow.conn, shop_id, order_id)
 
     def complete_order(self, uow: UnitOfWork, *, shop_id: str, order_id: str, completed_at: datetime) -> OrderOutcome:

@@ -4,6 +4,7 @@ idempotency record: every balance is the sum of its ledger."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -536,16 +537,16 @@ class PointsService:
                 and amount_fen >= referral.min_order_fen:
             reward = referral.points or amount_fen // 100
             for beneficiary in (member_id, referrer_member_id):
-                self._reward_referral(uow, program, beneficiary, member_id, order_id, reward, completed_at)
+                self._reward_referral(uow, program, referral, beneficiary, member_id, order_id, reward, completed_at)
 
-    def _reward_referral(self, uow: UnitOfWork, program: Program, beneficiary: str, referee: str, order_id: str,
-                         points: int, at: datetime) -> None:
+    def _reward_referral(self, uow: UnitOfWork, program: Program, rule: EarnRule, beneficiary: str, referee: str,
+                         order_id: str, points: int, at: datetime) -> None:
         try:
             acct = self._lock(uow, program.shop_id, beneficiary)
         except NotFound:
             return  # the referrer has no account here (left before points knew them)
         day = domain.local_date(at, program.zone)
-        if acct.closed or self._cap_refusal(uow.conn, acct, EarnRule(Action.REFERRAL, points), referee, day) or \
+        if acct.closed or self._cap_refusal(uow.conn, acct, rule, referee, day) or \
                 uow.conn.execute(select(action_subjects.c.subject).where(
                     action_subjects.c.shop_id == acct.shop_id, action_subjects.c.member_id == acct.member_id,
                     action_subjects.c.action == int(Action.REFERRAL), action_subjects.c.subject == referee)).first():
@@ -636,7 +637,8 @@ class PointsService:
                     shop_id=shop_id, member_id=member_id, points=-points, kind=int(EntryKind.FORFEIT),
                     reason="member left", balance_after=acct.available, occurred_at=to_timestamp(at)))
         acct.closed = True
-        acct.dirty.add("closed")
+        acct.birth_month = acct.birth_day = None  # personal data goes with the member
+        acct.dirty.update(("closed", "birth_month", "birth_day"))
         self._save(uow, acct)
 
     # ----- spending -------------------------------------------------------------------------
@@ -992,13 +994,18 @@ class PointsService:
         """Splits the pool evenly among the day's participants, once; the remainder below one
         point each is not paid out. Returns (day, participants, points each, already settled)."""
         program = self.program(shop_id, uow.conn)
+        today = domain.local_date(utcnow(), program.zone)
         if day:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+                raise InvalidArgument([("day", "a date such as 2026-11-23")])
             try:
-                date.fromisoformat(day)
+                settled_day = date.fromisoformat(day)
             except ValueError as exc:
                 raise InvalidArgument([("day", "a date such as 2026-11-23")]) from exc
+            if settled_day > today:
+                raise InvalidArgument([("day", "a day to come cannot be settled")])
         else:
-            day = (domain.local_date(utcnow(), program.zone) - timedelta(days=1)).isoformat()
+            day = (today - timedelta(days=1)).isoformat()
         done = uow.conn.execute(select(pool_settlements).where(pool_settlements.c.shop_id == shop_id,
                                                                pool_settlements.c.day == day)).first()
         if done is not None:
@@ -1007,8 +1014,13 @@ class PointsService:
             pool_entries.c.shop_id == shop_id, pool_entries.c.day == day).order_by(pool_entries.c.member_id))]
         each = program.daily_pool_points // len(members) if members else 0
         now = utcnow()
-        uow.conn.execute(insert(pool_settlements), {"shop_id": shop_id, "day": day, "participants": len(members),
-                                                    "points_each": each, "settled_at": now})
+        try:
+            with uow.conn.begin_nested():
+                uow.conn.execute(insert(pool_settlements), {"shop_id": shop_id, "day": day,
+                                                            "participants": len(members), "points_each": each,
+                                                            "settled_at": now})
+        except IntegrityError:  # settled concurrently
+            return day, len(members), each, True
         if each > 0:
             for member_id in members:
                 acct = self._lock(uow, shop_id, member_id)

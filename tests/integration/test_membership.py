@@ -377,8 +377,11 @@ def test_a_buyer_joins_once(shop: Shop) -> None:
 
 
 def test_leaving_erases_personal_data_and_keeps_anonymised_history(membership, shop: Shop) -> None:  # noqa: ANN001
-    member = join(shop, "b1", profile=pb.Profile(name="李雷", phone="13800135678", region="浙江"),
-                  consent_fields=[pb.PROFILE_FIELD_NAME, pb.PROFILE_FIELD_PHONE, pb.PROFILE_FIELD_REGION])
+    joined = pb.JoinMemberRequest(
+        request_id=rid(), shop_id=shop.shop_id, buyer_id="b1", join_channel=pb.JOIN_CHANNEL_HOME_PAGE_MODULE,
+        profile=pb.Profile(name="李雷", phone="13800135678", region="浙江"),
+        consent_fields=[pb.PROFILE_FIELD_NAME, pb.PROFILE_FIELD_PHONE, pb.PROFILE_FIELD_REGION])
+    member = shop.api.JoinMember(joined)
     buy(shop, "b1", 1200 * YUAN)
     shop.api.LeaveMember(pb.LeaveMemberRequest(request_id=rid(), shop_id=shop.shop_id, member_id=member.member_id))
     left = shop.api.GetMember(pb.GetMemberRequest(shop_id=shop.shop_id, member_id=member.member_id))
@@ -391,6 +394,9 @@ def test_leaving_erases_personal_data_and_keeps_anonymised_history(membership, s
     assert (row.name, row.phone_cipher, row.region, row.buyer_id) == (None, None, None, None)
     err, _, _ = rpc_error(shop.api.GetTier, pb.GetTierRequest(shop_id=shop.shop_id, buyer_id="b1"))
     assert err.code() == grpc.StatusCode.NOT_FOUND
+    # A replay of the join must not bring the erased profile back.
+    err, _, _ = rpc_error(shop.api.JoinMember, joined)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "李雷" not in str(err.details())
     assert join(shop, "b1").member_id != member.member_id  # may join again, as a new member
     (event,) = outbox_events(membership, shop.shop_id, events_pb2.MemberLeft)
     assert event.member_id == member.member_id
