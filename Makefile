@@ -27,3 +27,4 @@ lint: setup
 # Production: apply every service's migrations to the databases named by the environment.
 migrate: setup
 	$(PY) -m services.membership migrate
+	$(PY) -m services.points migrate

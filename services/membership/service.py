@@ -698,8 +698,10 @@ class MembershipService:
         """Moves every active member matching `condition` to `target` (SQL expressions): history
         rows with INSERT ... SELECT, one UPDATE, then a TierChanged event per member moved."""
         scope = and_(members.c.shop_id == shop_id, members.c.status == MemberStatus.ACTIVE, condition)
+        # Locks the rows it moves, so a concurrent completion waits and history, events and the
+        # update agree.
         moved = uow.conn.execute(select(members.c.member_id, members.c.buyer_id, members.c.tier_level,
-                                        target.label("target")).where(scope)).all()
+                                        target.label("target")).where(scope).with_for_update()).all()
         if not moved:
             return 0
         uow.conn.execute(insert(tier_history).from_select(
