@@ -161,8 +161,9 @@ def points_stub(points: Any, key: str) -> Authed:
 def points_shop(points: Any, shop: Shop, zone: ZoneInfo = SHANGHAI) -> PointsShop:
     """Waits until points has heard of the shop (ProgramChanged) and made its points program."""
     api = points_stub(points, shop.key)
+    # The first shop of a session may wait behind the backlog of the membership tests' events.
     eventually(lambda: api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=shop.shop_id)),
-               "points knows the shop")
+               "points knows the shop", timeout=60.0)
     return PointsShop(shop, api, zone)
 
 
