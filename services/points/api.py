@@ -75,6 +75,15 @@ def _source(s: pb.Source) -> Source:
                   redemption_id=s.redemption_id, operator=s.operator, reason=s.reason, reference=s.reference)
 
 
+def _page(kind: str, items: list, request: Message) -> tuple[list, str]:
+    """One page of a short list held in full (a shop's rules or multipliers)."""
+    limit = paging.page_size(request.page_size)  # type: ignore[attr-defined]
+    after = paging.decode_token(kind, request.page_token, int)  # type: ignore[attr-defined]
+    start = after[0] if after else 0
+    end = start + limit
+    return items[start:end], paging.encode_token(kind, [end]) if end < len(items) else ""
+
+
 class PointsApi(pb_grpc.PointsServiceServicer):
     def __init__(self, service: PointsService):
         self.svc = service
@@ -278,7 +287,8 @@ class PointsApi(pb_grpc.PointsServiceServicer):
         def read(conn: Connection) -> pb.ListEarnRulesResponse:
             self.svc.program(request.shop_id, conn)
             rules = self.svc.rules(conn, request.shop_id)
-            return pb.ListEarnRulesResponse(rules=[rule_to_proto(rules[a]) for a in sorted(rules)])
+            page, token = _page("earn_rules", [rule_to_proto(rules[a]) for a in sorted(rules)], request)
+            return pb.ListEarnRulesResponse(rules=page, next_page_token=token)
 
         return self.db.read(read)
 
@@ -295,8 +305,9 @@ class PointsApi(pb_grpc.PointsServiceServicer):
 
         def read(conn: Connection) -> pb.ListMultipliersResponse:
             self.svc.program(request.shop_id, conn)
-            return pb.ListMultipliersResponse(multipliers=[multiplier_to_proto(m)
-                                                           for m in self.svc.multipliers(conn, request.shop_id)])
+            page, token = _page("multipliers", [multiplier_to_proto(m) for m in
+                                                self.svc.multipliers(conn, request.shop_id)], request)
+            return pb.ListMultipliersResponse(multipliers=page, next_page_token=token)
 
         return self.db.read(read)
 

@@ -1421,3 +1421,17 @@ def test_a_sign_in_dated_before_the_last_one_earns_nothing(ps: PointsShop) -> No
         request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id, action=E.ACTION_SHARE,
         occur_time=ts(days_ago(40))))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "occur_time" in failure.fields
+
+
+def test_rules_and_multipliers_page_like_every_list(ps: PointsShop) -> None:
+    seen, token = [], ""
+    while True:
+        page = ps.api.ListEarnRules(pp.ListEarnRulesRequest(shop_id=ps.shop_id, page_size=4, page_token=token))
+        seen += [r.action for r in page.rules]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == 11 and len(set(seen)) == 11
+    first = ps.api.ListMultipliers(pp.ListMultipliersRequest(shop_id=ps.shop_id, page_size=1))
+    rest = ps.api.ListMultipliers(pp.ListMultipliersRequest(shop_id=ps.shop_id, page_token=first.next_page_token))
+    assert len(first.multipliers) == 1 and len(rest.multipliers) == 1 and not rest.next_page_token
