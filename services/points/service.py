@@ -378,11 +378,11 @@ class PointsService:
 
     # ----- earning --------------------------------------------------------------------------
 
-    def _earn(self, uow: UnitOfWork, program: Program, acct: _Account, points: int, source: Source,
-              at: datetime) -> int:
-        """Credits points as a new lot (a debt is paid off first); returns the entry id."""
+    def _credit(self, uow: UnitOfWork, program: Program, acct: _Account, kind: EntryKind, points: int,
+                source: Source, at: datetime) -> tuple[int, datetime | None]:
+        """Adds points as a new lot (a debt is paid off first); returns (entry id, expiry)."""
         expires_at = domain.expiry_for(at, program.zone, program.expiry_policy, program.expiry_months)
-        entry_id = self._post(uow, acct, EntryKind.EARN, points, 0, source, at, expires_at)
+        entry_id = self._post(uow, acct, kind, points, 0, source, at, expires_at)
         paid = min(acct.debt, points)
         if paid:
             acct.debt -= paid
@@ -392,6 +392,12 @@ class PointsService:
                 "shop_id": acct.shop_id, "member_id": acct.member_id, "entry_id": entry_id,
                 "order_id": source.order_id, "amount": points - paid, "remaining": points - paid, "earned_at": at,
                 "expires_at": expires_at})
+        return entry_id, expires_at
+
+    def _earn(self, uow: UnitOfWork, program: Program, acct: _Account, points: int, source: Source,
+              at: datetime) -> int:
+        """Credits earned points; returns the entry id."""
+        entry_id, expires_at = self._credit(uow, program, acct, EntryKind.EARN, points, source, at)
         acct.lifetime_earned += points
         acct.dirty.add("lifetime_earned")
         uow.emit(acct.shop_id, events_pb2.PointsEarned(
@@ -784,15 +790,7 @@ class PointsService:
             program = self.program(shop_id, uow.conn)
             acct = self._lock(uow, shop_id, member_id)
             _refuse_closed(acct)
-            expires_at = domain.expiry_for(now, program.zone, program.expiry_policy, program.expiry_months)
-            entry_id = self._post(uow, acct, EntryKind.ADJUST, points, 0, source, now, expires_at)
-            paid = min(acct.debt, points)
-            acct.debt -= paid
-            acct.dirty.add("debt")
-            if points - paid:
-                uow.conn.execute(insert(lots), {
-                    "shop_id": shop_id, "member_id": member_id, "entry_id": entry_id, "order_id": "",
-                    "amount": points - paid, "remaining": points - paid, "earned_at": now, "expires_at": expires_at})
+            entry_id, _ = self._credit(uow, program, acct, EntryKind.ADJUST, points, source, now)
         else:
             acct, _ = self._debit(uow, shop_id, member_id, -points, now)
             entry_id = self._post(uow, acct, EntryKind.ADJUST, points, 0, source, now)
