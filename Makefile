@@ -14,15 +14,16 @@ run: setup
 	$(PY) -m services.suite run
 
 test: setup
-	$(PY) -m ruff check services tests tools
+	bash scripts/lint.sh
 	bash scripts/test-backends.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 # Only the embedded backend (no PostgreSQL/Redis needed).
 test-embedded: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff, buf lint, and buf breaking against the last released protos (protos/RELEASED).
 lint: setup
-	$(PY) -m ruff check services tests tools
+	bash scripts/lint.sh
 
 # Production: apply every service's migrations to the databases named by the environment.
 migrate: setup
