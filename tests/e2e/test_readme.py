@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -19,6 +20,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tools import grpcurl
+
+Suite = tuple[Path, tuple[int, int], subprocess.Popen]
 
 ROOT = Path(__file__).resolve().parents[2]
 # NAME=$(grpcurl ... | grep -o 'PATTERN' | head -1): a value taken from an answer for later lines.
@@ -102,7 +105,7 @@ def run_line(line: str, env: dict[str, str], ports: tuple[int, int]) -> str:
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory):  # noqa: ANN001, ANN201
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     data_dir = tmp_path_factory.mktemp("suite-data")
     ports = (free_port(), free_port())
     proc = start_suite(data_dir, *ports)
@@ -111,7 +114,7 @@ def suite(tmp_path_factory):  # noqa: ANN001, ANN201
         proc.kill()
 
 
-def test_readme_grpcurl_lines_work_against_the_embedded_default(suite) -> None:  # noqa: ANN001
+def test_readme_grpcurl_lines_work_against_the_embedded_default(suite: Suite) -> None:
     data_dir, ports, _ = suite
     env = demo_env(data_dir)
     commands = readme_commands()
@@ -122,7 +125,7 @@ def test_readme_grpcurl_lines_work_against_the_embedded_default(suite) -> None: 
         assert expected or not output.startswith("ERROR:"), f"{line}\n--- failed ---\n{output}"
 
 
-def test_the_demo_shop_has_members_in_every_tier(suite) -> None:  # noqa: ANN001
+def test_the_demo_shop_has_members_in_every_tier(suite: Suite) -> None:
     data_dir, ports, _ = suite
     env = demo_env(data_dir)
     output = grpcurl.run(["-plaintext", "-H", f"authorization: Bearer {env['SHOP_KEY']}",
@@ -133,7 +136,7 @@ def test_the_demo_shop_has_members_in_every_tier(suite) -> None:  # noqa: ANN001
     assert len(re.findall(r'"memberId"', output)) >= 40
 
 
-def test_ctrl_c_stops_cleanly_and_a_second_run_keeps_the_data(suite) -> None:  # noqa: ANN001
+def test_ctrl_c_stops_cleanly_and_a_second_run_keeps_the_data(suite: Suite) -> None:
     data_dir, ports, proc = suite
     env = demo_env(data_dir)
     readme_tier = ('grpcurl -plaintext -H "authorization: Bearer $SHOP_KEY" '
