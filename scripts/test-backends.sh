@@ -28,8 +28,13 @@ mkdir -p "$workdir/pg" "$workdir/redis"
 
 cleanup() {
   as_pg "$pgbin/pg_ctl" -D "$workdir/pg/data" -m immediate stop >/dev/null 2>&1 || true
-  [ -f "$workdir/redis/redis.pid" ] && kill "$(cat "$workdir/redis/redis.pid")" 2>/dev/null || true
-  rm -rf "$workdir"
+  if [ -f "$workdir/redis/redis.pid" ]; then
+    pid=$(cat "$workdir/redis/redis.pid")
+    kill "$pid" 2>/dev/null || true
+    # Redis rewrites its append-only file while it exits: wait, or the folder is not empty yet.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -rf "$workdir" 2>/dev/null || { sleep 1; rm -rf "$workdir"; }
 }
 trap cleanup EXIT
 
