@@ -27,6 +27,7 @@ mkdir -p "$workdir/pg" "$workdir/redis"
 [ "$(id -u)" -eq 0 ] && chown postgres "$workdir/pg"
 
 cleanup() {
+  local status=$?
   as_pg "$pgbin/pg_ctl" -D "$workdir/pg/data" -m immediate stop >/dev/null 2>&1 || true
   if [ -f "$workdir/redis/redis.pid" ]; then
     pid=$(cat "$workdir/redis/redis.pid")
@@ -34,7 +35,8 @@ cleanup() {
     # Redis rewrites its append-only file while it exits: wait, or the folder is not empty yet.
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
-  rm -rf "$workdir" 2>/dev/null || { sleep 1; rm -rf "$workdir"; }
+  rm -rf "$workdir" 2>/dev/null || { sleep 1; rm -rf "$workdir" || true; }
+  exit "$status"  # the command's outcome, whatever the clean-up met
 }
 trap cleanup EXIT
 
