@@ -544,7 +544,7 @@ def test_a_refund_before_completion_earns_on_what_remains_without_clawback(ps: P
     assert clawback.amount == -20
 
 
-def test_a_refund_delivered_before_its_completion_waits_for_it(points, membership, ps: PointsShop) -> None:  # noqa: ANN001
+def test_a_refund_delivered_before_its_completion_waits_for_it(points: Any, membership: Any, ps: PointsShop) -> None:
     member = join(ps)
     buy(ps, member, 10 * YUAN, ordinary_time())
     # Craft a completion and a full refund of a new order from the member's real completion.
@@ -1426,7 +1426,7 @@ def test_a_forfeit_is_announced_as_an_adjustment(points: Any, ps: PointsShop) ->
     assert [(abs(e.points), e.kind, e.balance_after) for e in adjusted] == [(123, E.ENTRY_KIND_FORFEIT, 0)]
 
 
-def test_a_shop_key_cannot_change_another_shops_points_program(points, membership, admin) -> None:  # noqa: ANN001
+def test_a_shop_key_cannot_change_another_shops_points_program(points: Any, membership: Any, admin: Any) -> None:
     mine, other = create_shop(membership, admin), create_shop(membership, admin)
     api = Authed(points_service_pb2_grpc.PointsServiceStub(points.channel), mine.key)
     eventually(lambda: api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=mine.shop_id)), "points knows the shop")
