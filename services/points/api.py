@@ -195,7 +195,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
             request.shop_id, request.member_id, limit + 1, before[0] if before else None,
             tuple(int(enum_value(EntryKind, k, "kinds")) for k in request.kinds),
             from_timestamp(request.start_time, field="start_time"), from_timestamp(request.end_time, field="end_time"))
-        found = self.db.read(lambda conn: views.ledger_page(self.svc, conn, query))
+        found = views.ledger_page(self.svc, query)
         token = paging.encode_token("ledger", [found[limit - 1].entry_id]) if len(found) > limit else ""
         return pb.ListLedgerResponse(entries=[entry_to_proto(e) for e in found[:limit]], next_page_token=token)
 
@@ -282,7 +282,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
         limit = paging.page_size(request.page_size)
         after = paging.decode_token("expiring", request.page_token)
         query = commands.ExpiringQuery(request.shop_id, request.within_days, limit + 1, after[0] if after else None)
-        found = self.db.read(lambda conn: reports.expiring(self.svc, conn, query))
+        found = reports.expiring(self.svc, query)
         token = paging.encode_token("expiring", [found[limit - 1].member_id]) if len(found) > limit else ""
         return pb.ListExpiringPointsResponse(next_page_token=token, members=[
             pb.ExpiringPoints(member_id=m.member_id, points=m.points,
@@ -293,7 +293,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
         query = commands.LiabilityQuery(request.shop_id, request.granularity == Granularity.MONTH,
                                         from_timestamp(request.start_time, field="start_time"),
                                         from_timestamp(request.end_time, field="end_time"))
-        report = self.db.read(lambda conn: reports.liability(self.svc, conn, query))
+        report = reports.liability(self.svc, query)
         return pb.LiabilityReport(
             shop_id=report.shop_id, outstanding_points=report.outstanding, outstanding_value_fen=report.value_fen,
             members_with_points=report.members,
@@ -317,7 +317,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
     def ListEarnRules(self, request: pb.ListEarnRulesRequest,
                       context: grpc.ServicerContext) -> pb.ListEarnRulesResponse:
         query = commands.ShopQuery(request.shop_id)
-        found = self.db.read(lambda conn: program.list_rules(self.svc, conn, query))
+        found = program.list_rules(self.svc, query)
         page, token = _page("earn_rules", [rule_to_proto(r) for r in found], request.page_size, request.page_token)
         return pb.ListEarnRulesResponse(rules=page, next_page_token=token)
 
@@ -330,7 +330,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
     def ListMultipliers(self, request: pb.ListMultipliersRequest,
                         context: grpc.ServicerContext) -> pb.ListMultipliersResponse:
         query = commands.ShopQuery(request.shop_id)
-        found = self.db.read(lambda conn: program.list_multipliers(self.svc, conn, query))
+        found = program.list_multipliers(self.svc, query)
         page, token = _page("multipliers", [multiplier_to_proto(m) for m in found], request.page_size,
                             request.page_token)
         return pb.ListMultipliersResponse(multipliers=page, next_page_token=token)

@@ -186,13 +186,20 @@ def delete_multiplier(svc: PointsService, uow: UnitOfWork, cmd: commands.DeleteM
     return Deleted(cmd.multiplier_id)
 
 
-def list_rules(svc: PointsService, conn: Connection, query: commands.ShopQuery) -> list[EarnRule]:
+def list_rules(svc: PointsService, query: commands.ShopQuery) -> list[EarnRule]:
     """The shop's earn rules in the order of their actions."""
-    load_program(svc, query.shop_id, conn)
-    by_action = rules(conn, query.shop_id)
-    return [by_action[a] for a in sorted(by_action)]
+    def read(conn: Connection) -> list[EarnRule]:
+        load_program(svc, query.shop_id, conn)
+        by_action = rules(conn, query.shop_id)
+        return [by_action[a] for a in sorted(by_action)]
+
+    return svc.db.read(read)
 
 
-def list_multipliers(svc: PointsService, conn: Connection, query: commands.ShopQuery) -> list[Multiplier]:
-    load_program(svc, query.shop_id, conn)
-    return shop_multipliers(conn, query.shop_id)
+def list_multipliers(svc: PointsService, query: commands.ShopQuery) -> list[Multiplier]:
+    """The shop's multipliers, oldest first."""
+    def read(conn: Connection) -> list[Multiplier]:
+        load_program(svc, query.shop_id, conn)
+        return shop_multipliers(conn, query.shop_id)
+
+    return svc.db.read(read)

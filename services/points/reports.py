@@ -53,8 +53,18 @@ class Liability:
     schedule: list[tuple[str, int]]  # (shop-local month, points expiring then)
 
 
-def expiring(svc: PointsService, conn: Connection, query: commands.ExpiringQuery) -> list[ExpiringMember]:
+def expiring(svc: PointsService, query: commands.ExpiringQuery) -> list[ExpiringMember]:
     """Members whose points expire within the window, by member id."""
+    return svc.db.read(lambda conn: _expiring(svc, conn, query))
+
+
+def liability(svc: PointsService, query: commands.LiabilityQuery) -> Liability:
+    """What is outstanding and what it is worth, the flow per period, and the expiry schedule
+    ahead, all by the shop's calendar."""
+    return svc.db.read(lambda conn: _liability(svc, conn, query))
+
+
+def _expiring(svc: PointsService, conn: Connection, query: commands.ExpiringQuery) -> list[ExpiringMember]:
     load_program(svc, query.shop_id, conn)
     now = utcnow()
     select_page = (select(lots.c.member_id, total(lots.c.remaining).label("points"),
@@ -67,9 +77,7 @@ def expiring(svc: PointsService, conn: Connection, query: commands.ExpiringQuery
     return [ExpiringMember(r.member_id, int(r.points), r.first) for r in conn.execute(select_page)]
 
 
-def liability(svc: PointsService, conn: Connection, query: commands.LiabilityQuery) -> Liability:
-    """What is outstanding and what it is worth, the flow per period, and the expiry schedule
-    ahead, all by the shop's calendar."""
+def _liability(svc: PointsService, conn: Connection, query: commands.LiabilityQuery) -> Liability:
     program = load_program(svc, query.shop_id, conn)
     shop_id, zone, now = query.shop_id, program.zone, utcnow()
     today = domain.local_date(now, zone)

@@ -115,8 +115,12 @@ def balance_in(conn: Connection, shop_id: str, member_id: str, now: datetime | N
                        upcoming[0] if upcoming else None, int(upcoming[1]) if upcoming else 0)
 
 
-def ledger_page(svc: PointsService, conn: Connection, query: commands.LedgerQuery) -> list[Entry]:
+def ledger_page(svc: PointsService, query: commands.LedgerQuery) -> list[Entry]:
     """Up to `query.limit` entries of the member's ledger, newest first."""
+    return svc.db.read(lambda conn: _ledger_page(svc, conn, query))
+
+
+def _ledger_page(svc: PointsService, conn: Connection, query: commands.LedgerQuery) -> list[Entry]:
     load_program(svc, query.shop_id, conn)
     if conn.execute(select(accounts.c.member_id).where(accounts.c.shop_id == query.shop_id,
                                                        accounts.c.member_id == query.member_id)).first() is None:
