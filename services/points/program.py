@@ -74,6 +74,11 @@ def _read_program(conn: Connection, shop_id: str, *, lock: bool = False) -> Prog
     return _program_from_row(row) if row is not None else None
 
 
+def _no_program(shop_id: str) -> NotFound:
+    return NotFound(f"shop {shop_id!r} has no points program", reason=reasons.PROGRAM_NOT_FOUND,
+                    metadata={"shop_id": shop_id})
+
+
 def load_program(svc: PointsService, shop_id: str, conn: Connection | None = None) -> Program:
     """The shop's program (memoized for a moment), or NOT_FOUND for a shop points never heard of."""
     memo = svc.programs.get(shop_id)
@@ -82,8 +87,7 @@ def load_program(svc: PointsService, shop_id: str, conn: Connection | None = Non
     program = _read_program(conn, shop_id) if conn is not None else svc.db.read(
         lambda c: _read_program(c, shop_id))
     if program is None:
-        raise NotFound(f"shop {shop_id!r} has no points program", reason=reasons.PROGRAM_NOT_FOUND,
-                       metadata={"shop_id": shop_id})
+        raise _no_program(shop_id)
     svc.programs.set(shop_id, program, PROGRAM_MEMO_SECONDS)
     return program
 
@@ -124,8 +128,7 @@ def update_program(svc: PointsService, uow: UnitOfWork, cmd: commands.UpdateProg
     # Read under a lock, not from the memo: the settings not named must stay as they are now.
     current = _read_program(uow.conn, cmd.shop_id, lock=True)
     if current is None:
-        raise NotFound(f"shop {cmd.shop_id!r} has no points program", reason=reasons.PROGRAM_NOT_FOUND,
-                       metadata={"shop_id": cmd.shop_id})
+        raise _no_program(cmd.shop_id)
     program = current.updated(cmd.changes)
     values = _program_values(program)
     del values["time_zone"]  # it follows the membership program
