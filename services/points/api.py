@@ -1,45 +1,80 @@
-"""The gRPC servicer of the points service: requests to commands, results to responses."""
+"""The gRPC servicer of the points service: requests to commands (which check their fields),
+handlers run in the kit's idempotent unit of work, results to responses. No SQL here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from loyalty.points.v1 import points_service_pb2 as pb
 from loyalty.points.v1 import points_service_pb2_grpc as pb_grpc
-from sqlalchemy import Connection, select
-from sqlalchemy.engine import Row
 
 from services.kit import paging
 from services.kit.auth import current_principal
-from services.kit.errors import InvalidArgument, Violations, enum_value
+from services.kit.errors import InvalidArgument, PermissionDenied, enum_value
 from services.kit.idempotency import idempotent_call, require_request_id
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
-from services.kit.validation import require_id, require_shop
-from services.points import domain, jobs
-from services.points.domain import Action, Caps, EarnRule, ExpiryPolicy, LeavePolicy, Multiplier, MultiplierKind
-from services.points.service import BalanceView, PointsService, Program, Source
-from services.points.tables import ledger
+from services.points import (
+    commands,
+    domain,
+    earning,
+    expiry,
+    jobs,
+    ledger,
+    pool,
+    program,
+    reasons,
+    reports,
+    spending,
+    views,
+)
+from services.points.domain import (
+    Action,
+    BirthdayWindow,
+    Caps,
+    EarnRule,
+    EntryKind,
+    ExpiryPolicy,
+    Granularity,
+    LeavePolicy,
+    Multiplier,
+    MultiplierKind,
+    Program,
+    Source,
+)
+from services.points.service import PointsService
 
 R = TypeVar("R", bound=Message)
+# A full update (an empty mask, or "*") names every setting; "caps" stands for its three fields.
+FULL_RULE = tuple(path for path in domain.RULE_PATHS if path not in domain.CAPS_PATHS)
 
 
-def balance_to_proto(view: BalanceView) -> pb.Balance:
+# ----- results to responses ---------------------------------------------------------------------------
+
+
+def balance_to_proto(view: views.BalanceView) -> pb.Balance:
     return pb.Balance(shop_id=view.shop_id, member_id=view.member_id, available=view.available, held=view.held,
                       lifetime_earned=view.lifetime_earned, next_expiry_time=to_timestamp(view.next_expiry_at),
                       next_expiry_amount=view.next_expiry_amount)
 
 
-def entry_to_proto(row: Row) -> pb.LedgerEntry:
+def entry_to_proto(e: views.Entry) -> pb.LedgerEntry:
+    s = e.source
     return pb.LedgerEntry(
-        entry_id=row.id, kind=row.kind, amount=row.amount, held_delta=row.held_delta,
-        balance_after=row.balance_after, create_time=to_timestamp(row.created_at),
-        expire_time=to_timestamp(row.expires_at),
-        source=pb.Source(order_id=row.order_id, action=row.action, rule_id=row.rule_id,
-                         multiplier_id=row.multiplier_id, redemption_id=row.redemption_id, hold_id=row.hold_id,
-                         operator=row.operator, reason=row.reason, reference=row.reference))
+        entry_id=e.entry_id, kind=e.kind, amount=e.amount, held_delta=e.held_delta, balance_after=e.balance_after,
+        create_time=to_timestamp(e.created_at), expire_time=to_timestamp(e.expires_at),
+        source=pb.Source(order_id=s.order_id, action=s.action, rule_id=s.rule_id, multiplier_id=s.multiplier_id,
+                         redemption_id=s.redemption_id, hold_id=s.hold_id, operator=s.operator, reason=s.reason,
+                         reference=s.reference))
+
+
+def posted_to_proto(response_type: type[R]) -> Callable[[ledger.Posted], R]:
+    """A write's entry and balance as its response (EarnResponse, SpendResponse, …)."""
+    return lambda p: response_type(entry=entry_to_proto(p.entry), balance=balance_to_proto(p.balance))
 
 
 def program_to_proto(p: Program) -> pb.PointsProgram:
@@ -64,24 +99,78 @@ def multiplier_to_proto(m: Multiplier) -> pb.Multiplier:
                          end_time=to_timestamp(m.end_at), actions=sorted(int(a) for a in m.actions))
 
 
+# ----- requests to commands ----------------------------------------------------------------------------
+
+
 def _source(s: pb.Source) -> Source:
-    v = Violations()
-    for name in ("order_id", "redemption_id", "reference"):
-        v.check(len(getattr(s, name)) <= 64, f"source.{name}", "at most 64 characters")
-    v.check(len(s.operator) <= 100, "source.operator", "at most 100 characters")
-    v.check(len(s.reason) <= 500, "source.reason", "at most 500 characters")
-    v.raise_if_any()
+    # Ids the caller does not own are cut to their column's size rather than refused.
     return Source(order_id=s.order_id, action=s.action, rule_id=s.rule_id[:32], multiplier_id=s.multiplier_id[:64],
                   redemption_id=s.redemption_id, operator=s.operator, reason=s.reason, reference=s.reference)
 
 
-def _page(kind: str, items: list, request: Message) -> tuple[list, str]:
+def _mask(mask: FieldMask, allowed: Iterable[str], full: Iterable[str]) -> list[str]:
+    """The paths of an AIP-134 update mask: empty or "*" names every setting (`full`)."""
+    paths = list(mask.paths)
+    if not paths or "*" in paths:
+        return list(full)
+    allowed = list(allowed)
+    for path in paths:
+        if path not in allowed:
+            raise InvalidArgument([("update_mask", f"unknown path {path!r}; use " + ", ".join(allowed))])
+    return paths
+
+
+def _program_changes(request: pb.UpdatePointsProgramRequest) -> dict[str, object]:
+    p = request.program
+    read = {
+        "expiry_policy": lambda: enum_value(ExpiryPolicy, p.expiry_policy, "program.expiry_policy"),
+        "expiry_months": lambda: p.expiry_months,
+        "points_per_yuan": lambda: p.points_per_yuan,
+        "leave_policy": lambda: enum_value(LeavePolicy, p.leave_policy, "program.leave_policy"),
+        "daily_pool_points": lambda: p.daily_pool_points,
+        "default_hold_ttl_seconds": lambda: p.default_hold_ttl_seconds,
+    }
+    return {path: read[path]() for path in _mask(request.update_mask, domain.PROGRAM_PATHS, domain.PROGRAM_PATHS)}
+
+
+def _rule_changes(request: pb.UpsertEarnRuleRequest) -> dict[str, object]:
+    r = request.rule
+    read = {
+        "enabled": lambda: r.enabled,
+        "points": lambda: r.points,
+        "caps": lambda: Caps(r.caps.per_day, r.caps.per_month, r.caps.lifetime),
+        "caps.per_day": lambda: r.caps.per_day,
+        "caps.per_month": lambda: r.caps.per_month,
+        "caps.lifetime": lambda: r.caps.lifetime,
+        "streak_days": lambda: r.streak_days,
+        "streak_bonus": lambda: r.streak_bonus,
+        "min_order_fen": lambda: r.min_order_fen,
+        "multipliers_apply": lambda: r.multipliers_apply,
+    }
+    return {path: read[path]() for path in _mask(request.update_mask, domain.RULE_PATHS, FULL_RULE)}
+
+
+def _multiplier(m: pb.Multiplier) -> Multiplier:
+    return Multiplier(
+        "", m.name, enum_value(MultiplierKind, m.kind, "multiplier.kind"), m.multiplier_milli, m.day_of_month,
+        m.weekday, enum_value(BirthdayWindow, m.birthday_window, "multiplier.birthday_window", BirthdayWindow.MONTH),
+        from_timestamp(m.start_time, field="multiplier.start_time"),
+        from_timestamp(m.end_time, field="multiplier.end_time"),
+        frozenset(enum_value(Action, a, "multiplier.actions") for a in m.actions))
+
+
+def _page(kind: str, items: list, page_size: int, page_token: str) -> tuple[list, str]:
     """One page of a short list held in full (a shop's rules or multipliers)."""
-    limit = paging.page_size(request.page_size)  # type: ignore[attr-defined]
-    after = paging.decode_token(kind, request.page_token, int)  # type: ignore[attr-defined]
+    limit = paging.page_size(page_size)
+    after = paging.decode_token(kind, page_token, int)
     start = after[0] if after else 0
     end = start + limit
     return items[start:end], paging.encode_token(kind, [end]) if end < len(items) else ""
+
+
+def _is_admin() -> bool:
+    principal = current_principal()
+    return principal is not None and principal.is_admin
 
 
 class PointsApi(pb_grpc.PointsServiceServicer):
@@ -89,262 +178,197 @@ class PointsApi(pb_grpc.PointsServiceServicer):
         self.svc = service
         self.db = service.db
 
-    def _idem(self, request: Message, method: str, response_type: type[R], work: Callable[[UnitOfWork], R]) -> R:
+    def _run(self, request: Message, method: str, response_type: type[R], work: Callable[[UnitOfWork], R]) -> R:
+        """A mutation: its handler in the kit's unit of work, with the idempotency record and the outbox."""
         require_request_id(request)
         return idempotent_call(self.db, request, method, response_type, work)
 
-    def _entry(self, conn: Connection, entry_id: int) -> pb.LedgerEntry:
-        return entry_to_proto(conn.execute(select(ledger).where(ledger.c.id == entry_id)).one())
-
-    def _entry_and_balance(self, uow: UnitOfWork, shop_id: str, member_id: str, entry_id: int,
-                           response_type: type[R]) -> R:
-        entry = self._entry(uow.conn, entry_id)
-        return response_type(entry=entry, balance=self._balance_in(uow.conn, shop_id, member_id))
-
-    def _balance_in(self, conn: Connection, shop_id: str, member_id: str) -> pb.Balance:
-        """The balance as this transaction sees it (the cache may not know it yet)."""
-        return balance_to_proto(self.svc.read_balance(conn, shop_id, member_id, utcnow()))
-
     # ----- balances and the ledger -----
 
-    def GetBalance(self, request: pb.GetBalanceRequest, context) -> pb.Balance:  # noqa: ANN001, N802
-        require_shop(request.shop_id)
-        require_id(request.member_id, "member_id")
-        return balance_to_proto(self.svc.balance(request.shop_id, request.member_id))
+    def GetBalance(self, request: pb.GetBalanceRequest, context: grpc.ServicerContext) -> pb.Balance:
+        return balance_to_proto(views.balance(self.svc, commands.MemberQuery(request.shop_id, request.member_id)))
 
-    def ListLedger(self, request: pb.ListLedgerRequest, context) -> pb.ListLedgerResponse:  # noqa: ANN001, N802
-        require_shop(request.shop_id)
-        require_id(request.member_id, "member_id")
+    def ListLedger(self, request: pb.ListLedgerRequest, context: grpc.ServicerContext) -> pb.ListLedgerResponse:
         limit = paging.page_size(request.page_size)
         before = paging.decode_token("ledger", request.page_token, int)
-        kinds = [int(enum_value(domain.EntryKind, k, "kinds")) for k in request.kinds]
-
-        def read(conn: Connection) -> pb.ListLedgerResponse:
-            rows = self.svc.ledger_page(conn, shop_id=request.shop_id, member_id=request.member_id, limit=limit + 1,
-                                        before_id=before[0] if before else None, kinds=kinds,
-                                        start=from_timestamp(request.start_time, field="start_time"),
-                                        end=from_timestamp(request.end_time, field="end_time"))
-            token = paging.encode_token("ledger", [rows[limit - 1].id]) if len(rows) > limit else ""
-            return pb.ListLedgerResponse(entries=[entry_to_proto(r) for r in rows[:limit]], next_page_token=token)
-
-        return self.db.read(read)
+        query = commands.LedgerQuery(
+            request.shop_id, request.member_id, limit + 1, before[0] if before else None,
+            tuple(int(enum_value(EntryKind, k, "kinds")) for k in request.kinds),
+            from_timestamp(request.start_time, field="start_time"), from_timestamp(request.end_time, field="end_time"))
+        found = views.ledger_page(self.svc, query)
+        token = paging.encode_token("ledger", [found[limit - 1].entry_id]) if len(found) > limit else ""
+        return pb.ListLedgerResponse(entries=[entry_to_proto(e) for e in found[:limit]], next_page_token=token)
 
     # ----- earning -----
 
-    def RecordAction(self, request: pb.RecordActionRequest, context) -> pb.RecordActionResponse:  # noqa: ANN001, N802
-        require_id(request.member_id, "member_id")
-        action = enum_value(Action, request.action, "action")
-        at = from_timestamp(request.occur_time, utcnow(), field="occur_time")
+    def RecordAction(self, request: pb.RecordActionRequest,
+                     context: grpc.ServicerContext) -> pb.RecordActionResponse:
+        cmd = commands.RecordAction(request.shop_id, request.member_id, enum_value(Action, request.action, "action"),
+                                    request.subject, from_timestamp(request.occur_time, utcnow(), field="occur_time"))
 
         def work(uow: UnitOfWork) -> pb.RecordActionResponse:
-            outcome = self.svc.record_action(uow, shop_id=request.shop_id, member_id=request.member_id,
-                                             action=action, subject=request.subject, at=at)
-            return pb.RecordActionResponse(points=outcome.points, not_earned_reason=outcome.not_earned_reason,
-                                           multiplier_milli=outcome.multiplier_milli,
-                                           streak_days=outcome.streak_days,
-                                           balance=self._balance_in(uow.conn, request.shop_id, request.member_id))
+            done = earning.record_action(self.svc, uow, cmd)
+            return pb.RecordActionResponse(points=done.points, not_earned_reason=done.not_earned_reason,
+                                           multiplier_milli=done.multiplier_milli, streak_days=done.streak_days,
+                                           balance=balance_to_proto(done.balance))
 
-        return self._idem(request, "RecordAction", pb.RecordActionResponse, work)
+        return self._run(request, "RecordAction", pb.RecordActionResponse, work)
 
-    def Earn(self, request: pb.EarnRequest, context) -> pb.EarnResponse:  # noqa: ANN001, N802
-        require_id(request.member_id, "member_id")
-        source = _source(request.source)
-
-        def work(uow: UnitOfWork) -> pb.EarnResponse:
-            entry_id = self.svc.earn(uow, shop_id=request.shop_id, member_id=request.member_id,
-                                     points=request.points, source=source)
-            return self._entry_and_balance(uow, request.shop_id, request.member_id, entry_id, pb.EarnResponse)
-
-        return self._idem(request, "Earn", pb.EarnResponse, work)
+    def Earn(self, request: pb.EarnRequest, context: grpc.ServicerContext) -> pb.EarnResponse:
+        cmd = commands.Earn(request.shop_id, request.member_id, request.points, _source(request.source))
+        return self._run(request, "Earn", pb.EarnResponse,
+                         lambda uow: posted_to_proto(pb.EarnResponse)(earning.earn(self.svc, uow, cmd)))
 
     # ----- spending -----
 
-    def Spend(self, request: pb.SpendRequest, context) -> pb.SpendResponse:  # noqa: ANN001, N802
-        require_id(request.member_id, "member_id")
-        source = _source(request.source)
+    def Spend(self, request: pb.SpendRequest, context: grpc.ServicerContext) -> pb.SpendResponse:
+        cmd = commands.Spend(request.shop_id, request.member_id, request.points, _source(request.source))
+        return self._run(request, "Spend", pb.SpendResponse,
+                         lambda uow: posted_to_proto(pb.SpendResponse)(spending.spend(self.svc, uow, cmd)))
 
-        def work(uow: UnitOfWork) -> pb.SpendResponse:
-            entry_id = self.svc.spend(uow, shop_id=request.shop_id, member_id=request.member_id,
-                                      points=request.points, source=source)
-            return self._entry_and_balance(uow, request.shop_id, request.member_id, entry_id, pb.SpendResponse)
-
-        return self._idem(request, "Spend", pb.SpendResponse, work)
-
-    def Hold(self, request: pb.HoldRequest, context) -> pb.HoldResponse:  # noqa: ANN001, N802
-        require_id(request.member_id, "member_id")
-        source = _source(request.source)
+    def Hold(self, request: pb.HoldRequest, context: grpc.ServicerContext) -> pb.HoldResponse:
+        cmd = commands.Hold(request.shop_id, request.member_id, request.points, request.ttl_seconds,
+                            _source(request.source))
 
         def work(uow: UnitOfWork) -> pb.HoldResponse:
-            hold_id, expires_at = self.svc.hold(uow, shop_id=request.shop_id, member_id=request.member_id,
-                                                points=request.points, ttl_seconds=request.ttl_seconds,
-                                                source=source)
-            return pb.HoldResponse(hold_id=hold_id, expire_time=to_timestamp(expires_at),
-                                   balance=self._balance_in(uow.conn, request.shop_id, request.member_id))
+            held = spending.hold(self.svc, uow, cmd)
+            return pb.HoldResponse(hold_id=held.hold_id, expire_time=to_timestamp(held.expires_at),
+                                   balance=balance_to_proto(held.balance))
 
-        return self._idem(request, "Hold", pb.HoldResponse, work)
+        return self._run(request, "Hold", pb.HoldResponse, work)
 
-    def CaptureHold(self, request: pb.CaptureHoldRequest, context) -> pb.CaptureHoldResponse:  # noqa: ANN001, N802
-        require_id(request.hold_id, "hold_id")
-        def work(uow: UnitOfWork) -> pb.CaptureHoldResponse:
-            entry_id, member_id = self.svc.capture_hold(uow, shop_id=request.shop_id, hold_id=request.hold_id)
-            return self._entry_and_balance(uow, request.shop_id, member_id, entry_id, pb.CaptureHoldResponse)
+    def CaptureHold(self, request: pb.CaptureHoldRequest, context: grpc.ServicerContext) -> pb.CaptureHoldResponse:
+        cmd = commands.CaptureHold(request.shop_id, request.hold_id)
+        return self._run(request, "CaptureHold", pb.CaptureHoldResponse, lambda uow: posted_to_proto(
+            pb.CaptureHoldResponse)(spending.capture_hold(self.svc, uow, cmd)))
 
-        return self._idem(request, "CaptureHold", pb.CaptureHoldResponse, work)
+    def ReleaseHold(self, request: pb.ReleaseHoldRequest, context: grpc.ServicerContext) -> pb.ReleaseHoldResponse:
+        cmd = commands.ReleaseHold(request.shop_id, request.hold_id)
+        return self._run(request, "ReleaseHold", pb.ReleaseHoldResponse, lambda uow: posted_to_proto(
+            pb.ReleaseHoldResponse)(spending.release_hold(self.svc, uow, cmd)))
 
-    def ReleaseHold(self, request: pb.ReleaseHoldRequest, context) -> pb.ReleaseHoldResponse:  # noqa: ANN001, N802
-        require_id(request.hold_id, "hold_id")
-        def work(uow: UnitOfWork) -> pb.ReleaseHoldResponse:
-            entry_id, member_id = self.svc.release_hold(uow, shop_id=request.shop_id, hold_id=request.hold_id)
-            return self._entry_and_balance(uow, request.shop_id, member_id, entry_id, pb.ReleaseHoldResponse)
-
-        return self._idem(request, "ReleaseHold", pb.ReleaseHoldResponse, work)
-
-    def Adjust(self, request: pb.AdjustRequest, context) -> pb.AdjustResponse:  # noqa: ANN001, N802
-        require_id(request.member_id, "member_id")
-
-        def work(uow: UnitOfWork) -> pb.AdjustResponse:
-            entry_id = self.svc.adjust(uow, shop_id=request.shop_id, member_id=request.member_id,
-                                       points=request.points, operator=request.operator, reason=request.reason)
-            return self._entry_and_balance(uow, request.shop_id, request.member_id, entry_id, pb.AdjustResponse)
-
-        return self._idem(request, "Adjust", pb.AdjustResponse, work)
+    def Adjust(self, request: pb.AdjustRequest, context: grpc.ServicerContext) -> pb.AdjustResponse:
+        cmd = commands.Adjust(request.shop_id, request.member_id, request.points, request.operator, request.reason)
+        return self._run(request, "Adjust", pb.AdjustResponse,
+                         lambda uow: posted_to_proto(pb.AdjustResponse)(ledger.adjust(self.svc, uow, cmd)))
 
     # ----- lifecycle and reports -----
 
-    def ExpirePoints(self, request: pb.ExpirePointsRequest, context) -> pb.ExpirePointsResponse:  # noqa: ANN001, N802
+    def ExpirePoints(self, request: pb.ExpirePointsRequest,
+                     context: grpc.ServicerContext) -> pb.ExpirePointsResponse:
         as_of = from_timestamp(request.as_of, utcnow(), field="as_of")
         if not request.shop_id:
-            principal = current_principal()
-            if principal is None or not principal.is_admin:
+            if not _is_admin():
                 raise InvalidArgument([("shop_id", "required (only the admin key expires every shop at once)")])
             require_request_id(request)
             # One transaction per shop, so no single record: a retry finds nothing more to expire.
             members, lot_count, points = jobs.expire_all(self.svc, as_of)
             return pb.ExpirePointsResponse(members=members, lots=lot_count, points=points)
+        if as_of > utcnow() and not _is_admin():
+            # Expiring ahead of time takes points members still own: an operator's decision.
+            raise PermissionDenied("a shop key expires only what is due now (leave as_of unset); an as_of still "
+                                   "to come needs the admin key", reason=reasons.EXPIRY_AHEAD_ADMIN_ONLY,
+                                   metadata={"as_of": to_timestamp(as_of).ToJsonString()})
+        cmd = commands.ExpireShop(request.shop_id, as_of)
 
         def work(uow: UnitOfWork) -> pb.ExpirePointsResponse:
-            self.svc.program(request.shop_id, uow.conn)
-            members, lot_count, points = self.svc.expire_shop(uow, request.shop_id, as_of)
-            return pb.ExpirePointsResponse(members=members, lots=lot_count, points=points)
+            done = expiry.expire_shop(self.svc, uow, cmd)
+            return pb.ExpirePointsResponse(members=done.members, lots=done.lots, points=done.points)
 
-        return self._idem(request, "ExpirePoints", pb.ExpirePointsResponse, work)
+        return self._run(request, "ExpirePoints", pb.ExpirePointsResponse, work)
 
-    def ListExpiringPoints(self, request: pb.ListExpiringPointsRequest, context) -> pb.ListExpiringPointsResponse:  # noqa: ANN001, N802
-        require_shop(request.shop_id)
+    def ListExpiringPoints(self, request: pb.ListExpiringPointsRequest,
+                           context: grpc.ServicerContext) -> pb.ListExpiringPointsResponse:
         limit = paging.page_size(request.page_size)
         after = paging.decode_token("expiring", request.page_token)
+        query = commands.ExpiringQuery(request.shop_id, request.within_days, limit + 1, after[0] if after else None)
+        found = reports.expiring(self.svc, query)
+        token = paging.encode_token("expiring", [found[limit - 1].member_id]) if len(found) > limit else ""
+        return pb.ListExpiringPointsResponse(next_page_token=token, members=[
+            pb.ExpiringPoints(member_id=m.member_id, points=m.points,
+                              first_expire_time=to_timestamp(m.first_expires_at)) for m in found[:limit]])
 
-        def read(conn: Connection) -> pb.ListExpiringPointsResponse:
-            rows = self.svc.expiring(conn, shop_id=request.shop_id, within_days=request.within_days,
-                                     limit=limit + 1, after=after[0] if after else None)
-            token = paging.encode_token("expiring", [rows[limit - 1].member_id]) if len(rows) > limit else ""
-            return pb.ListExpiringPointsResponse(next_page_token=token, members=[
-                pb.ExpiringPoints(member_id=r.member_id, points=int(r.points), first_expire_time=to_timestamp(r.first))
-                for r in rows[:limit]])
-
-        return self.db.read(read)
-
-    def GetLiabilityReport(self, request: pb.GetLiabilityReportRequest, context) -> pb.LiabilityReport:  # noqa: ANN001, N802
-        require_shop(request.shop_id)
-        monthly = request.granularity == pb.GRANULARITY_MONTH
-
-        def read(conn: Connection) -> pb.LiabilityReport:
-            report = self.svc.liability(conn, shop_id=request.shop_id, monthly=monthly,
-                                        start=from_timestamp(request.start_time, field="start_time"),
-                                        end=from_timestamp(request.end_time, field="end_time"))
-            return pb.LiabilityReport(
-                shop_id=request.shop_id, outstanding_points=report["outstanding"],
-                outstanding_value_fen=report["value_fen"], members_with_points=report["members"],
-                periods=[pb.LiabilityPeriod(**p) for p in report["periods"]],
-                expiry_schedule=[pb.LiabilityPeriod(period=label, expired=amount)
-                                 for label, amount in report["schedule"]])
-
-        return self.db.read(read)
+    def GetLiabilityReport(self, request: pb.GetLiabilityReportRequest,
+                           context: grpc.ServicerContext) -> pb.LiabilityReport:
+        query = commands.LiabilityQuery(request.shop_id, request.granularity == Granularity.MONTH,
+                                        from_timestamp(request.start_time, field="start_time"),
+                                        from_timestamp(request.end_time, field="end_time"))
+        report = reports.liability(self.svc, query)
+        return pb.LiabilityReport(
+            shop_id=report.shop_id, outstanding_points=report.outstanding, outstanding_value_fen=report.value_fen,
+            members_with_points=report.members,
+            periods=[pb.LiabilityPeriod(period=p.period, earned=p.earned, spent=p.spent, expired=p.expired,
+                                        adjusted=p.adjusted) for p in report.periods],
+            expiry_schedule=[pb.LiabilityPeriod(period=label, expired=amount) for label, amount in report.schedule])
 
     # ----- program, rules, multipliers -----
 
-    def GetPointsProgram(self, request: pb.GetPointsProgramRequest, context) -> pb.PointsProgram:  # noqa: ANN001, N802
-        require_shop(request.shop_id)
-        return program_to_proto(self.svc.program(request.shop_id))
+    def GetPointsProgram(self, request: pb.GetPointsProgramRequest,
+                         context: grpc.ServicerContext) -> pb.PointsProgram:
+        query = commands.ShopQuery(request.shop_id)
+        return program_to_proto(program.load_program(self.svc, query.shop_id))
 
-    def UpdatePointsProgram(self, request: pb.UpdatePointsProgramRequest, context) -> pb.PointsProgram:  # noqa: ANN001, N802
-        p = request.program
-        require_request_id(request)
+    def UpdatePointsProgram(self, request: pb.UpdatePointsProgramRequest,
+                            context: grpc.ServicerContext) -> pb.PointsProgram:
+        cmd = commands.UpdateProgram(request.shop_id, _program_changes(request))
+        return self._run(request, "UpdatePointsProgram", pb.PointsProgram,
+                         lambda uow: program_to_proto(program.update_program(self.svc, uow, cmd)))
 
-        def work(uow: UnitOfWork) -> pb.PointsProgram:
-            return program_to_proto(self.svc.update_program(
-                uow, shop_id=request.shop_id,
-                expiry_policy=enum_value(ExpiryPolicy, p.expiry_policy, "program.expiry_policy"),
-                expiry_months=p.expiry_months, points_per_yuan=p.points_per_yuan,
-                leave_policy=enum_value(LeavePolicy, p.leave_policy, "program.leave_policy"),
-                daily_pool_points=p.daily_pool_points, default_hold_ttl_seconds=p.default_hold_ttl_seconds))
+    def ListEarnRules(self, request: pb.ListEarnRulesRequest,
+                      context: grpc.ServicerContext) -> pb.ListEarnRulesResponse:
+        query = commands.ShopQuery(request.shop_id)
+        found = program.list_rules(self.svc, query)
+        page, token = _page("earn_rules", [rule_to_proto(r) for r in found], request.page_size, request.page_token)
+        return pb.ListEarnRulesResponse(rules=page, next_page_token=token)
 
-        return idempotent_call(self.db, request, "UpdatePointsProgram", pb.PointsProgram, work)
+    def UpsertEarnRule(self, request: pb.UpsertEarnRuleRequest, context: grpc.ServicerContext) -> pb.EarnRule:
+        cmd = commands.UpsertRule(request.shop_id, enum_value(Action, request.rule.action, "rule.action"),
+                                  _rule_changes(request))
+        return self._run(request, "UpsertEarnRule", pb.EarnRule,
+                         lambda uow: rule_to_proto(program.upsert_rule(self.svc, uow, cmd)))
 
-    def ListEarnRules(self, request: pb.ListEarnRulesRequest, context) -> pb.ListEarnRulesResponse:  # noqa: ANN001, N802
-        require_shop(request.shop_id)
+    def ListMultipliers(self, request: pb.ListMultipliersRequest,
+                        context: grpc.ServicerContext) -> pb.ListMultipliersResponse:
+        query = commands.ShopQuery(request.shop_id)
+        found = program.list_multipliers(self.svc, query)
+        page, token = _page("multipliers", [multiplier_to_proto(m) for m in found], request.page_size,
+                            request.page_token)
+        return pb.ListMultipliersResponse(multipliers=page, next_page_token=token)
 
-        def read(conn: Connection) -> pb.ListEarnRulesResponse:
-            self.svc.program(request.shop_id, conn)
-            rules = self.svc.rules(conn, request.shop_id)
-            page, token = _page("earn_rules", [rule_to_proto(rules[a]) for a in sorted(rules)], request)
-            return pb.ListEarnRulesResponse(rules=page, next_page_token=token)
+    def CreateMultiplier(self, request: pb.CreateMultiplierRequest, context: grpc.ServicerContext) -> pb.Multiplier:
+        cmd = commands.CreateMultiplier(request.shop_id, _multiplier(request.multiplier))
+        return self._run(request, "CreateMultiplier", pb.Multiplier,
+                         lambda uow: multiplier_to_proto(program.create_multiplier(self.svc, uow, cmd)))
 
-        return self.db.read(read)
+    def DeleteMultiplier(self, request: pb.DeleteMultiplierRequest,
+                         context: grpc.ServicerContext) -> pb.DeleteMultiplierResponse:
+        cmd = commands.DeleteMultiplier(request.shop_id, request.multiplier_id)
 
-    def UpsertEarnRule(self, request: pb.UpsertEarnRuleRequest, context) -> pb.EarnRule:  # noqa: ANN001, N802
-        r = request.rule
-        rule = EarnRule(enum_value(Action, r.action, "rule.action"), r.points, r.enabled,
-                        Caps(r.caps.per_day, r.caps.per_month, r.caps.lifetime), r.streak_days, r.streak_bonus,
-                        r.min_order_fen, r.multipliers_apply)
-        return self._idem(request, "UpsertEarnRule", pb.EarnRule,
-                          lambda uow: rule_to_proto(self.svc.upsert_rule(uow, request.shop_id, rule)))
-
-    def ListMultipliers(self, request: pb.ListMultipliersRequest, context) -> pb.ListMultipliersResponse:  # noqa: ANN001, N802
-        require_shop(request.shop_id)
-
-        def read(conn: Connection) -> pb.ListMultipliersResponse:
-            self.svc.program(request.shop_id, conn)
-            page, token = _page("multipliers", [multiplier_to_proto(m) for m in
-                                                self.svc.multipliers(conn, request.shop_id)], request)
-            return pb.ListMultipliersResponse(multipliers=page, next_page_token=token)
-
-        return self.db.read(read)
-
-    def CreateMultiplier(self, request: pb.CreateMultiplierRequest, context) -> pb.Multiplier:  # noqa: ANN001, N802
-        m = request.multiplier
-        multiplier = Multiplier(
-            "", m.name, enum_value(MultiplierKind, m.kind, "multiplier.kind"), m.multiplier_milli, m.day_of_month,
-            m.weekday, enum_value(domain.BirthdayWindow, m.birthday_window, "multiplier.birthday_window",
-                                  domain.BirthdayWindow.MONTH),
-            from_timestamp(m.start_time, field="multiplier.start_time"),
-            from_timestamp(m.end_time, field="multiplier.end_time"),
-            frozenset(enum_value(Action, a, "multiplier.actions") for a in m.actions))
-        return self._idem(request, "CreateMultiplier", pb.Multiplier, lambda uow: multiplier_to_proto(
-            self.svc.create_multiplier(uow, request.shop_id, multiplier)))
-
-    def DeleteMultiplier(self, request: pb.DeleteMultiplierRequest, context) -> pb.DeleteMultiplierResponse:  # noqa: ANN001, N802
         def work(uow: UnitOfWork) -> pb.DeleteMultiplierResponse:
-            self.svc.delete_multiplier(uow, request.shop_id, request.multiplier_id)
+            program.delete_multiplier(self.svc, uow, cmd)
             return pb.DeleteMultiplierResponse()
 
-        return self._idem(request, "DeleteMultiplier", pb.DeleteMultiplierResponse, work)
+        return self._run(request, "DeleteMultiplier", pb.DeleteMultiplierResponse, work)
 
     # ----- the daily pool -----
 
-    def JoinDailyPool(self, request: pb.JoinDailyPoolRequest, context) -> pb.JoinDailyPoolResponse:  # noqa: ANN001, N802
-        require_id(request.member_id, "member_id")
+    def JoinDailyPool(self, request: pb.JoinDailyPoolRequest,
+                      context: grpc.ServicerContext) -> pb.JoinDailyPoolResponse:
+        cmd = commands.JoinPool(request.shop_id, request.member_id)
 
         def work(uow: UnitOfWork) -> pb.JoinDailyPoolResponse:
-            day, participants = self.svc.join_pool(uow, shop_id=request.shop_id, member_id=request.member_id)
-            return pb.JoinDailyPoolResponse(day=day, participants=participants)
+            joined = pool.join_pool(self.svc, uow, cmd)
+            return pb.JoinDailyPoolResponse(day=joined.day, participants=joined.participants)
 
-        return self._idem(request, "JoinDailyPool", pb.JoinDailyPoolResponse, work)
+        return self._run(request, "JoinDailyPool", pb.JoinDailyPoolResponse, work)
 
-    def SettleDailyPool(self, request: pb.SettleDailyPoolRequest, context) -> pb.SettleDailyPoolResponse:  # noqa: ANN001, N802
+    def SettleDailyPool(self, request: pb.SettleDailyPoolRequest,
+                        context: grpc.ServicerContext) -> pb.SettleDailyPoolResponse:
+        cmd = commands.SettlePool(request.shop_id, request.day)
+
         def work(uow: UnitOfWork) -> pb.SettleDailyPoolResponse:
-            day, participants, each, already = self.svc.settle_pool(uow, shop_id=request.shop_id, day=request.day)
-            return pb.SettleDailyPoolResponse(day=day, participants=participants, points_each=each,
-                                              already_settled=already)
+            done = pool.settle_pool(self.svc, uow, cmd)
+            return pb.SettleDailyPoolResponse(day=done.day, participants=done.participants,
+                                              points_each=done.points_each, already_settled=done.already_settled)
 
-        return self._idem(request, "SettleDailyPool", pb.SettleDailyPoolResponse, work)
+        return self._run(request, "SettleDailyPool", pb.SettleDailyPoolResponse, work)

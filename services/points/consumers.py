@@ -9,6 +9,7 @@ from services.kit.bus import Bus
 from services.kit.events import EventConsumer
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import from_timestamp, utcnow
+from services.points import accounts, commands, earning, program
 from services.points.service import PointsService
 
 CONSUMER = "points"
@@ -16,33 +17,34 @@ CONSUMER = "points"
 
 def membership_consumer(db: Database, bus: Bus, service: PointsService) -> EventConsumer:
     def program_changed(uow: UnitOfWork, e: membership_events.ProgramChanged, _: envelope_pb2.EventEnvelope) -> None:
-        service.ensure_program(uow, e.shop_id, e.time_zone)
+        program.ensure_program(service, uow, e.shop_id, e.time_zone)
 
     def member_joined(uow: UnitOfWork, e: membership_events.MemberJoined, _: envelope_pb2.EventEnvelope) -> None:
-        service.on_member_joined(uow, shop_id=e.shop_id, member_id=e.member_id,
-                                 referrer_member_id=e.referrer_member_id, birth_month=e.birth_month,
-                                 birth_day=e.birth_day, imported=e.imported,
-                                 at=from_timestamp(e.joined_at, utcnow()))
+        earning.welcome(service, uow, commands.OpenAccount(
+            shop_id=e.shop_id, member_id=e.member_id, referrer_member_id=e.referrer_member_id,
+            birth_month=e.birth_month, birth_day=e.birth_day, imported=e.imported,
+            at=from_timestamp(e.joined_at, utcnow())))
 
     def profile_updated(uow: UnitOfWork, e: membership_events.ProfileUpdated, _: envelope_pb2.EventEnvelope) -> None:
-        service.on_profile_updated(uow, shop_id=e.shop_id, member_id=e.member_id, birth_month=e.birth_month,
-                                   birth_day=e.birth_day)
+        accounts.set_birthday(service, uow, commands.SetBirthday(
+            shop_id=e.shop_id, member_id=e.member_id, birth_month=e.birth_month, birth_day=e.birth_day))
 
     def order_completed(uow: UnitOfWork, e: membership_events.OrderCompleted, _: envelope_pb2.EventEnvelope) -> None:
-        service.on_order_completed(uow, shop_id=e.shop_id, order_id=e.order_id, member_id=e.member_id,
-                                   amount_fen=e.amount_fen, rate_milli=e.points_rate_milli,
-                                   completed_at=from_timestamp(e.completed_at, utcnow()),
-                                   first_order=e.first_completed_order, referrer_member_id=e.referrer_member_id,
-                                   birth_month=e.birth_month, birth_day=e.birth_day)
+        earning.credit_purchase(service, uow, commands.CreditPurchase(
+            shop_id=e.shop_id, order_id=e.order_id, member_id=e.member_id, amount_fen=e.amount_fen,
+            rate_milli=e.points_rate_milli, completed_at=from_timestamp(e.completed_at, utcnow()),
+            first_order=e.first_completed_order, referrer_member_id=e.referrer_member_id,
+            birth_month=e.birth_month, birth_day=e.birth_day))
 
     def order_refunded(uow: UnitOfWork, e: membership_events.OrderRefunded, _: envelope_pb2.EventEnvelope) -> None:
         if e.after_completion and e.member_id:
-            service.on_order_refunded(uow, shop_id=e.shop_id, order_id=e.order_id,
-                                      order_amount_fen=e.order_amount_fen, total_refunded_fen=e.total_refunded_fen,
-                                      at=from_timestamp(e.refunded_at, utcnow()))
+            earning.claw_back(service, uow, commands.ClawBack(
+                shop_id=e.shop_id, order_id=e.order_id, order_amount_fen=e.order_amount_fen,
+                total_refunded_fen=e.total_refunded_fen, at=from_timestamp(e.refunded_at, utcnow())))
 
     def member_left(uow: UnitOfWork, e: membership_events.MemberLeft, _: envelope_pb2.EventEnvelope) -> None:
-        service.on_member_left(uow, shop_id=e.shop_id, member_id=e.member_id, at=from_timestamp(e.left_at, utcnow()))
+        accounts.close_account(service, uow, commands.CloseAccount(
+            shop_id=e.shop_id, member_id=e.member_id, at=from_timestamp(e.left_at, utcnow())))
 
     return EventConsumer(db, bus, consumer=CONSUMER, producer="membership", handlers={
         membership_events.ProgramChanged: program_changed,

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from google.type import date_pb2
@@ -33,7 +34,7 @@ from loyalty.points.v1 import points_service_pb2_grpc
 from sqlalchemy import select
 
 from services.membership.tables import kit as membership_kit
-from services.points.service import EventOutOfOrder
+from services.points.earning import EventOutOfOrder
 from tests.conftest import ADMIN_KEY, Authed, Failure, Shop, create_shop, failure_of
 
 T = TypeVar("T")
@@ -137,10 +138,12 @@ def assert_insufficient(failure: Failure, shortfall: int) -> None:
 
 @dataclass
 class PointsShop:
-    """A shop seen from both services: `shop.api` is membership, `api` is points (same key)."""
+    """A shop seen from both services: `shop.api` is membership, `api` is points (same key);
+    `admin` is points with the admin key."""
 
     shop: Shop
     api: Authed
+    admin: Authed
     zone: ZoneInfo = SHANGHAI
 
     @property
@@ -164,7 +167,7 @@ def points_shop(points: Any, shop: Shop, zone: ZoneInfo = SHANGHAI) -> PointsSho
     # The first shop of a session may wait behind the backlog of the membership tests' events.
     eventually(lambda: api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=shop.shop_id)),
                "points knows the shop", timeout=60.0)
-    return PointsShop(shop, api, zone)
+    return PointsShop(shop, api, points_stub(points, ADMIN_KEY), zone)
 
 
 @pytest.fixture
@@ -294,7 +297,13 @@ def record(s: PointsShop, m: Member, action: int, when: datetime | None = None,
 
 
 def expire(s: PointsShop, as_of: datetime) -> pp.ExpirePointsResponse:
+    """ExpirePoints with the shop's key, as of a moment already past."""
     return s.api.ExpirePoints(pp.ExpirePointsRequest(request_id=rid(), shop_id=s.shop_id, as_of=ts(as_of)))
+
+
+def expire_ahead(s: PointsShop, as_of: datetime) -> pp.ExpirePointsResponse:
+    """ExpirePoints of the shop as of a moment still to come: only the admin key may."""
+    return s.admin.ExpirePoints(pp.ExpirePointsRequest(request_id=rid(), shop_id=s.shop_id, as_of=ts(as_of)))
 
 
 def outbox(db: Any, shop_id: str, payload_type: type[T]) -> list[T]:
@@ -535,7 +544,7 @@ def test_a_refund_before_completion_earns_on_what_remains_without_clawback(ps: P
     assert clawback.amount == -20
 
 
-def test_a_refund_delivered_before_its_completion_waits_for_it(points, membership, ps: PointsShop) -> None:  # noqa: ANN001
+def test_a_refund_delivered_before_its_completion_waits_for_it(points: Any, membership: Any, ps: PointsShop) -> None:
     member = join(ps)
     buy(ps, member, 10 * YUAN, ordinary_time())
     # Craft a completion and a full refund of a new order from the member's real completion.
@@ -658,7 +667,8 @@ def test_an_unknown_hold_is_not_found(ps: PointsShop) -> None:
 
 # ----- expiry ---------------------------------------------------------------------------------------
 # The points app expires due lots by itself about every minute (as_of now) in the test settings, so
-# exact ExpirePoints counts are checked on lots that expire in the future, with a future as_of.
+# exact ExpirePoints counts are checked on lots that expire in the future, with a future as_of: the
+# admin's alone (a shop key expires only what is due now).
 
 
 def test_the_expiry_example_of_the_spec(ps: PointsShop) -> None:
@@ -689,13 +699,13 @@ def test_lots_expire_at_the_shop_local_midnight_twelve_months_on(ps: PointsShop)
     ends = datetime.combine(add_months(day, 12) + timedelta(days=1), dtime(), tzinfo=SHANGHAI)
     assert at(same_day.expire_time) == ends == expiry_of(last_second)
     assert at(next_day.expire_time) == expiry_of(midnight) > ends
-    nothing = expire(ps, ends - timedelta(seconds=1))
+    nothing = expire_ahead(ps, ends - timedelta(seconds=1))
     assert (nothing.members, nothing.lots, nothing.points) == (0, 0, 0)
-    first = expire(ps, ends)
+    first = expire_ahead(ps, ends)
     assert (first.members, first.lots, first.points) == (1, 1, same_day.amount)
-    again = expire(ps, ends)
+    again = expire_ahead(ps, ends)
     assert (again.members, again.lots, again.points) == (0, 0, 0)
-    second = expire(ps, at(next_day.expire_time))
+    second = expire_ahead(ps, at(next_day.expire_time))
     assert (second.members, second.lots, second.points) == (1, 1, next_day.amount)
     expired = entries(ps, member, E.ENTRY_KIND_EXPIRE)
     assert sorted(e.amount for e in expired) == sorted([-same_day.amount, -next_day.amount])
@@ -707,9 +717,9 @@ def test_expire_points_retried_with_its_request_id_gives_the_first_answer(ps: Po
     member = join(ps)
     _, lot = buy(ps, member, 30 * YUAN, ordinary(now() - timedelta(days=100)))
     request = pp.ExpirePointsRequest(request_id=rid(), shop_id=ps.shop_id, as_of=lot.expire_time)
-    first = ps.api.ExpirePoints(request)
+    first = ps.admin.ExpirePoints(request)
     assert (first.members, first.lots, first.points) == (1, 1, lot.amount)
-    assert ps.api.ExpirePoints(request) == first
+    assert ps.admin.ExpirePoints(request) == first
     assert len(entries(ps, member, E.ENTRY_KIND_EXPIRE)) == 1
 
 
@@ -742,6 +752,21 @@ def test_expire_points_with_a_shop_key_needs_the_shop_id(ps: PointsShop) -> None
 def test_expire_points_needs_a_request_id(ps: PointsShop) -> None:
     failure = fails(ps.api.ExpirePoints, pp.ExpirePointsRequest(shop_id=ps.shop_id, as_of=ts(now())))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in failure.fields
+
+
+def test_a_shop_key_expires_only_what_is_due_now(ps: PointsShop) -> None:
+    member = join(ps)
+    _, lot = buy(ps, member, 30 * YUAN, ordinary(now() - timedelta(days=100)))
+    ahead = pp.ExpirePointsRequest(request_id=rid(), shop_id=ps.shop_id, as_of=lot.expire_time)
+    failure = fails(ps.api.ExpirePoints, ahead)
+    assert failure.code == grpc.StatusCode.PERMISSION_DENIED and failure.reason == "EXPIRY_AHEAD_ADMIN_ONLY"
+    assert entries(ps, member, E.ENTRY_KIND_EXPIRE) == []
+    assert get_balance(ps, member).available == 100 + lot.amount
+    due_now = ps.api.ExpirePoints(pp.ExpirePointsRequest(request_id=rid(), shop_id=ps.shop_id))
+    assert (due_now.members, due_now.lots, due_now.points) == (0, 0, 0)
+    by_admin = ps.admin.ExpirePoints(ahead)
+    assert (by_admin.members, by_admin.lots, by_admin.points) == (1, 1, lot.amount)
+    assert assert_consistent(ps, member).available == 100
 
 
 def test_the_admin_expires_points_of_every_shop(points: Any, ps: PointsShop) -> None:
@@ -1194,7 +1219,7 @@ def _step(s: PointsShop, m: Member, model: Model, op: tuple) -> None:
             earned_on = add_months(now().astimezone(SHANGHAI).date() + timedelta(days=2), -12)
             _, lot = buy(s, m, 5 * YUAN, local_noon(earned_on))
             as_of, points = at(lot.expire_time), lot.amount
-        done = expire(s, as_of)
+        done = expire_ahead(s, as_of) if with_lot else expire(s, as_of)
         assert (done.members, done.lots, done.points) == ((1, 1, points) if with_lot else (0, 0, 0))
 
 
@@ -1401,7 +1426,7 @@ def test_a_forfeit_is_announced_as_an_adjustment(points: Any, ps: PointsShop) ->
     assert [(abs(e.points), e.kind, e.balance_after) for e in adjusted] == [(123, E.ENTRY_KIND_FORFEIT, 0)]
 
 
-def test_a_shop_key_cannot_change_another_shops_points_program(points, membership, admin) -> None:  # noqa: ANN001
+def test_a_shop_key_cannot_change_another_shops_points_program(points: Any, membership: Any, admin: Any) -> None:
     mine, other = create_shop(membership, admin), create_shop(membership, admin)
     api = Authed(points_service_pb2_grpc.PointsServiceStub(points.channel), mine.key)
     eventually(lambda: api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=mine.shop_id)), "points knows the shop")
@@ -1416,11 +1441,78 @@ def test_a_sign_in_dated_before_the_last_one_earns_nothing(ps: PointsShop) -> No
     member = join(ps)
     assert record(ps, member, E.ACTION_DAILY_SIGN_IN, days_ago(1)).points > 0
     back = record(ps, member, E.ACTION_DAILY_SIGN_IN, days_ago(3))
-    assert back.points == 0 and back.not_earned_reason == "ALREADY_SIGNED_IN_TODAY"
+    assert back.points == 0 and back.not_earned_reason == "SIGN_IN_BEFORE_LAST"
+    assert back.streak_days == 1 and back.balance.available == assert_consistent(ps, member).available
     failure = fails(ps.api.RecordAction, pp.RecordActionRequest(
         request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id, action=E.ACTION_SHARE,
         occur_time=ts(days_ago(40))))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "occur_time" in failure.fields
+
+
+# ----- partial updates (AIP-134 update masks) ---------------------------------------------------------------
+
+
+def test_a_program_update_naming_only_the_expiry_settings_leaves_the_rest_alone(ps: PointsShop) -> None:
+    before = update_program(ps, points_per_yuan=7, daily_pool_points=500, leave_policy=pp.LEAVE_POLICY_KEEP,
+                            default_hold_ttl_seconds=120)
+    updated = ps.api.UpdatePointsProgram(pp.UpdatePointsProgramRequest(
+        request_id=rid(), shop_id=ps.shop_id,
+        program=pp.PointsProgram(expiry_policy=pp.EXPIRY_POLICY_ROLLING_MONTHS, expiry_months=6),
+        update_mask=FieldMask(paths=["expiry_policy", "expiry_months"])))
+    assert updated.expiry_policy == pp.EXPIRY_POLICY_ROLLING_MONTHS and updated.expiry_months == 6
+    assert (updated.points_per_yuan, updated.daily_pool_points, updated.leave_policy,
+            updated.default_hold_ttl_seconds) == (7, 500, pp.LEAVE_POLICY_KEEP, 120)
+    assert updated.time_zone == before.time_zone
+    assert ps.api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=ps.shop_id)) == updated
+    never = ps.api.UpdatePointsProgram(pp.UpdatePointsProgramRequest(
+        request_id=rid(), shop_id=ps.shop_id, program=pp.PointsProgram(expiry_policy=pp.EXPIRY_POLICY_NEVER),
+        update_mask=FieldMask(paths=["expiry_policy"])))
+    assert never.expiry_policy == pp.EXPIRY_POLICY_NEVER and never.expiry_months == 6
+
+
+def test_a_program_update_checks_what_the_mask_names(ps: PointsShop) -> None:
+    before = ps.api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=ps.shop_id))
+    for paths in (["expiry_months", "colour"], ["time_zone"], ["program.expiry_months"]):
+        failure = fails(ps.api.UpdatePointsProgram, pp.UpdatePointsProgramRequest(
+            request_id=rid(), shop_id=ps.shop_id, program=pp.PointsProgram(expiry_months=3),
+            update_mask=FieldMask(paths=paths)))
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "update_mask" in failure.fields, paths
+    failure = fails(ps.api.UpdatePointsProgram, pp.UpdatePointsProgramRequest(
+        request_id=rid(), shop_id=ps.shop_id, program=pp.PointsProgram(expiry_months=0),
+        update_mask=FieldMask(paths=["expiry_months"])))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "program.expiry_months" in failure.fields
+    failure = fails(ps.api.UpdatePointsProgram, pp.UpdatePointsProgramRequest(
+        request_id=rid(), shop_id=ps.shop_id, program=pp.PointsProgram(),
+        update_mask=FieldMask(paths=["leave_policy"])))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "program.leave_policy" in failure.fields
+    assert ps.api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=ps.shop_id)) == before
+
+
+def test_a_rule_update_changes_only_what_the_mask_names(ps: PointsShop) -> None:
+    def upsert(rule: pp.EarnRule, *paths: str) -> pp.EarnRule:
+        return ps.api.UpsertEarnRule(pp.UpsertEarnRuleRequest(request_id=rid(), shop_id=ps.shop_id, rule=rule,
+                                                              update_mask=FieldMask(paths=list(paths))))
+
+    points_only = upsert(pp.EarnRule(action=E.ACTION_SHARE, points=8), "points")
+    assert points_only.points == 8 and points_only.enabled  # not disabled by the unset `enabled`
+    assert (points_only.caps.per_day, points_only.caps.per_month, points_only.caps.lifetime) == (3, 0, 0)
+    monthly = upsert(pp.EarnRule(action=E.ACTION_SHARE, caps=pp.Caps(per_month=40)), "caps.per_month")
+    assert (monthly.caps.per_day, monthly.caps.per_month, monthly.points) == (3, 40, 8)
+    caps = upsert(pp.EarnRule(action=E.ACTION_SHARE, caps=pp.Caps(lifetime=9)), "caps")
+    assert (caps.caps.per_day, caps.caps.per_month, caps.caps.lifetime) == (0, 0, 9)
+    rules = {r.action: r for r in ps.api.ListEarnRules(pp.ListEarnRulesRequest(shop_id=ps.shop_id)).rules}
+    assert rules[E.ACTION_SHARE] == caps
+    for paths in (["points", "colour"], ["action"], ["rule.points"]):
+        failure = fails(ps.api.UpsertEarnRule, pp.UpsertEarnRuleRequest(
+            request_id=rid(), shop_id=ps.shop_id, rule=pp.EarnRule(action=E.ACTION_SHARE, points=1),
+            update_mask=FieldMask(paths=paths)))
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "update_mask" in failure.fields, paths
+    failure = fails(ps.api.UpsertEarnRule, pp.UpsertEarnRuleRequest(
+        request_id=rid(), shop_id=ps.shop_id, rule=pp.EarnRule(action=E.ACTION_SHARE, points=-1),
+        update_mask=FieldMask(paths=["points"])))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "rule.points" in failure.fields
+    whole = upsert(pp.EarnRule(action=E.ACTION_SHARE, enabled=True, points=2))  # no mask: everything replaced
+    assert (whole.points, whole.caps.lifetime, whole.enabled) == (2, 0, True)
 
 
 def test_rules_and_multipliers_page_like_every_list(ps: PointsShop) -> None:

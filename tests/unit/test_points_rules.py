@@ -1,4 +1,4 @@
-"""The points rules of services/points/domain.py: purchase points, expiry dates, multipliers and
+"""The points rules of services/points/domain/: purchase points, expiry dates, multipliers and
 their stacking, birthday windows, streaks and clawbacks. Pure: no I/O."""
 
 from __future__ import annotations

@@ -1,0 +1,179 @@
+"""The ledger (积分明细): every balance change is one entry, made under the account's row lock,
+with the lots it adds or takes, so that every balance is the sum of its ledger. The account
+rules themselves are the domain's Account; this module loads it, posts, and saves it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from loyalty.points.v1 import events_pb2
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.kit.cache import invalidate_on_commit
+from services.kit.storage import UnitOfWork
+from services.kit.timeutil import to_timestamp, utcnow
+from services.points import commands, domain
+from services.points.domain import Account, EntryKind, Lot, Program, Source
+from services.points.program import load_program
+from services.points.service import PointsService
+from services.points.tables import accounts, ledger, lots
+from services.points.views import BalanceView, Entry, balance_in, balance_key, entry, member_lots, no_account, total
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A write's answer: its entry and the balance right after it."""
+
+    entry: Entry
+    balance: BalanceView
+
+
+def posted(uow: UnitOfWork, acct: Account, entry_id: int) -> Posted:
+    return Posted(entry(uow.conn, entry_id), balance_in(uow.conn, acct.shop_id, acct.member_id))
+
+
+def open_account(uow: UnitOfWork, shop_id: str, member_id: str, *, birth_month: int = 0, birth_day: int = 0,
+                 referrer_member_id: str = "") -> bool:
+    """Creates the member's account; False when it existed already."""
+    if uow.conn.execute(select(accounts.c.member_id).where(accounts.c.shop_id == shop_id,
+                                                           accounts.c.member_id == member_id)).first():
+        return False
+    try:
+        # Events of one member may be handled by two workers at once (a join and an order).
+        with uow.conn.begin_nested():
+            uow.conn.execute(insert(accounts), {
+                "shop_id": shop_id, "member_id": member_id, "closed": False, "available": 0, "held": 0,
+                "debt": 0, "lifetime_earned": 0, "birth_month": birth_month or None,
+                "birth_day": birth_day or None, "referrer_member_id": referrer_member_id or None,
+                "last_sign_in_day": None, "sign_in_streak": 0, "created_at": utcnow()})
+    except IntegrityError:
+        return False
+    return True
+
+
+def lock(uow: UnitOfWork, shop_id: str, member_id: str) -> Account:
+    """The member's account under its row lock, or MEMBER_NOT_FOUND."""
+    row = uow.conn.execute(select(accounts).where(accounts.c.shop_id == shop_id,
+                                                  accounts.c.member_id == member_id).with_for_update()).first()
+    if row is None:
+        raise no_account(shop_id, member_id)
+    return Account(row.shop_id, row.member_id, row.closed, row.available, row.held, row.debt,
+                   row.lifetime_earned, row.birth_month, row.birth_day, row.referrer_member_id,
+                   row.last_sign_in_day, row.sign_in_streak)
+
+
+def save(svc: PointsService, uow: UnitOfWork, acct: Account) -> None:
+    """Writes what changed of the account, and keeps its cached balance out until the commit held."""
+    values = {name: getattr(acct, name) for name in acct.dirty}
+    if values:
+        uow.conn.execute(update(accounts).where(accounts.c.shop_id == acct.shop_id,
+                                                accounts.c.member_id == acct.member_id).values(**values))
+        acct.dirty.clear()
+    invalidate_on_commit(uow, svc.cache, [balance_key(acct.shop_id, acct.member_id)])
+
+
+def post(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delta: int, source: Source,
+         at: datetime) -> int:
+    """Moves the account by one ledger entry and appends it; returns the entry id."""
+    acct.move(amount, held_delta)
+    return _append(uow, acct, kind, amount, held_delta, source, at)
+
+
+def _append(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delta: int, source: Source,
+            at: datetime, expires_at: datetime | None = None) -> int:
+    """Appends the entry of a change the account already made."""
+    result = uow.conn.execute(insert(ledger), {
+        "shop_id": acct.shop_id, "member_id": acct.member_id, "kind": int(kind), "amount": amount,
+        "held_delta": held_delta, "balance_after": acct.available, "order_id": source.order_id,
+        "action": source.action, "rule_id": source.rule_id, "multiplier_id": source.multiplier_id,
+        "redemption_id": source.redemption_id, "hold_id": source.hold_id, "operator": source.operator,
+        "reason": source.reason, "reference": source.reference, "expires_at": expires_at, "created_at": at})
+    return int(result.inserted_primary_key[0])
+
+
+def credit(uow: UnitOfWork, program: Program, acct: Account, kind: EntryKind, points: int, source: Source,
+           at: datetime) -> tuple[int, datetime | None]:
+    """Adds points as a new lot (a debt is paid off first); returns (entry id, expiry)."""
+    expires_at = domain.expiry_for(at, program.zone, program.expiry_policy, program.expiry_months)
+    into_lot = acct.credit(points)
+    entry_id = _append(uow, acct, kind, points, 0, source, at, expires_at)
+    if into_lot:
+        uow.conn.execute(insert(lots), {
+            "shop_id": acct.shop_id, "member_id": acct.member_id, "entry_id": entry_id, "order_id": source.order_id,
+            "amount": into_lot, "remaining": into_lot, "earned_at": at, "expires_at": expires_at})
+    return entry_id, expires_at
+
+
+def earn_points(uow: UnitOfWork, program: Program, acct: Account, points: int, source: Source, at: datetime) -> int:
+    """Credits earned points and announces them; returns the entry id."""
+    entry_id, expires_at = credit(uow, program, acct, EntryKind.EARN, points, source, at)
+    acct.count_earned(points)
+    uow.emit(acct.shop_id, events_pb2.PointsEarned(
+        shop_id=acct.shop_id, member_id=acct.member_id, points=points, action=source.action,
+        order_id=source.order_id, balance_after=acct.available, expire_time=to_timestamp(expires_at),
+        occurred_at=to_timestamp(at)))
+    return entry_id
+
+
+def take(uow: UnitOfWork, acct: Account, points: int, now: datetime, *, prefer_order: str = ""
+         ) -> tuple[list[tuple[int, int]], int]:
+    """Takes points from the member's live lots as the domain chooses them; returns
+    [(lot_id, taken)] and what the lots could not cover."""
+    live = and_(member_lots(acct.shop_id, acct.member_id), lots.c.remaining > 0,
+                lots.c.expires_at.is_(None) | (lots.c.expires_at > now))
+    rows = uow.conn.execute(select(lots.c.id, lots.c.remaining, lots.c.expires_at, lots.c.order_id).where(live)
+                            .order_by(lots.c.id).with_for_update()).all()
+    taken, uncovered = domain.lots_to_take([Lot(r.id, r.remaining, r.expires_at, r.order_id) for r in rows], points,
+                                           now, prefer_order=prefer_order)
+    remaining = {r.id: r.remaining for r in rows}
+    for lot_id, amount in taken:
+        uow.conn.execute(update(lots).where(lots.c.id == lot_id).values(remaining=remaining[lot_id] - amount))
+    return taken, uncovered
+
+
+def sweep_expired(uow: UnitOfWork, acct: Account, now: datetime) -> None:
+    """Expires the member's lots that are past their date (before any spend decides)."""
+    due = and_(member_lots(acct.shop_id, acct.member_id), lots.c.remaining > 0, lots.c.expires_at <= now)
+    points = uow.conn.execute(select(total(lots.c.remaining)).where(due)).scalar()
+    if not points:
+        return
+    uow.conn.execute(update(lots).where(due).values(remaining=0))
+    post(uow, acct, EntryKind.EXPIRE, -points, 0, Source(), now)
+    uow.emit(acct.shop_id, events_pb2.PointsExpired(shop_id=acct.shop_id, member_id=acct.member_id, points=points,
+                                                    balance_after=acct.available, occurred_at=to_timestamp(now)))
+
+
+def debit(svc: PointsService, uow: UnitOfWork, shop_id: str, member_id: str, points: int, now: datetime
+          ) -> tuple[Account, list[tuple[int, int]]]:
+    """Locks the account and takes `points` from its live lots, or refuses with the shortfall."""
+    load_program(svc, shop_id, uow.conn)
+    acct = lock(uow, shop_id, member_id)
+    acct.refuse_if_closed()
+    sweep_expired(uow, acct, now)
+    acct.require_spendable(points)
+    taken, uncovered = take(uow, acct, points, now)
+    if uncovered:  # cannot happen while available = Σ live lots − debt; never hide it if it does
+        raise RuntimeError(f"lots of {shop_id}/{member_id} do not cover the balance ({uncovered} short)")
+    return acct, taken
+
+
+def adjust(svc: PointsService, uow: UnitOfWork, cmd: commands.Adjust) -> Posted:
+    """An operator's correction: positive adds a lot, negative takes from the lots and may not
+    go below zero."""
+    now = utcnow()
+    source = Source(operator=cmd.operator, reason=cmd.reason)
+    if cmd.points > 0:
+        program = load_program(svc, cmd.shop_id, uow.conn)
+        acct = lock(uow, cmd.shop_id, cmd.member_id)
+        acct.refuse_if_closed()
+        entry_id, _ = credit(uow, program, acct, EntryKind.ADJUST, cmd.points, source, now)
+    else:
+        acct, _ = debit(svc, uow, cmd.shop_id, cmd.member_id, -cmd.points, now)
+        entry_id = post(uow, acct, EntryKind.ADJUST, cmd.points, 0, source, now)
+    save(svc, uow, acct)
+    uow.emit(cmd.shop_id, events_pb2.PointsAdjusted(
+        shop_id=cmd.shop_id, member_id=cmd.member_id, points=cmd.points, kind=int(EntryKind.ADJUST),
+        operator=cmd.operator, reason=cmd.reason, balance_after=acct.available, occurred_at=to_timestamp(now)))
+    return posted(uow, acct, entry_id)
