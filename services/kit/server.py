@@ -75,16 +75,6 @@ class RunningService:
         self.health.set("", status)
         self.health.set(self.app.full_name, status)
 
-    def status(self) -> dict[str, Any]:
-        """What an operator asks first: serving or not, the database reachable or not, and how
-        far behind each consumer group is."""
-        return {
-            "service": self.app.name,
-            "serving": self.serving,
-            "database": "unreachable" if self.app.db.outage.down else "reachable",
-            "consumers": consumer_lag(self.app, self.bus),
-        }
-
     def stop(self, grace: float) -> None:
         """Graceful: stop taking calls, let in-flight ones finish, then flush the outbox."""
         if self.watcher is not None:
