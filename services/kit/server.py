@@ -170,6 +170,7 @@ def create_server(
     access_log: bool = True,
     auto_migrate: bool = True,
     health_interval: float = 1.0,
+    lag_warning_seconds: float = 60.0,
 ) -> RunningService:
     """Builds and starts the server (port 0 picks a free one). Health answers NOT_SERVING until
     the database has every migration; then the relay and consumers start and it answers SERVING
@@ -178,7 +179,9 @@ def create_server(
     At most `max_in_flight` calls (default `threads`) run at once and `max_queued` (default
     `threads`) wait up to `queue_wait` seconds for a turn; beyond that a call is refused at once
     with UNAVAILABLE (reason OVERLOADED, with a RetryInfo). A few more threads than that are kept
-    so that health checks answer even when every admitted call is stuck."""
+    so that health checks answer even when every admitted call is stuck. The health watcher probes
+    the database every `health_interval` seconds and logs consumer groups more than
+    `lag_warning_seconds` behind."""
     in_flight = max_in_flight or threads
     queued = threads if max_queued is None else max_queued
     admission = Admission(service=app.name, limit=in_flight, queue=queued, wait=queue_wait)
@@ -213,7 +216,7 @@ def create_server(
     # A call that finds the database gone turns health NOT_SERVING at once; the watcher's probe
     # turns it back.
     app.db.on_reachability = lambda reachable: None if reachable else running.set_serving(False)
-    running.watcher = HealthWatcher(running, interval=health_interval)
+    running.watcher = HealthWatcher(running, interval=health_interval, lag_warning_seconds=lag_warning_seconds)
     running.watcher.start()
     return running
 
