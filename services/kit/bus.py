@@ -1,6 +1,10 @@
 """The event bus behind one small interface: in-process for the embedded default, Redis
 Streams in production. Delivery is at least once; consumers make effects exactly once with
-their inbox."""
+their inbox.
+
+On Redis each live consumer keeps a heartbeat key; messages left pending by a consumer whose
+heartbeat is gone are claimed at once by another, and the gone consumer is removed from its
+group. A Redis outage logs one line when it begins and one when it ends."""
 
 from __future__ import annotations
 
@@ -11,10 +15,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
+
+from services.kit.errors import Unavailable
+from services.kit.telemetry import Outage
 
 log = logging.getLogger("loyalty.bus")
 
@@ -25,10 +33,23 @@ class Subscription(Protocol):
     def stop(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Lag:
+    """How far a consumer group is behind its stream: events not yet handled (never delivered,
+    or delivered and not yet acknowledged), of which `pending` were delivered, and the age of the
+    oldest of them."""
+
+    events: int
+    pending: int
+    seconds: float
+
+
 class Bus(Protocol):
     def publish(self, stream: str, messages: list[bytes]) -> None: ...
 
     def subscribe(self, stream: str, group: str, handler: Handler) -> Subscription: ...
+
+    def lag(self, stream: str, group: str) -> Lag: ...
 
     def close(self) -> None: ...
 
@@ -66,6 +87,8 @@ class InProcessBus:
             try:
                 sub.handler(message)
                 return
+            except Unavailable:
+                raise  # the consumer's database is away: the relay publishes again later
             except Exception:
                 log.exception("consumer %s failed on a message from %s (attempt %d)", sub.group, sub.stream, attempt)
                 time.sleep(min(0.05 * 2**attempt, 1.0))
@@ -85,6 +108,10 @@ class InProcessBus:
             self._subs.setdefault(stream, []).append(sub)
         return sub
 
+    def lag(self, stream: str, group: str) -> Lag:
+        """Always none: delivery happens inside publish()."""
+        return Lag(0, 0, 0.0)
+
     def _remove(self, sub: _InProcessSubscription) -> None:
         with self._lock:
             subs = self._subs.get(sub.stream, [])
@@ -96,17 +123,38 @@ class InProcessBus:
             self._subs.clear()
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _id_ms(message_id: bytes | str) -> int:
+    return int(_text(message_id).split("-", 1)[0])
+
+
 class _RedisSubscription(threading.Thread):
     def __init__(self, bus: RedisStreamsBus, stream: str, group: str, handler: Handler):
         super().__init__(name=f"consumer-{group}-{stream}", daemon=True)
         self.bus, self.stream, self.group, self.handler = bus, stream, group, handler
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.heartbeat_key = bus.heartbeat_key(stream, group, self.consumer)
         self._stopped = threading.Event()
         self._last_claim = 0.0
 
     def stop(self) -> None:
         self._stopped.set()
         self.join(timeout=5)
+        self._leave_group()
+
+    def _leave_group(self) -> None:
+        """A consumer that stops says so: its heartbeat goes at once (so anything it left pending
+        is claimed without waiting), and it leaves the group if it holds nothing."""
+        r = self.bus.client
+        try:
+            r.delete(self.heartbeat_key)
+            if not r.xpending_range(self.stream, self.group, "-", "+", 1, consumername=self.consumer):
+                r.xgroup_delconsumer(self.stream, self.group, self.consumer)
+        except redis.RedisError:
+            pass  # gone with Redis; another consumer removes it once Redis is back
 
     def run(self) -> None:
         r = self.bus.client
@@ -116,6 +164,9 @@ class _RedisSubscription(threading.Thread):
             try:
                 if not ensured:
                     self._ensure_group()
+                    # The heartbeat exists before the first read adds this consumer to the group, so
+                    # a consumer in the group without one is gone.
+                    self.bus.beat()
                     ensured = True
                     # Messages this consumer name read but never acked (none for a new name).
                     self._handle(r.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=100))
@@ -124,9 +175,10 @@ class _RedisSubscription(threading.Thread):
                 self._handle(
                     r.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=100, block=self.bus.block_ms)
                 )
+                self.bus.outage.recovered()
                 backoff = 0.1
             except redis.RedisError as exc:
-                log.warning("consumer %s: redis unavailable (%s); retrying", self.group, exc)
+                self.bus.outage.failed(exc)
                 ensured = False
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -138,49 +190,107 @@ class _RedisSubscription(threading.Thread):
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _handle(self, reply) -> None:  # noqa: ANN001
+    def _handle(self, reply: Any) -> None:
         for _stream, entries in reply or ():
             for message_id, fields in entries:
+                if self._stopped.is_set():
+                    return  # the rest stays pending; dropping the heartbeat lets another take it
                 if fields is None:  # trimmed away while pending
                     self.bus.client.xack(self.stream, self.group, message_id)
                     continue
-                try:
-                    self.handler(fields[b"m"])
-                except Exception:
-                    # Left pending: XAUTOCLAIM hands it out again after claim_idle_ms.
-                    log.exception("consumer %s failed on %s %s", self.group, self.stream, message_id)
-                    continue
-                self.bus.client.xack(self.stream, self.group, message_id)
+                if self._apply(message_id, fields[b"m"]):
+                    self.bus.client.xack(self.stream, self.group, message_id)
+
+    def _apply(self, message_id: bytes, message: bytes) -> bool:
+        """Runs the handler; True once it took effect. While the consumer's database is away the
+        message is held and retried here, so an outage never counts toward dead-lettering."""
+        while True:
+            try:
+                self.handler(message)
+                return True
+            except Unavailable:
+                if self._stopped.wait(1.0):
+                    return False
+            except Exception:
+                # Left pending: XAUTOCLAIM hands it out again after claim_idle_ms.
+                log.exception("consumer %s failed on %s %s", self.group, self.stream, message_id)
+                return False
 
     def _reclaim(self) -> None:
-        """Takes over messages that a crashed or failing consumer left pending too long; a
-        message delivered too often goes to the dead-letter stream instead."""
+        """Takes over messages left pending by consumers that are gone (no heartbeat) at once, and
+        by live ones after claim_idle_ms (a failed handler); removes gone consumers from the group.
+        A message delivered too often goes to the dead-letter stream instead."""
         self._last_claim = time.monotonic()
         r = self.bus.client
+        for info in r.xinfo_consumers(self.stream, self.group):
+            name = _text(info["name"])
+            if name == self.consumer or info["idle"] < self.bus.heartbeat_ttl_ms:
+                continue
+            if r.exists(self.bus.heartbeat_key(self.stream, self.group, name)):
+                continue
+            self._take_over(name)
+            if not r.xpending_range(self.stream, self.group, "-", "+", 1, consumername=name):
+                r.xgroup_delconsumer(self.stream, self.group, name)
+                log.info("consumer %s removed from %s on %s", name, self.group, self.stream)
         start = "0-0"
         while True:
             next_start, claimed, *_ = r.xautoclaim(
                 self.stream, self.group, self.consumer, self.bus.claim_idle_ms, start_id=start, count=100
             )
-            if claimed:
-                counts = {
-                    p["message_id"]: p["times_delivered"]
-                    for p in r.xpending_range(
-                        self.stream, self.group, claimed[0][0], claimed[-1][0], len(claimed), self.consumer
-                    )
-                }
-                live = []
-                for message_id, fields in claimed:
-                    if counts.get(message_id, 0) > self.bus.max_deliveries and fields is not None:
-                        r.xadd(f"{self.stream}:dead:{self.group}", {"m": fields[b"m"], "id": message_id})
-                        r.xack(self.stream, self.group, message_id)
-                        log.error("consumer %s: %s dead-lettered after repeated failures", self.group, message_id)
-                    else:
-                        live.append((message_id, fields))
-                self._handle([(self.stream, live)])
+            self._deliver_claimed(claimed)
             if next_start in (b"0-0", "0-0"):
                 return
             start = next_start
+
+    def _take_over(self, gone: str) -> None:
+        r = self.bus.client
+        while not self._stopped.is_set():
+            pending = r.xpending_range(self.stream, self.group, "-", "+", 100, consumername=gone)
+            if not pending:
+                return
+            # The idle floor keeps two consumers from taking the same message: the first claim resets it.
+            claimed = r.xclaim(self.stream, self.group, self.consumer, self.bus.heartbeat_ttl_ms,
+                               [p["message_id"] for p in pending])
+            if not claimed:
+                return
+            log.info("consumer %s took over %d messages of %s", self.consumer, len(claimed), gone)
+            self._deliver_claimed(claimed)
+
+    def _deliver_claimed(self, claimed: list) -> None:
+        if not claimed:
+            return
+        r = self.bus.client
+        counts = {
+            p["message_id"]: p["times_delivered"]
+            for p in r.xpending_range(
+                self.stream, self.group, claimed[0][0], claimed[-1][0], len(claimed), self.consumer
+            )
+        }
+        live = []
+        for message_id, fields in claimed:
+            if counts.get(message_id, 0) > self.bus.max_deliveries and fields is not None:
+                r.xadd(f"{self.stream}:dead:{self.group}", {"m": fields[b"m"], "id": message_id})
+                r.xack(self.stream, self.group, message_id)
+                log.error("consumer %s: %s dead-lettered after repeated failures", self.group, message_id)
+            else:
+                live.append((message_id, fields))
+        self._handle([(self.stream, live)])
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes the heartbeat key of every live subscription of one bus."""
+
+    def __init__(self, bus: RedisStreamsBus):
+        super().__init__(name="bus-heartbeat", daemon=True)
+        self.bus = bus
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.bus.heartbeat_ttl_ms / 3000):
+            try:
+                self.bus.beat()
+            except redis.RedisError as exc:
+                self.bus.outage.failed(exc)
 
 
 class RedisStreamsBus:
@@ -192,30 +302,92 @@ class RedisStreamsBus:
         *,
         maxlen: int = 1_000_000,
         block_ms: int = 1000,
-        claim_idle_ms: int = 30_000,
-        claim_interval: float = 5.0,
+        claim_idle_ms: int = 10_000,
+        claim_interval: float = 2.0,
         max_deliveries: int = 10,
+        heartbeat_ttl_ms: int = 3000,
     ):
         self.client = redis.Redis.from_url(url, socket_connect_timeout=1.0, health_check_interval=30)
         self.maxlen, self.block_ms = maxlen, block_ms
         self.claim_idle_ms, self.claim_interval, self.max_deliveries = claim_idle_ms, claim_interval, max_deliveries
+        self.heartbeat_ttl_ms = heartbeat_ttl_ms
+        self.outage = Outage("redis bus", log)
         self._subs: list[_RedisSubscription] = []
+        self._heartbeat: _Heartbeat | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def heartbeat_key(stream: str, group: str, consumer: str) -> str:
+        return f"{stream}:heartbeat:{group}:{consumer}"
+
+    def beat(self) -> None:
+        """Marks every subscription of this bus alive for heartbeat_ttl_ms."""
+        with self._lock:
+            subs = [sub for sub in self._subs if not sub._stopped.is_set()]
+        if subs:
+            pipe = self.client.pipeline(transaction=False)
+            for sub in subs:
+                pipe.set(sub.heartbeat_key, b"1", px=self.heartbeat_ttl_ms)
+            pipe.execute()
 
     def publish(self, stream: str, messages: list[bytes]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for message in messages:
             pipe.xadd(stream, {"m": message}, maxlen=self.maxlen, approximate=True)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            self.outage.failed(exc)
+            raise
+        self.outage.recovered()
 
     def subscribe(self, stream: str, group: str, handler: Handler) -> Subscription:
         sub = _RedisSubscription(self, stream, group, handler)
-        self._subs.append(sub)
+        with self._lock:
+            self._subs.append(sub)
+            if self._heartbeat is None:
+                self._heartbeat = _Heartbeat(self)
+                self._heartbeat.start()
         sub.start()
         return sub
 
+    def lag(self, stream: str, group: str) -> Lag:
+        """How far `group` is behind on `stream` (XINFO GROUPS' lag and pending counts; the age
+        from the oldest unhandled entry's id, on Redis's own clock)."""
+        r = self.client
+        try:
+            groups = {_text(g["name"]): g for g in r.xinfo_groups(stream)}
+        except redis.ResponseError:  # no such stream yet: nothing was ever published
+            return Lag(0, 0, 0.0)
+        info = groups.get(group)
+        if info is None:  # the group was never created: the whole stream is ahead of it
+            behind, pending, after = r.xlen(stream), 0, "-"
+        else:
+            pending, after = info["pending"], "(" + _text(info["last-delivered-id"])
+            behind = info.get("lag")
+            if behind is None:  # Redis cannot tell after deletions: count (up to a bound)
+                behind = len(r.xrange(stream, after, "+", count=10_000))
+        oldest: list[int] = []
+        if pending:
+            oldest.append(_id_ms(r.xpending(stream, group)["min"]))
+        if behind:
+            first = r.xrange(stream, after, "+", count=1)
+            if first:
+                oldest.append(_id_ms(first[0][0]))
+        if not oldest:
+            return Lag(0, 0, 0.0)
+        seconds, micros = r.time()
+        now_ms = seconds * 1000 + micros // 1000
+        return Lag(behind + pending, pending, max(0, now_ms - min(oldest)) / 1000)
+
     def close(self) -> None:
-        for sub in self._subs:
+        with self._lock:
+            subs, heartbeat = list(self._subs), self._heartbeat
+        for sub in subs:
             sub.stop()
+        if heartbeat is not None:
+            heartbeat.stopped.set()
+            heartbeat.join(timeout=5)
         self.client.close()
 
 

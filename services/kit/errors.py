@@ -60,6 +60,18 @@ class ResourceExhausted(ServiceError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Unavailable(ServiceError):
+    """A dependency (the database) cannot be reached or the server sheds load: retry after
+    `retry_after` seconds (sent as a google.rpc RetryInfo)."""
+
+    code = "UNAVAILABLE"
+
+    def __init__(self, message: str, *, reason: str, retry_after: float = 1.0,
+                 metadata: dict[str, str] | None = None):
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after = retry_after
+
+
 class Violations:
     """Collects field violations so a request reports all of its problems at once."""
 

@@ -9,13 +9,15 @@ import zlib
 from collections.abc import Callable
 from datetime import timedelta
 
+import redis
 from google.protobuf.message import Message
 from loyalty.common.v1 import envelope_pb2
 from opentelemetry import propagate, trace
-from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy import Connection, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.bus import Bus, Subscription
+from services.kit.errors import Unavailable
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import utcnow
 
@@ -30,7 +32,8 @@ def stream_name(service: str) -> str:
 
 class OutboxRelay(threading.Thread):
     """Publishes committed outbox rows in order. Woken right after a commit that emitted events,
-    and polling as a safety net (other processes may have written rows)."""
+    and polling as a safety net (other processes may have written rows). After a failure it backs
+    off, and a commit's wake-up does not cut the backoff short."""
 
     def __init__(
         self,
@@ -60,27 +63,37 @@ class OutboxRelay(threading.Thread):
         self.relay_pending()  # what the last in-flight calls committed
 
     def run(self) -> None:
-        backoff = self.poll_seconds
+        backoff = 0.0
         while not self._stopped.is_set():
-            self._wake.wait(backoff)
+            if backoff:
+                # Not the wake event: while the bus or the database is away, every commit would
+                # otherwise end the backoff, and the relay would retry (and fail) once per commit.
+                self._stopped.wait(backoff)
+            else:
+                self._wake.wait(self.poll_seconds)
             self._wake.clear()
             try:
                 while self.relay_once() == self.batch and not self._stopped.is_set():
                     pass
                 self._cleanup()
-                backoff = self.poll_seconds
-            except Exception:
-                log.exception("outbox relay of %s failed; retrying", self.db.service)
-                backoff = min(backoff * 2, 10.0)
+                backoff = 0.0
+            except Exception as exc:
+                self._failed(exc)
+                backoff = min(max(backoff * 2, self.poll_seconds), 10.0)
 
     def relay_pending(self) -> int:
         total = 0
         try:
             while (n := self.relay_once()) > 0:
                 total += n
-        except Exception:
-            log.exception("outbox relay of %s failed", self.db.service)
+        except Exception as exc:
+            self._failed(exc)
         return total
+
+    def _failed(self, exc: Exception) -> None:
+        # The bus and the database log their own outages, once; anything else is a bug.
+        if not isinstance(exc, redis.RedisError | Unavailable):
+            log.error("outbox relay of %s failed; retrying", self.db.service, exc_info=exc)
 
     def relay_once(self) -> int:
         """Publishes one batch; returns how many rows it sent."""
@@ -90,7 +103,7 @@ class OutboxRelay(threading.Thread):
             return 0
         query = select(outbox.c.id, outbox.c.envelope).where(pending).order_by(outbox.c.id).limit(self.batch)
 
-        def mark(conn, ids: list[int]) -> None:  # noqa: ANN001
+        def mark(conn: Connection, ids: list[int]) -> None:
             conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(published_at=utcnow()))
 
         # Rows are published before the commit that marks them: a crash in between re-sends,

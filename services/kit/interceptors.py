@@ -1,23 +1,28 @@
-"""One server interceptor for the cross-cutting work of every call: authentication and shop
-scoping, a trace span, mapping errors to gRPC statuses with google.rpc details, and a JSON
-request log. One wrapper instead of four keeps the per-call Python work small."""
+"""One server interceptor for the cross-cutting work of every call: decoding the request,
+admission (a bounded number of calls in flight), authentication and shop scoping, a trace span,
+mapping errors to gRPC statuses with google.rpc details, and a JSON request log. One wrapper
+instead of five keeps the per-call Python work small."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import propagate, trace
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from services.kit.auth import KeyRing, authorize, bearer_token, set_principal
-from services.kit.errors import FailedPrecondition, InvalidArgument, ServiceError
+from services.kit.errors import FailedPrecondition, InvalidArgument, ServiceError, Unavailable
+from services.kit.storage import is_connection_error
+from services.kit.telemetry import Outage
 
 log = logging.getLogger("loyalty.access")
 errlog = logging.getLogger("loyalty.errors")
@@ -26,7 +31,7 @@ tracer = trace.get_tracer("loyalty.rpc")
 _UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
-def _pack(message) -> AnyProto:  # noqa: ANN001
+def _pack(message: object) -> AnyProto:
     packed = AnyProto()
     packed.Pack(message)
     return packed
@@ -46,6 +51,10 @@ def to_status(error: ServiceError, domain: str) -> grpc.Status:
                 )
             )
         )
+    elif isinstance(error, Unavailable):
+        delay = Duration()
+        delay.FromMilliseconds(int(error.retry_after * 1000))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     elif isinstance(error, FailedPrecondition):
         details.append(
             _pack(
@@ -62,15 +71,75 @@ def to_status(error: ServiceError, domain: str) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
 
 
+class Admission:
+    """At most `limit` calls run at once and at most `queue` more wait (up to `wait` seconds) for
+    a turn; any call beyond is refused at once, so an outage or a burst never builds a backlog
+    that outlives it, and threads stay free for health checks."""
+
+    def __init__(self, *, service: str, limit: int, queue: int, wait: float):
+        self.limit, self.queue, self.wait = limit, queue, wait
+        self._slots = threading.Semaphore(limit)
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self.saturation = Outage(f"call capacity of {service}", errlog)
+
+    def enter(self) -> None:
+        """Takes a slot, or raises Unavailable (OVERLOADED)."""
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                queued = self._waiting < self.queue
+                if queued:
+                    self._waiting += 1
+            try:
+                admitted = queued and self._slots.acquire(timeout=self.wait)
+            finally:
+                if queued:
+                    with self._lock:
+                        self._waiting -= 1
+            if not admitted:
+                self.saturation.failed(f"{self.limit} calls in flight and {self.queue} waiting")
+                raise Unavailable("the server is at capacity; retry shortly", reason="OVERLOADED",
+                                  retry_after=max(self.wait, 0.1))
+        self.saturation.recovered()
+
+    def leave(self) -> None:
+        self._slots.release()
+
+
+class _Undecodable:
+    """Stands for a request whose bytes are not its message (invalid UTF-8 in a string field, a
+    wrong wire type, a truncated field): grpcio would answer INTERNAL before any interceptor."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _decoding(deserializer: Callable[[bytes], object] | None) -> Callable[[bytes], object] | None:
+    if deserializer is None:
+        return None
+
+    def decode(raw: bytes) -> object:
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # DecodeError, or UnicodeDecodeError from some runtimes
+            return _Undecodable(exc)
+
+    return decode
+
+
 class ServiceInterceptor(grpc.ServerInterceptor):
-    def __init__(self, *, service: str, keyring: KeyRing, admin_methods: frozenset[str], access_log: bool):
+    def __init__(self, *, service: str, keyring: KeyRing, admin_methods: frozenset[str], access_log: bool,
+                 admission: Admission | None = None):
         self.domain = f"{service}.loyalty"
         self.keyring = keyring
         self.admin_methods = admin_methods
         self.access_log = access_log
+        self.admission = admission
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001
+    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is not None:
@@ -84,39 +153,44 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         admin_only = method in self.admin_methods
+        decode = _decoding(handler.request_deserializer)
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
-            def unary(request, context):  # noqa: ANN001
+            def unary(request: object, context: grpc.ServicerContext) -> object:
                 return self._call(method, admin_only, inner, request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary, decode, handler.response_serializer)
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
-            def unary_stream(request, context):  # noqa: ANN001
+            def unary_stream(request: object, context: grpc.ServicerContext) -> Iterator:
                 yield from self._stream(method, admin_only, inner_stream, request, context)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_stream_rpc_method_handler(unary_stream, decode, handler.response_serializer)
         raise NotImplementedError(f"{method}: only unary and server-streaming calls are supported")
 
-    def _enter(self, admin_only: bool, request, context):  # noqa: ANN001
+    def _enter(self, admin_only: bool, request: object, context: grpc.ServicerContext) -> tuple:
         metadata = context.invocation_metadata()
         principal = self.keyring.authenticate(bearer_token(metadata))
+        if isinstance(request, _Undecodable):
+            raise InvalidArgument([("request", f"not a valid encoding of this call's request ({request.error})")],
+                                  reason="MALFORMED_REQUEST")
         authorize(principal, getattr(request, "shop_id", None), admin_only=admin_only)
         set_principal(principal)
         return metadata
 
-    def _call(self, method: str, admin_only: bool, inner: Callable, request, context):  # noqa: ANN001
+    def _call(self, method: str, admin_only: bool, inner: Callable, request: object,
+              context: grpc.ServicerContext) -> object:
         start = time.perf_counter()
         status: grpc.Status | None = None
         error_id = ""
         code = "OK"
+        admitted = False
         try:
+            if self.admission is not None:
+                self.admission.enter()
+                admitted = True
             metadata = self._enter(admin_only, request, context)
             with tracer.start_as_current_span(
                 method, context=_parent(metadata), kind=trace.SpanKind.SERVER
@@ -125,21 +199,30 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         except Exception as exc:
             code, status, error_id = self._failure(method, exc)
         finally:
+            if admitted:
+                self.admission.leave()
             if self.access_log:
                 self._log(method, request, code, start, error_id)
         context.abort_with_status(status)
 
-    def _stream(self, method: str, admin_only: bool, inner: Callable, request, context) -> Iterator:  # noqa: ANN001
+    def _stream(self, method: str, admin_only: bool, inner: Callable, request: object,
+                context: grpc.ServicerContext) -> Iterator:
         start = time.perf_counter()
         status: grpc.Status | None = None
         error_id = ""
         code = "OK"
+        admitted = False
         try:
+            if self.admission is not None:
+                self.admission.enter()
+                admitted = True
             self._enter(admin_only, request, context)
             yield from inner(request, context)
         except Exception as exc:
             code, status, error_id = self._failure(method, exc)
         finally:
+            if admitted:
+                self.admission.leave()
             if self.access_log:
                 self._log(method, request, code, start, error_id)
         if status is not None:
@@ -150,6 +233,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if isinstance(exc, ValueError | StatementError) and "NUL" in str(exc):
             # PostgreSQL text cannot hold NUL characters; the driver refuses before sending.
             exc = InvalidArgument([("request", "text fields must not contain NUL characters")])
+        elif isinstance(exc, DBAPIError) and is_connection_error(exc):
+            # A path that reached the engine without Database's retries (a streamed read).
+            exc = Unavailable("the database is unreachable; retry shortly", reason="DATABASE_UNAVAILABLE")
         if isinstance(exc, ServiceError):
             return exc.code, to_status(exc, self.domain), ""
         error_id = uuid.uuid4().hex[:12]
@@ -157,7 +243,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         return "INTERNAL", _internal(error_id, self.domain), error_id
 
     @staticmethod
-    def _log(method: str, request, code: str, start: float, error_id: str) -> None:  # noqa: ANN001
+    def _log(method: str, request: object, code: str, start: float, error_id: str) -> None:
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "rpc",
@@ -176,7 +262,7 @@ class _NoopContext:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc: object) -> None:
         return None
 
 
@@ -188,7 +274,7 @@ def _traced() -> bool:
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
-def _parent(metadata):  # noqa: ANN001
+def _parent(metadata: tuple | None) -> object:
     carrier = {k: v for k, v in metadata or () if k in ("traceparent", "tracestate")}
     return propagate.extract(carrier) if carrier else None
 

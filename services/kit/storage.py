@@ -1,15 +1,21 @@
 """SQLAlchemy 2 on a SQLite file or PostgreSQL, chosen by URL, with short explicit
 transactions. A unit of work commits the change, its outbox rows and its idempotency record
-together, and runs after-commit actions (cache invalidation, relay wake-up) only once it held."""
+together, and runs after-commit actions (cache invalidation, relay wake-up) only once it held.
+
+A database that cannot be reached is retried briefly, then answered with `Unavailable`; while it
+stays away, calls fail at once (one trial every half second, and the health watcher's probe)
+instead of each waiting out its own retries."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+import psycopg2
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 from loyalty.common.v1 import envelope_pb2
@@ -18,13 +24,33 @@ from sqlalchemy import Connection, create_engine, event, insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from services.kit.errors import Unavailable
 from services.kit.tables import KitTables
+from services.kit.telemetry import Outage
 from services.kit.timeutil import to_timestamp, utcnow
 
 log = logging.getLogger("loyalty.storage")
 T = TypeVar("T")
 
 _RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization failure, deadlock detected
+# admin shutdown, crash shutdown, cannot connect now (starting up or shutting down); class 08 is
+# "connection exception".
+_UNREACHABLE_PG_CODES = {"57P01", "57P02", "57P03"}
+_TRIAL_SECONDS = 0.5  # while the database is away, how often a call may try it again
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached (a lost or refused connection, a server
+    shutting down or starting up), as opposed to a bug or a bad statement."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    code = getattr(exc, "pgcode", None)
+    if code:
+        return code in _UNREACHABLE_PG_CODES or code.startswith("08")
+    # Without a SQLSTATE, psycopg2 reports a refused, dropped or closed connection this way.
+    return isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
 
 
 class UnitOfWork:
@@ -83,13 +109,19 @@ class UnitOfWork:
 class Database:
     """A service's own database."""
 
-    def __init__(self, url: str, *, service: str, kit: KitTables, pool_size: int = 16):
+    def __init__(self, url: str, *, service: str, kit: KitTables, pool_size: int = 16, retry_seconds: float = 1.0):
         self.url = url
         self.service = service
         self.kit = kit
         self.is_sqlite = url.startswith("sqlite")
         self.on_events_committed: Callable[[], None] | None = None
+        # Told True/False when the database comes back or goes away (the health watcher listens).
+        self.on_reachability: Callable[[bool], None] | None = None
+        self.retry_seconds = retry_seconds  # how long a call retries a lost connection before UNAVAILABLE
+        self.outage = Outage(f"database of {service}", log)
+        self._trial_at = 0.0  # while away: calls fail at once until this monotonic time
         self.engine = self._make_engine(url, pool_size)
+        self._probe_engine: Engine | None = None
 
     @staticmethod
     def _make_engine(url: str, pool_size: int) -> Engine:
@@ -97,7 +129,7 @@ class Database:
             engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=30)
 
             @event.listens_for(engine, "connect")
-            def _sqlite_connect(dbapi_conn, _record):  # noqa: ANN001
+            def _sqlite_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
                 # Autocommit at the driver: we issue BEGIN ourselves (IMMEDIATE for writes, so
                 # two writers queue on the lock instead of failing on upgrade).
                 dbapi_conn.isolation_level = None
@@ -121,24 +153,23 @@ class Database:
             pool_pre_ping=True,
             pool_recycle=1800,
             pool_timeout=30,
+            # An unreachable host fails in seconds instead of waiting out TCP's own timeouts.
+            connect_args={"connect_timeout": 2, "keepalives_idle": 10, "keepalives_interval": 5,
+                          "keepalives_count": 3},
         )
 
     def transact(self, work: Callable[[UnitOfWork], T], *, attempts: int = 4) -> T:
         """Runs `work` in one write transaction, retrying on deadlocks, serialization failures
-        and lost connections (a restarted PostgreSQL)."""
-        for attempt in range(1, attempts + 1):
-            try:
-                with self.engine.connect() as conn:
-                    conn.execution_options(loyalty_write=True)
-                    uow = UnitOfWork(conn, self)
-                    with conn.begin():
-                        result = work(uow)
-                break
-            except DBAPIError as exc:
-                if attempt == attempts or not self._retryable(exc):
-                    raise
-                log.warning("retrying transaction after %s", type(exc.orig).__name__)
-                time.sleep(0.01 * 2**attempt)
+        and, for up to `retry_seconds`, lost connections (a restarted PostgreSQL)."""
+
+        def run() -> tuple[T, UnitOfWork]:
+            with self.engine.connect() as conn:
+                conn.execution_options(loyalty_write=True)
+                uow = UnitOfWork(conn, self)
+                with conn.begin():
+                    return work(uow), uow
+
+        result, uow = self._with_retries(run, attempts)
         for action in uow._after_commit:
             try:
                 action()
@@ -150,21 +181,87 @@ class Database:
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """Runs `work` in a read-only transaction."""
-        for attempt in (1, 2):
+
+        def run() -> T:
+            with self.engine.connect() as conn, conn.begin():
+                return work(conn)
+
+        return self._with_retries(run, 1)
+
+    def _with_retries(self, run: Callable[[], T], attempts: int) -> T:
+        self._refuse_while_away()
+        attempt, first_lost = 0, 0.0
+        while True:
+            attempt += 1
             try:
-                with self.engine.connect() as conn, conn.begin():
-                    return work(conn)
+                result = run()
             except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
+                if is_connection_error(exc):
+                    now = time.monotonic()
+                    first_lost = first_lost or now
+                    if self.outage.down or now - first_lost >= self.retry_seconds:
+                        raise self._unreachable(exc) from exc
+                    time.sleep(min(0.05 * 2 ** (attempt - 1), 0.4))
+                    continue
+                if attempt >= attempts or not self._retryable(exc):
                     raise
-        raise AssertionError("unreachable")
+                log.info("retrying transaction after %s", type(exc.orig).__name__)
+                time.sleep(0.01 * 2**attempt)
+                continue
+            self._reachable()
+            return result
+
+    def _refuse_while_away(self) -> None:
+        """While the database is known to be away, answers at once, except for one trial call
+        every half second (so a service without a health watcher still notices its return)."""
+        if not self.outage.down:
+            return
+        now = time.monotonic()
+        if now < self._trial_at:
+            self.outage.failed("still unreachable")
+            raise Unavailable("the database is unreachable; retry shortly", reason="DATABASE_UNAVAILABLE",
+                              metadata={"service": self.service})
+        self._trial_at = now + _TRIAL_SECONDS
+
+    def _unreachable(self, exc: BaseException) -> Unavailable:
+        self._trial_at = time.monotonic() + _TRIAL_SECONDS
+        if self.outage.failed(exc) and self.on_reachability is not None:
+            self.on_reachability(False)
+        return Unavailable("the database is unreachable; retry shortly", reason="DATABASE_UNAVAILABLE",
+                           metadata={"service": self.service})
+
+    def _reachable(self) -> None:
+        if self.outage.recovered() and self.on_reachability is not None:
+            self.on_reachability(True)
+
+    def probe(self) -> bool:
+        """Whether the database answers `SELECT 1` within a couple of seconds, on a connection of
+        its own (a busy pool must not make a healthy database look away)."""
+        if self._probe_engine is None:
+            if self.is_sqlite:
+                self._probe_engine = self.engine
+            else:
+                self._probe_engine = create_engine(
+                    self.url, pool_size=1, max_overflow=0, pool_timeout=2,
+                    connect_args={"connect_timeout": 2, "options": "-c statement_timeout=2000",
+                                  "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2})
+        try:
+            with self._probe_engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except DBAPIError as exc:
+            if not is_connection_error(exc) and not isinstance(exc, OperationalError):
+                raise
+            self._unreachable(exc)
+            return False
+        self._reachable()
+        return True
 
     def _retryable(self, exc: DBAPIError) -> bool:
-        if exc.connection_invalidated:
-            return True
         if self.is_sqlite:
             return isinstance(exc, OperationalError) and "locked" in str(exc.orig)
         return getattr(exc.orig, "pgcode", None) in _RETRYABLE_PG_CODES
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._probe_engine is not None:
+            self._probe_engine.dispose()

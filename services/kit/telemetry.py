@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 
 from opentelemetry import trace
@@ -57,3 +59,45 @@ def setup_tracing(service: str, exporter: str) -> None:
     else:
         raise ValueError(f"LOYALTY_TRACE_EXPORTER must be otlp, console or empty, not {exporter!r}")
     trace.set_tracer_provider(provider)
+
+
+class Outage:
+    """One dependency's availability, so that an outage logs two lines (gone, back) with a count
+    of the failures in between, never one line per failed call."""
+
+    def __init__(self, dependency: str, logger: logging.Logger):
+        self.dependency = dependency
+        self._log = logger
+        self._lock = threading.Lock()
+        self._since: float | None = None  # monotonic time the outage began
+        self._failures = 0
+
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def failed(self, exc: BaseException | str) -> bool:
+        """Counts a failure; True (and one WARNING) if it begins an outage."""
+        with self._lock:
+            self._failures += 1
+            if self._since is not None:
+                return False
+            self._since = time.monotonic()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        self._log.warning("%s unavailable: %s", self.dependency, reason,
+                          extra={"dependency": self.dependency, "event": "dependency_down"})
+        return True
+
+    def recovered(self) -> bool:
+        """Ends an outage; True (and one WARNING with its length and failure count) if one was on."""
+        if self._since is None:  # the common case costs no lock
+            return False
+        with self._lock:
+            if self._since is None:
+                return False
+            seconds, failures = time.monotonic() - self._since, self._failures
+            self._since, self._failures = None, 0
+        self._log.warning("%s is back after %.1f s; %d failed attempts meanwhile", self.dependency, seconds, failures,
+                          extra={"dependency": self.dependency, "event": "dependency_back",
+                                 "outage_seconds": round(seconds, 1), "failures": failures})
+        return True

@@ -1,11 +1,12 @@
 """The kit's interceptor on a real gRPC server: unexpected failures become INTERNAL with an error
-id (never a traceback), every call is logged as JSON, and trace context flows from the caller
-through the span into emitted events."""
+id (never a traceback), an unreachable database UNAVAILABLE with a retry delay, every call is
+logged as JSON, and trace context flows from the caller through the span into emitted events."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -18,19 +19,22 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, create_engine, select
 
 from services.kit.auth import KeyRing
-from services.kit.errors import NotFound
+from services.kit.errors import NotFound, Unavailable
 from services.kit.interceptors import ServiceInterceptor
 from services.kit.storage import Database
 from services.kit.tables import kit_tables
 from services.kit.telemetry import JsonFormatter
+from tests.backends import free_port
+from tests.integration.test_overload import retry_delay
 
 KEY = "admin-key"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 metadata = MetaData()
 kit = kit_tables(metadata)
+Probe = tuple[grpc.Channel, Database]  # a channel to the probe server, and its database
 
 
 @pytest.fixture(scope="module")
@@ -43,22 +47,34 @@ def spans() -> InMemorySpanExporter:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, spans):  # noqa: ANN001, ANN201
+def server(tmp_path_factory: pytest.TempPathFactory, spans: InMemorySpanExporter) -> Iterator[Probe]:
     db = Database(f"sqlite:///{tmp_path_factory.mktemp('icpt') / 'kit.db'}", service="probe", kit=kit)
     metadata.create_all(db.engine)
 
-    def boom(request: bytes, context) -> bytes:  # noqa: ANN001
+    def boom(request: bytes, context: grpc.ServicerContext) -> bytes:
         raise RuntimeError("a bug")
 
-    def missing(request: bytes, context) -> bytes:  # noqa: ANN001
+    def missing(request: bytes, context: grpc.ServicerContext) -> bytes:
         raise NotFound("no such thing", reason="THING_NOT_FOUND", metadata={"thing": "x"})
 
-    def emit(request: bytes, context) -> bytes:  # noqa: ANN001
+    def emit(request: bytes, context: grpc.ServicerContext) -> bytes:
         db.transact(lambda uow: uow.emit("shop-1", events_pb2.MemberLeft(shop_id="shop-1", member_id="m1")))
         return b""
 
+    def away(request: bytes, context: grpc.ServicerContext) -> bytes:
+        raise Unavailable("the database is unreachable", reason="DATABASE_UNAVAILABLE", retry_after=2.5)
+
+    def refused(request: bytes, context: grpc.ServicerContext) -> bytes:
+        # A real refused connection, reaching the engine without the Database's retries.
+        engine = create_engine(f"postgresql+psycopg2://nobody@127.0.0.1:{free_port()}/none")
+        try:
+            with engine.connect():
+                return b""
+        finally:
+            engine.dispose()
+
     handlers = {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in
-                (("Boom", boom), ("Missing", missing), ("Emit", emit))}
+                (("Boom", boom), ("Missing", missing), ("Emit", emit), ("Away", away), ("Refused", refused))}
     srv = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[ServiceInterceptor(
         service="probe", keyring=KeyRing(KEY, b"s"), admin_methods=frozenset(), access_log=True)])
     srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Probe", handlers)])
@@ -70,11 +86,13 @@ def server(tmp_path_factory, spans):  # noqa: ANN001, ANN201
     srv.stop(0)
 
 
-def call(channel: grpc.Channel, method: str, extra=()):  # noqa: ANN001, ANN201
+def call(channel: grpc.Channel, method: str, extra: tuple = ()) -> bytes:
     return channel.unary_unary(f"/test.Probe/{method}")(b"", metadata=[("authorization", f"Bearer {KEY}"), *extra])
 
 
-def test_an_unexpected_failure_is_internal_with_an_error_id_and_no_traceback(server, caplog) -> None:  # noqa: ANN001
+def test_an_unexpected_failure_is_internal_with_an_error_id_and_no_traceback(
+    server: Probe, caplog: pytest.LogCaptureFixture
+) -> None:
     channel, _ = server
     with caplog.at_level(logging.INFO), pytest.raises(grpc.RpcError) as caught:
         call(channel, "Boom")
@@ -88,7 +106,7 @@ def test_an_unexpected_failure_is_internal_with_an_error_id_and_no_traceback(ser
     assert any(r.exc_info for r in logged)  # the traceback goes to the log, with the id
 
 
-def test_domain_errors_carry_reason_domain_and_metadata(server) -> None:  # noqa: ANN001
+def test_domain_errors_carry_reason_domain_and_metadata(server: Probe) -> None:
     channel, _ = server
     with pytest.raises(grpc.RpcError) as caught:
         call(channel, "Missing")
@@ -98,7 +116,7 @@ def test_domain_errors_carry_reason_domain_and_metadata(server) -> None:  # noqa
     assert (info.reason, info.domain, dict(info.metadata)) == ("THING_NOT_FOUND", "probe.loyalty", {"thing": "x"})
 
 
-def test_every_call_is_logged_as_one_json_line(server, caplog) -> None:  # noqa: ANN001
+def test_every_call_is_logged_as_one_json_line(server: Probe, caplog: pytest.LogCaptureFixture) -> None:
     channel, _ = server
     with caplog.at_level(logging.INFO, logger="loyalty.access"), pytest.raises(grpc.RpcError):
         call(channel, "Missing")
@@ -107,9 +125,11 @@ def test_every_call_is_logged_as_one_json_line(server, caplog) -> None:  # noqa:
     assert line["method"] == "/test.Probe/Missing" and line["code"] == "NOT_FOUND" and line["ms"] >= 0
 
 
-def test_trace_context_flows_from_the_caller_into_the_span_and_the_event(server, spans) -> None:  # noqa: ANN001
+def test_trace_context_flows_from_the_caller_into_the_span_and_the_event(
+    server: Probe, spans: InMemorySpanExporter
+) -> None:
     channel, db = server
-    call(channel, "Emit", [("traceparent", TRACEPARENT)])
+    call(channel, "Emit", (("traceparent", TRACEPARENT),))
     trace_id = TRACEPARENT.split("-")[1]
     span = next(s for s in spans.get_finished_spans() if s.name == "/test.Probe/Emit")
     assert format(span.context.trace_id, "032x") == trace_id
@@ -118,8 +138,20 @@ def test_trace_context_flows_from_the_caller_into_the_span_and_the_event(server,
     assert envelope.traceparent.split("-")[1] == trace_id and envelope.producer == "probe"
 
 
-def test_calls_without_a_key_are_unauthenticated(server) -> None:  # noqa: ANN001
+def test_calls_without_a_key_are_unauthenticated(server: Probe) -> None:
     channel, _ = server
     with pytest.raises(grpc.RpcError) as caught:
         channel.unary_unary("/test.Probe/Missing")(b"")
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_an_unreachable_database_is_unavailable_with_a_retry_delay(server: Probe) -> None:
+    channel, _ = server
+    for method, delay in (("Away", 2.5), ("Refused", 1.0)):
+        with pytest.raises(grpc.RpcError) as caught:
+            call(channel, method)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, method
+        info = error_details_pb2.ErrorInfo()
+        rpc_status.from_call(caught.value).details[0].Unpack(info)
+        assert (info.reason, info.domain) == ("DATABASE_UNAVAILABLE", "probe.loyalty")
+        assert retry_delay(caught.value) == delay
