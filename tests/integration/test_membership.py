@@ -391,7 +391,7 @@ def test_leaving_erases_personal_data_and_keeps_anonymised_history(membership, s
     db = membership.running.app.db
     row = db.read(lambda c: c.execute(select(members).where(members.c.shop_id == shop.shop_id,
                                                             members.c.member_id == member.member_id)).one())
-    assert (row.name, row.phone_cipher, row.region, row.buyer_id) == (None, None, None, None)
+    assert (row.name_cipher, row.phone_cipher, row.region_cipher, row.buyer_id_cipher, row.buyer_hash) == (None,) * 5
     err, _, _ = rpc_error(shop.api.GetTier, pb.GetTierRequest(shop_id=shop.shop_id, buyer_id="b1"))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     # A replay of the join must not bring the erased profile back.
