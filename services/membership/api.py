@@ -1,15 +1,17 @@
-"""The gRPC servicer: requests to commands, results to responses. Nothing else."""
+"""The gRPC servicer: requests to commands (run by their handlers inside the kit's unit of work,
+with the idempotency record and the outbox) or to view queries, and results to responses."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+import grpc
 from google.protobuf.message import Message
+from google.protobuf.wrappers_pb2 import BytesValue
 from google.type import date_pb2
 from loyalty.membership.v1 import membership_service_pb2 as pb
 from loyalty.membership.v1 import membership_service_pb2_grpc as pb_grpc
-from sqlalchemy.engine import Row
 
 from services.kit import paging
 from services.kit.errors import InvalidArgument, enum_value
@@ -17,11 +19,17 @@ from services.kit.idempotency import idempotent_call, require_request_id
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
 from services.kit.validation import require_shop
-from services.membership import domain
+from services.membership import answers, commands, domain, members, orders, programs, tiers, views
+from services.membership.context import Membership
 from services.membership.domain import DowngradePolicy, ProfileField, ProfileInput, QualificationMode, Tier
-from services.membership.service import ImportRow, MembershipService, OrderOutcome, Program
+from services.membership.orders import OrderOutcome
+from services.membership.programs import Program
+from services.membership.views import MemberView, OrderView
 
 R = TypeVar("R", bound=Message)
+T = TypeVar("T")
+C = TypeVar("C", bound=commands.Command)
+Handler = Callable[[Membership, UnitOfWork, C], T]
 
 
 def tier_to_proto(tier: Tier) -> pb.Tier:
@@ -44,11 +52,35 @@ def program_to_proto(p: Program) -> pb.Program:
         update_time=to_timestamp(p.updated_at))
 
 
-def order_to_proto(row: Row) -> pb.Order:
-    return pb.Order(shop_id=row.shop_id, order_id=row.order_id, buyer_id=row.buyer_id or "",
-                    member_id=row.member_id or "", amount_fen=row.amount_fen, refunded_fen=row.refunded_fen,
-                    status=row.status, paid_time=to_timestamp(row.paid_at),
-                    complete_time=to_timestamp(row.completed_at), counted=row.counted)
+def order_to_proto(o: OrderView) -> pb.Order:
+    return pb.Order(shop_id=o.shop_id, order_id=o.order_id, buyer_id=o.buyer_id, member_id=o.member_id,
+                    amount_fen=o.amount_fen, refunded_fen=o.refunded_fen, status=o.status,
+                    paid_time=to_timestamp(o.paid_at), complete_time=to_timestamp(o.completed_at), counted=o.counted)
+
+
+def member_to_proto(m: MemberView) -> pb.Member:
+    birthday = None
+    if m.birthday:
+        year, month, day = m.birthday
+        birthday = date_pb2.Date(year=year, month=month, day=day)
+    return pb.Member(
+        shop_id=m.shop_id, member_id=m.member_id, buyer_id=m.buyer_id, status=m.status,
+        profile=pb.Profile(name=m.name, gender=m.gender, phone_masked=domain.mask_phone(m.phone) if m.phone else "",
+                           birthday=birthday, region=m.region),
+        consent=pb.Consent(fields=sorted(int(f) for f in m.consent), consent_time=to_timestamp(m.consent_at),
+                           channel=m.join_channel, revoke_time=to_timestamp(m.consent_revoked_at)),
+        join_channel=m.join_channel, referrer_member_id=m.referrer_member_id,
+        join_time=to_timestamp(m.joined_at), leave_time=to_timestamp(m.left_at),
+        tier_level=m.tier.level, tier_code=m.tier.code, tier_name=m.tier.name,
+        tier_since=to_timestamp(m.tier_since), cumulative_spend_fen=m.cumulative_spend_fen,
+        trade_count=m.trade_count)
+
+
+def _outcome(outcome: OrderOutcome, response_type: type[R]) -> R:
+    response = response_type(order=order_to_proto(outcome.order), tier_changed=outcome.tier_changed)
+    if outcome.tier is not None:
+        response.tier.CopyFrom(tier_to_proto(outcome.tier))  # type: ignore[attr-defined]
+    return response
 
 
 def _mode(value: int) -> QualificationMode:
@@ -59,14 +91,14 @@ def _policy(value: int) -> DowngradePolicy:
     return enum_value(DowngradePolicy, value, "downgrade_policy", DowngradePolicy.NEVER)
 
 
-def _consent(values, field_name: str) -> set[ProfileField]:  # noqa: ANN001
+def _consent(values: Iterable[int], field_name: str) -> frozenset[ProfileField]:
     fields = set()
     for value in values:
         try:
             fields.add(ProfileField(value))
         except ValueError as exc:
             raise InvalidArgument([(field_name, f"unknown profile field {value}")]) from exc
-    return fields
+    return frozenset(fields)
 
 
 def _profile(p: pb.Profile, paths: set[str] | None = None) -> ProfileInput:
@@ -92,252 +124,217 @@ def _profile(p: pb.Profile, paths: set[str] | None = None) -> ProfileInput:
     )
 
 
-def _member_id(member: pb.Member) -> str:
-    return member.member_id
-
-
 class MembershipApi(pb_grpc.MembershipServiceServicer):
-    def __init__(self, service: MembershipService):
-        self.svc = service
-        self.db = service.db
+    def __init__(self, ctx: Membership):
+        self.ctx = ctx
 
-    def member_to_proto(self, row: Row, program: Program) -> pb.Member:
-        tier = program.ladder.tier(row.tier_level)
-        birthday = None
-        if row.birth_month:
-            birthday = date_pb2.Date(year=row.birth_year or 0, month=row.birth_month, day=row.birth_day)
-        consent = sorted(int(x) for x in row.consent_fields.split(",") if x)
-        return pb.Member(
-            shop_id=row.shop_id, member_id=row.member_id, buyer_id=row.buyer_id or "", status=row.status,
-            profile=pb.Profile(name=row.name or "", gender=row.gender, phone_masked=self.svc.phone_masked(row),
-                               birthday=birthday, region=row.region or ""),
-            consent=pb.Consent(fields=consent, consent_time=to_timestamp(row.consent_at),
-                               channel=row.join_channel, revoke_time=to_timestamp(row.consent_revoked_at)),
-            join_channel=row.join_channel, referrer_member_id=row.referrer_member_id or "",
-            join_time=to_timestamp(row.joined_at), leave_time=to_timestamp(row.left_at),
-            tier_level=tier.level, tier_code=tier.code, tier_name=tier.name,
-            tier_since=to_timestamp(row.tier_since), cumulative_spend_fen=row.cumulative_spend_fen,
-            trade_count=row.trade_count)
+    def _run(self, request: Message, method: str, command: C, handler: Handler[C, T],
+             to_proto: Callable[[T], R], response_type: type[R]) -> R:
+        """A command's handler in the kit's unit of work, with its idempotency record and outbox."""
+        require_shop(request.shop_id)  # type: ignore[attr-defined]
+        command.validate()
+        return idempotent_call(self.ctx.db, request, method, response_type,
+                               lambda uow: to_proto(handler(self.ctx, uow, command)))
+
+    def _run_sealed(self, request: Message, method: str, command: C, handler: Handler[C, T],
+                    to_proto: Callable[[T], R], response_type: type[R], key_id: Callable[[T], str]) -> R:
+        """_run() for answers that show a person: stored sealed with the buyer's data key."""
+        require_shop(request.shop_id)  # type: ignore[attr-defined]
+        command.validate()
+        fresh: list[tuple[BytesValue, R]] = []
+
+        def work(uow: UnitOfWork) -> BytesValue:
+            result = handler(self.ctx, uow, command)
+            answer = to_proto(result)
+            stored = answers.seal(self.ctx, uow, command.shop_id, key_id(result), method, answer)
+            fresh.append((stored, answer))
+            return stored
+
+        stored = idempotent_call(self.ctx.db, request, method, BytesValue, work, subject=answers.subject)
+        if fresh and fresh[-1][0] is stored:
+            return fresh[-1][1]
+        return answers.open_answer(self.ctx, command.shop_id, method, stored, response_type)
 
     # ----- programs -----
 
-    def CreateProgram(self, request: pb.CreateProgramRequest, context) -> pb.CreateProgramResponse:  # noqa: ANN001, N802
+    def CreateProgram(self, request: pb.CreateProgramRequest,
+                      context: grpc.ServicerContext) -> pb.CreateProgramResponse:
         require_request_id(request)
+        command = commands.CreateProgram(
+            shop_id=request.shop_id, name=request.name, time_zone=request.time_zone or domain.DEFAULT_TIME_ZONE,
+            require_follow=request.join_threshold.require_follow,
+            tiers=tuple(tier_from_proto(t) for t in request.tiers), mode=_mode(request.qualification_mode),
+            policy=_policy(request.downgrade_policy))
+        return self._run(request, "CreateProgram", command, programs.create_program,
+                         lambda result: pb.CreateProgramResponse(program=program_to_proto(result[0]),
+                                                                 api_key=result[1].api_key),
+                         pb.CreateProgramResponse)
 
-        def work(uow: UnitOfWork) -> pb.CreateProgramResponse:
-            program, key = self.svc.create_program(
-                uow, shop_id=request.shop_id, name=request.name,
-                time_zone=request.time_zone or domain.DEFAULT_TIME_ZONE,
-                require_follow=request.join_threshold.require_follow,
-                tiers=[tier_from_proto(t) for t in request.tiers], mode=_mode(request.qualification_mode),
-                policy=_policy(request.downgrade_policy))
-            return pb.CreateProgramResponse(program=program_to_proto(program), api_key=key)
-
-        return idempotent_call(self.db, request, "CreateProgram", pb.CreateProgramResponse, work)
-
-    def GetProgram(self, request: pb.GetProgramRequest, context) -> pb.Program:  # noqa: ANN001, N802
+    def GetProgram(self, request: pb.GetProgramRequest, context: grpc.ServicerContext) -> pb.Program:
         require_shop(request.shop_id)
-        return program_to_proto(self.svc.program(request.shop_id))
+        return program_to_proto(views.get_program(self.ctx, request.shop_id))
 
-    def UpdateProgram(self, request: pb.UpdateProgramRequest, context) -> pb.Program:  # noqa: ANN001, N802
+    def UpdateProgram(self, request: pb.UpdateProgramRequest, context: grpc.ServicerContext) -> pb.Program:
         require_request_id(request)
         paths = set(request.update_mask.paths)
-        unknown = paths - {"name", "time_zone", "join_threshold"}
-        if not paths or unknown:
+        if not paths or paths - {"name", "time_zone", "join_threshold"}:
             raise InvalidArgument([("update_mask", "name paths among name, time_zone, join_threshold")])
+        command = commands.UpdateProgram(
+            shop_id=request.shop_id, name=request.name if "name" in paths else None,
+            time_zone=request.time_zone if "time_zone" in paths else None,
+            require_follow=request.join_threshold.require_follow if "join_threshold" in paths else None)
+        return self._run(request, "UpdateProgram", command, programs.update_program, program_to_proto, pb.Program)
 
-        def work(uow: UnitOfWork) -> pb.Program:
-            return program_to_proto(self.svc.update_program(
-                uow, shop_id=request.shop_id, name=request.name if "name" in paths else None,
-                time_zone=request.time_zone if "time_zone" in paths else None,
-                require_follow=request.join_threshold.require_follow if "join_threshold" in paths else None))
-
-        return idempotent_call(self.db, request, "UpdateProgram", pb.Program, work)
-
-    def IssueApiKey(self, request: pb.IssueApiKeyRequest, context) -> pb.IssueApiKeyResponse:  # noqa: ANN001, N802
+    def IssueApiKey(self, request: pb.IssueApiKeyRequest, context: grpc.ServicerContext) -> pb.IssueApiKeyResponse:
         require_request_id(request)
-
-        def work(uow: UnitOfWork) -> pb.IssueApiKeyResponse:
-            key_id, key = self.svc.issue_api_key(uow, shop_id=request.shop_id, label=request.label)
-            return pb.IssueApiKeyResponse(key_id=key_id, api_key=key)
-
-        return idempotent_call(self.db, request, "IssueApiKey", pb.IssueApiKeyResponse, work)
+        return self._run(request, "IssueApiKey", commands.IssueApiKey(request.shop_id, request.label),
+                         programs.issue_api_key,
+                         lambda key: pb.IssueApiKeyResponse(key_id=key.key_id, api_key=key.api_key),
+                         pb.IssueApiKeyResponse)
 
     # ----- members -----
 
-    def JoinMember(self, request: pb.JoinMemberRequest, context) -> pb.Member:  # noqa: ANN001, N802
+    def JoinMember(self, request: pb.JoinMemberRequest, context: grpc.ServicerContext) -> pb.Member:
         require_request_id(request)
-        profile = _profile(request.profile)
-        consent = _consent(request.consent_fields, "consent_fields")
+        command = commands.JoinMember(
+            shop_id=request.shop_id, buyer_id=request.buyer_id, profile=_profile(request.profile),
+            consent=_consent(request.consent_fields, "consent_fields"), channel=request.join_channel,
+            referrer_member_id=request.referrer_member_id, follows_shop=request.facts.follows_shop)
+        return self._run_sealed(request, "JoinMember", command, members.join_member, member_to_proto, pb.Member,
+                                key_id=lambda m: m.key_id)
 
-        def work(uow: UnitOfWork) -> pb.Member:
-            row = self.svc.join_member(
-                uow, shop_id=request.shop_id, buyer_id=request.buyer_id, profile=profile, consent=consent,
-                channel=request.join_channel, referrer_member_id=request.referrer_member_id,
-                follows_shop=request.facts.follows_shop)
-            return self.member_to_proto(row, self.svc.program(request.shop_id, uow.conn))
-
-        return idempotent_call(self.db, request, "JoinMember", pb.Member, work, subject=_member_id)
-
-    def GetMember(self, request: pb.GetMemberRequest, context) -> pb.Member:  # noqa: ANN001, N802
+    def GetMember(self, request: pb.GetMemberRequest, context: grpc.ServicerContext) -> pb.Member:
         require_shop(request.shop_id)
-        return self.db.read(lambda conn: self.member_to_proto(
-            self.svc.get_member(conn, request.shop_id, member_id=request.member_id, buyer_id=request.buyer_id),
-            self.svc.program(request.shop_id, conn)))
+        return member_to_proto(views.get_member(self.ctx, request.shop_id, member_id=request.member_id,
+                                                buyer_id=request.buyer_id))
 
-    def UpdateProfile(self, request: pb.UpdateProfileRequest, context) -> pb.Member:  # noqa: ANN001, N802
+    def UpdateProfile(self, request: pb.UpdateProfileRequest, context: grpc.ServicerContext) -> pb.Member:
         require_request_id(request)
-        profile = _profile(request.profile, set(request.update_mask.paths))
-        consent = _consent(request.consent_fields, "consent_fields")
+        command = commands.UpdateProfile(
+            shop_id=request.shop_id, member_id=request.member_id,
+            profile=_profile(request.profile, set(request.update_mask.paths)),
+            new_consent=_consent(request.consent_fields, "consent_fields"))
+        return self._run_sealed(request, "UpdateProfile", command, members.update_profile, member_to_proto,
+                                pb.Member, key_id=lambda m: m.key_id)
 
-        def work(uow: UnitOfWork) -> pb.Member:
-            row = self.svc.update_profile(uow, shop_id=request.shop_id, member_id=request.member_id,
-                                          profile=profile, new_consent=consent)
-            return self.member_to_proto(row, self.svc.program(request.shop_id, uow.conn))
-
-        return idempotent_call(self.db, request, "UpdateProfile", pb.Member, work, subject=_member_id)
-
-    def LeaveMember(self, request: pb.LeaveMemberRequest, context) -> pb.LeaveMemberResponse:  # noqa: ANN001, N802
+    def LeaveMember(self, request: pb.LeaveMemberRequest, context: grpc.ServicerContext) -> pb.LeaveMemberResponse:
         require_request_id(request)
+        command = commands.LeaveMember(request.shop_id, request.member_id, request.reason)
+        return self._run(request, "LeaveMember", command, members.leave_member,
+                         lambda left_at: pb.LeaveMemberResponse(member_id=request.member_id,
+                                                                leave_time=to_timestamp(left_at)),
+                         pb.LeaveMemberResponse)
 
-        def work(uow: UnitOfWork) -> pb.LeaveMemberResponse:
-            left = self.svc.leave_member(uow, shop_id=request.shop_id, member_id=request.member_id,
-                                         reason=request.reason)
-            return pb.LeaveMemberResponse(member_id=request.member_id, leave_time=to_timestamp(left))
-
-        return idempotent_call(self.db, request, "LeaveMember", pb.LeaveMemberResponse, work)
-
-    def ListMembers(self, request: pb.ListMembersRequest, context) -> pb.ListMembersResponse:  # noqa: ANN001, N802
+    def ListMembers(self, request: pb.ListMembersRequest, context: grpc.ServicerContext) -> pb.ListMembersResponse:
         require_shop(request.shop_id)
         limit = paging.page_size(request.page_size)
         after = paging.decode_token("members", request.page_token)
+        page = views.list_members(
+            self.ctx, request.shop_id, limit=limit + 1, after=after[0] if after else None,
+            tier_level=request.tier_level if request.HasField("tier_level") else None, status=request.status)
+        token = paging.encode_token("members", [page[limit - 1].member_id]) if len(page) > limit else ""
+        return pb.ListMembersResponse(members=[member_to_proto(m) for m in page[:limit]], next_page_token=token)
 
-        def read(conn) -> pb.ListMembersResponse:  # noqa: ANN001
-            rows = self.svc.list_members(
-                conn, shop_id=request.shop_id, limit=limit + 1, after=after[0] if after else None,
-                tier_level=request.tier_level if request.HasField("tier_level") else None, status=request.status)
-            program = self.svc.program(request.shop_id, conn)
-            token = paging.encode_token("members", [rows[limit - 1].member_id]) if len(rows) > limit else ""
-            return pb.ListMembersResponse(members=[self.member_to_proto(r, program) for r in rows[:limit]],
-                                          next_page_token=token)
-
-        return self.db.read(read)
-
-    def ImportMembers(self, request: pb.ImportMembersRequest, context) -> pb.ImportMembersResponse:  # noqa: ANN001, N802
+    def ImportMembers(self, request: pb.ImportMembersRequest,
+                      context: grpc.ServicerContext) -> pb.ImportMembersResponse:
         require_request_id(request)
-        rows = []
-        for i, m in enumerate(request.members):
-            rows.append(ImportRow(
+        rows = tuple(
+            commands.ImportRow(
                 buyer_id=m.buyer_id, profile=_profile(m.profile),
                 consent=_consent(m.consent_fields, f"members[{i}].consent_fields"),
                 join_time=from_timestamp(m.join_time, field=f"members[{i}].join_time"),
                 cumulative_spend_fen=m.cumulative_spend_fen, trade_count=m.trade_count,
-                tier_level=m.tier_level if m.HasField("tier_level") else None))
+                tier_level=m.tier_level if m.HasField("tier_level") else None)
+            for i, m in enumerate(request.members))
+        command = commands.ImportMembers(request.shop_id, rows, request.validate_only)
+        return self._run(request, "ImportMembers", command, members.import_members,
+                         lambda ids: pb.ImportMembersResponse(imported_count=len(ids), member_ids=ids),
+                         pb.ImportMembersResponse)
 
-        def work(uow: UnitOfWork) -> pb.ImportMembersResponse:
-            ids = self.svc.import_members(uow, shop_id=request.shop_id, rows=rows,
-                                          validate_only=request.validate_only)
-            return pb.ImportMembersResponse(imported_count=len(ids), member_ids=ids)
-
-        return idempotent_call(self.db, request, "ImportMembers", pb.ImportMembersResponse, work)
-
-    def ExportMembers(self, request: pb.ExportMembersRequest, context) -> Iterator[pb.Member]:  # noqa: ANN001, N802
+    def ExportMembers(self, request: pb.ExportMembersRequest, context: grpc.ServicerContext) -> Iterator[pb.Member]:
         require_shop(request.shop_id)
-        program = self.svc.program(request.shop_id)
-        for row in self.svc.export_members(request.shop_id, request.include_left):
-            yield self.member_to_proto(row, program)
+        for member in views.export_members(self.ctx, request.shop_id, request.include_left):
+            yield member_to_proto(member)
 
     # ----- orders -----
 
-    def _outcome(self, outcome: OrderOutcome, response_type: type[R]) -> R:
-        response = response_type(order=order_to_proto(outcome.order), tier_changed=outcome.tier_changed)
-        if outcome.tier is not None:
-            response.tier.CopyFrom(tier_to_proto(outcome.tier))
-        return response
+    def RecordOrder(self, request: pb.RecordOrderRequest, context: grpc.ServicerContext) -> pb.Order:
+        command = commands.RecordOrder(request.shop_id, request.order_id, request.buyer_id, request.amount_fen,
+                                       from_timestamp(request.paid_time, utcnow(), field="paid_time"))
+        return self._run_sealed(request, "RecordOrder", command, orders.record_order, order_to_proto, pb.Order,
+                                key_id=lambda o: o.key_id)
 
-    def RecordOrder(self, request: pb.RecordOrderRequest, context) -> pb.Order:  # noqa: ANN001, N802
-        paid_at = from_timestamp(request.paid_time, utcnow(), field="paid_time")
-        return idempotent_call(self.db, request, "RecordOrder", pb.Order, lambda uow: order_to_proto(
-            self.svc.record_order(uow, shop_id=request.shop_id, order_id=request.order_id, buyer_id=request.buyer_id,
-                                  amount_fen=request.amount_fen, paid_at=paid_at)))
+    def CompleteOrder(self, request: pb.CompleteOrderRequest,
+                      context: grpc.ServicerContext) -> pb.CompleteOrderResponse:
+        command = commands.CompleteOrder(request.shop_id, request.order_id,
+                                         from_timestamp(request.complete_time, utcnow(), field="complete_time"))
+        return self._run_sealed(request, "CompleteOrder", command, orders.complete_order,
+                                lambda o: _outcome(o, pb.CompleteOrderResponse), pb.CompleteOrderResponse,
+                                key_id=lambda o: o.order.key_id)
 
-    def CompleteOrder(self, request: pb.CompleteOrderRequest, context) -> pb.CompleteOrderResponse:  # noqa: ANN001, N802
-        completed_at = from_timestamp(request.complete_time, utcnow(), field="complete_time")
-        return idempotent_call(self.db, request, "CompleteOrder", pb.CompleteOrderResponse, lambda uow: self._outcome(
-            self.svc.complete_order(uow, shop_id=request.shop_id, order_id=request.order_id,
-                                    completed_at=completed_at), pb.CompleteOrderResponse))
-
-    def RefundOrder(self, request: pb.RefundOrderRequest, context) -> pb.RefundOrderResponse:  # noqa: ANN001, N802
-        refunded_at = from_timestamp(request.refund_time, utcnow(), field="refund_time")
-        return idempotent_call(self.db, request, "RefundOrder", pb.RefundOrderResponse, lambda uow: self._outcome(
-            self.svc.refund_order(uow, shop_id=request.shop_id, order_id=request.order_id,
-                                  refund_id=request.refund_id, amount_fen=request.amount_fen,
-                                  refunded_at=refunded_at), pb.RefundOrderResponse))
+    def RefundOrder(self, request: pb.RefundOrderRequest, context: grpc.ServicerContext) -> pb.RefundOrderResponse:
+        command = commands.RefundOrder(request.shop_id, request.order_id, request.refund_id, request.amount_fen,
+                                       from_timestamp(request.refund_time, utcnow(), field="refund_time"))
+        return self._run_sealed(request, "RefundOrder", command, orders.refund_order,
+                                lambda o: _outcome(o, pb.RefundOrderResponse), pb.RefundOrderResponse,
+                                key_id=lambda o: o.order.key_id)
 
     # ----- tiers -----
 
-    def GetTier(self, request: pb.GetTierRequest, context) -> pb.GetTierResponse:  # noqa: ANN001, N802
+    def GetTier(self, request: pb.GetTierRequest, context: grpc.ServicerContext) -> pb.GetTierResponse:
         require_shop(request.shop_id)
-        view = self.svc.get_tier(request.shop_id, member_id=request.member_id, buyer_id=request.buyer_id)
+        view = tiers.get_tier(self.ctx, request.shop_id, member_id=request.member_id, buyer_id=request.buyer_id)
         return pb.GetTierResponse(member_id=view.member_id, tier=tier_to_proto(view.tier),
                                   tier_since=to_timestamp(view.since))
 
-    def GetTierProgress(self, request: pb.GetTierProgressRequest, context) -> pb.GetTierProgressResponse:  # noqa: ANN001, N802
+    def GetTierProgress(self, request: pb.GetTierProgressRequest,
+                        context: grpc.ServicerContext) -> pb.GetTierProgressResponse:
         require_shop(request.shop_id)
+        seen = views.tier_progress(self.ctx, request.shop_id, request.member_id)
+        progress = seen.progress
+        response = pb.GetTierProgressResponse(
+            current=tier_to_proto(progress.current), qualification_mode=int(seen.program.ladder.mode),
+            cumulative_spend_fen=seen.member.cumulative_spend_fen, trade_count=seen.member.trade_count,
+            spend_missing_fen=progress.spend_missing_fen, trades_missing=progress.trades_missing,
+            progress_permille=progress.progress_permille)
+        if progress.next is not None:
+            response.next.CopyFrom(tier_to_proto(progress.next))
+        return response
 
-        def read(conn) -> pb.GetTierProgressResponse:  # noqa: ANN001
-            program, row, progress = self.svc.tier_progress(conn, shop_id=request.shop_id,
-                                                            member_id=request.member_id)
-            response = pb.GetTierProgressResponse(
-                current=tier_to_proto(progress.current), qualification_mode=int(program.ladder.mode),
-                cumulative_spend_fen=row.cumulative_spend_fen, trade_count=row.trade_count,
-                spend_missing_fen=progress.spend_missing_fen, trades_missing=progress.trades_missing,
-                progress_permille=progress.progress_permille)
-            if progress.next is not None:
-                response.next.CopyFrom(tier_to_proto(progress.next))
-            return response
-
-        return self.db.read(read)
-
-    def SetTier(self, request: pb.SetTierRequest, context) -> pb.SetTierResponse:  # noqa: ANN001, N802
+    def SetTier(self, request: pb.SetTierRequest, context: grpc.ServicerContext) -> pb.SetTierResponse:
         require_request_id(request)
+        command = commands.SetTier(request.shop_id, request.member_id, request.tier_level, request.reason,
+                                   request.operator)
+        return self._run(request, "SetTier", command, tiers.set_tier,
+                         lambda done: pb.SetTierResponse(member_id=done.member_id, from_level=done.from_level,
+                                                         tier=tier_to_proto(done.tier)),
+                         pb.SetTierResponse)
 
-        def work(uow: UnitOfWork) -> pb.SetTierResponse:
-            from_level, tier = self.svc.set_tier(uow, shop_id=request.shop_id, member_id=request.member_id,
-                                                 level=request.tier_level, reason=request.reason,
-                                                 operator=request.operator)
-            return pb.SetTierResponse(member_id=request.member_id, from_level=from_level, tier=tier_to_proto(tier))
-
-        return idempotent_call(self.db, request, "SetTier", pb.SetTierResponse, work)
-
-    def ListTierHistory(self, request: pb.ListTierHistoryRequest, context) -> pb.ListTierHistoryResponse:  # noqa: ANN001, N802
+    def ListTierHistory(self, request: pb.ListTierHistoryRequest,
+                        context: grpc.ServicerContext) -> pb.ListTierHistoryResponse:
         require_shop(request.shop_id)
         limit = paging.page_size(request.page_size)
         before = paging.decode_token("tier_history", request.page_token, int)
+        changes = tiers.tier_history(self.ctx, request.shop_id, member_id=request.member_id, limit=limit + 1,
+                                     before_id=before[0] if before else None)
+        token = paging.encode_token("tier_history", [changes[limit - 1].id]) if len(changes) > limit else ""
+        return pb.ListTierHistoryResponse(next_page_token=token, changes=[
+            pb.TierChange(from_level=c.from_level, to_level=c.to_level, reason=c.reason, note=c.note,
+                          operator=c.operator, order_id=c.order_id, change_time=to_timestamp(c.changed_at))
+            for c in changes[:limit]])
 
-        def read(conn) -> pb.ListTierHistoryResponse:  # noqa: ANN001
-            rows = self.svc.tier_history(conn, shop_id=request.shop_id, member_id=request.member_id,
-                                         limit=limit + 1, before_id=before[0] if before else None)
-            token = paging.encode_token("tier_history", [rows[limit - 1].id]) if len(rows) > limit else ""
-            return pb.ListTierHistoryResponse(next_page_token=token, changes=[
-                pb.TierChange(from_level=r.from_level, to_level=r.to_level, reason=r.reason, note=r.note,
-                              operator=r.operator, order_id=r.order_id, change_time=to_timestamp(r.changed_at))
-                for r in rows[:limit]])
-
-        return self.db.read(read)
-
-    def ConfigureTiers(self, request: pb.ConfigureTiersRequest, context) -> pb.Program:  # noqa: ANN001, N802
+    def ConfigureTiers(self, request: pb.ConfigureTiersRequest, context: grpc.ServicerContext) -> pb.Program:
         require_request_id(request)
-        return idempotent_call(self.db, request, "ConfigureTiers", pb.Program, lambda uow: program_to_proto(
-            self.svc.configure_tiers(uow, shop_id=request.shop_id, tiers=[tier_from_proto(t) for t in request.tiers],
-                                     mode=_mode(request.qualification_mode),
-                                     policy=_policy(request.downgrade_policy))))
+        command = commands.ConfigureTiers(request.shop_id, tuple(tier_from_proto(t) for t in request.tiers),
+                                          _mode(request.qualification_mode), _policy(request.downgrade_policy))
+        return self._run(request, "ConfigureTiers", command, programs.configure_tiers, program_to_proto, pb.Program)
 
-    def ReevaluateTiers(self, request: pb.ReevaluateTiersRequest, context) -> pb.ReevaluateTiersResponse:  # noqa: ANN001, N802
+    def ReevaluateTiers(self, request: pb.ReevaluateTiersRequest,
+                        context: grpc.ServicerContext) -> pb.ReevaluateTiersResponse:
         require_request_id(request)
+        command = commands.ReevaluateTiers(request.shop_id, request.dry_run)
+        return self._run(request, "ReevaluateTiers", command, tiers.reevaluate_tiers,
+                         lambda r: pb.ReevaluateTiersResponse(upgraded=r.upgraded, downgraded=r.downgraded,
+                                                              unchanged=r.unchanged, dry_run=request.dry_run),
+                         pb.ReevaluateTiersResponse)
 
-        def work(uow: UnitOfWork) -> pb.ReevaluateTiersResponse:
-            up, down, same = self.svc.reevaluate_tiers(uow, shop_id=request.shop_id, dry_run=request.dry_run)
-            return pb.ReevaluateTiersResponse(upgraded=up, downgraded=down, unchanged=same, dry_run=request.dry_run)
-
-        return idempotent_call(self.db, request, "ReevaluateTiers", pb.ReevaluateTiersResponse, work)

@@ -11,8 +11,8 @@ from services.kit.config import Settings
 from services.kit.server import ServiceApp
 from services.kit.storage import Database
 from services.membership.api import MembershipApi
-from services.membership.pii import PhoneVault
-from services.membership.service import MembershipService
+from services.membership.context import Membership
+from services.membership.pii import PiiKeys
 from services.membership.tables import kit
 
 NAME = "membership"
@@ -24,6 +24,6 @@ def build_app(
     settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, db_url: str | None = None
 ) -> ServiceApp:
     db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads)
-    service = MembershipService(db, cache, PhoneVault(settings.pii_key), keyring, cache_ttl=settings.cache_ttl_seconds)
-    return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=MembershipApi(service),
+    ctx = Membership.build(db, cache, PiiKeys(settings.pii_key), keyring, cache_ttl=settings.cache_ttl_seconds)
+    return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=MembershipApi(ctx),
                       add_to_server=pb_grpc.add_MembershipServiceServicer_to_server, admin_methods=ADMIN_METHODS)

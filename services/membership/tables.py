@@ -46,22 +46,37 @@ api_keys = Table(
     Column("created_at", DateTime, nullable=False),
 )
 
+# A buyer's data key (crypto-shredding, see pii.py), wrapped by LOYALTY_PII_KEY. The member's
+# personal fields and the buyer id on their orders are encrypted with it; deleting the row when
+# the member leaves makes every copy of them unreadable.
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("key_id", String(32), primary_key=True),
+    # HMAC of the buyer id (pii.PiiKeys.buyer_hash): one key per buyer of a shop.
+    Column("buyer_hash", String(64), nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("uq_data_keys_buyer", "shop_id", "buyer_hash", unique=True),
+)
+
 members = Table(
     "members",
     metadata,
     Column("shop_id", String(64), primary_key=True),
     Column("member_id", String(32), primary_key=True),
-    # Erased (NULL) when the member leaves.
-    Column("buyer_id", String(64)),
     Column("status", SmallInteger, nullable=False),
-    # Personal fields (PIPL): only what the buyer consented to; all erased on leaving.
-    Column("name", String(100)),
+    # Personal fields (PIPL): only what the buyer consented to, each encrypted with the key named
+    # by key_id; all erased (NULL), and the key destroyed, when the member leaves.
+    Column("key_id", String(32)),
+    Column("buyer_hash", String(64)),
+    Column("buyer_id_cipher", LargeBinary),
+    Column("name_cipher", LargeBinary),
     Column("gender", SmallInteger, nullable=False, default=0),
     Column("phone_cipher", LargeBinary),
-    Column("birth_year", SmallInteger),
-    Column("birth_month", SmallInteger),
-    Column("birth_day", SmallInteger),
-    Column("region", String(100)),
+    Column("birthday_cipher", LargeBinary),
+    Column("region_cipher", LargeBinary),
     Column("consent_fields", String(64), nullable=False, default=""),
     Column("consent_at", DateTime),
     Column("consent_revoked_at", DateTime),
@@ -74,7 +89,7 @@ members = Table(
     Column("cumulative_spend_fen", BigInteger, nullable=False),
     Column("trade_count", Integer, nullable=False),
     Column("first_completed_at", DateTime),
-    Index("uq_members_buyer", "shop_id", "buyer_id", unique=True),
+    Index("uq_members_buyer", "shop_id", "buyer_hash", unique=True),
     Index("ix_members_tier", "shop_id", "tier_level"),
 )
 
@@ -83,7 +98,11 @@ orders = Table(
     metadata,
     Column("shop_id", String(64), primary_key=True),
     Column("order_id", String(64), primary_key=True),
-    Column("buyer_id", String(64)),
+    # The buyer, by keyed hash (to match a member) and encrypted with the buyer's data key (to
+    # show); both erased when the member leaves.
+    Column("buyer_hash", String(64)),
+    Column("key_id", String(32)),
+    Column("buyer_id_cipher", LargeBinary),
     Column("member_id", String(32)),
     Column("amount_fen", BigInteger, nullable=False),
     Column("refunded_fen", BigInteger, nullable=False),
@@ -94,6 +113,7 @@ orders = Table(
     Column("counted", Boolean, nullable=False),
     Column("points_rate_milli", Integer, nullable=False),
     Index("ix_orders_member", "shop_id", "member_id"),
+    Index("ix_orders_key", "shop_id", "key_id"),
 )
 
 refunds = Table(

@@ -21,6 +21,7 @@ from services.kit import cache as cache_module
 from services.kit.cache import LocalCache, RedisCache, cache_key
 from services.kit.config import Settings
 from services.membership import server as membership_server
+from services.membership.pii import PiiKeys
 from tests.conftest import ADMIN_KEY, Authed, Backend, Shop, create_shop, start_service, stop_service
 
 REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS_URL", "")
@@ -266,7 +267,7 @@ def test_membership_service_keeps_serving_get_tier_with_redis_stopped(
         by_member = mpb.GetTierRequest(shop_id=shop.shop_id, member_id=member.member_id)
         by_buyer = mpb.GetTierRequest(shop_id=shop.shop_id, buyer_id=buyer_id)
         keys = [cache_key(shop.shop_id, "tier", "m", member.member_id),
-                cache_key(shop.shop_id, "tier", "b", buyer_id)]
+                cache_key(shop.shop_id, "tier", "b", PiiKeys(settings.pii_key).buyer_hash(shop.shop_id, buyer_id))]
 
         # Warm the cache through both lookups.
         assert (_tier_level(shop, by_member), _tier_level(shop, by_buyer)) == (0, 0)

@@ -4,11 +4,14 @@ backends (see conftest.py)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 from loyalty.common.v1 import envelope_pb2
@@ -18,16 +21,17 @@ from loyalty.membership.v1 import membership_service_pb2_grpc as pb_grpc
 from sqlalchemy import select
 
 from services.membership.tables import kit, members
-from tests.conftest import ADMIN_KEY, Authed, Failure, Shop, create_shop, failure_of
+from tests.conftest import ADMIN_KEY, Authed, Failure, ServiceUnderTest, Shop, create_shop, failure_of
 
 YUAN = 100
+M = TypeVar("M", bound=Message)
 
 
 def rid() -> str:
     return uuid.uuid4().hex
 
 
-def join(shop: Shop, buyer: str, **fields) -> pb.Member:  # noqa: ANN003
+def join(shop: Shop, buyer: str, **fields: Any) -> pb.Member:
     fields.setdefault("join_channel", pb.JOIN_CHANNEL_HOME_PAGE_MODULE)
     return shop.api.JoinMember(pb.JoinMemberRequest(request_id=rid(), shop_id=shop.shop_id, buyer_id=buyer, **fields))
 
@@ -56,7 +60,8 @@ def refund(shop: Shop, order_id: str, fen: int, refund_id: str | None = None) ->
                                                       refund_id=refund_id or rid()[:16], amount_fen=fen))
 
 
-def rpc_error(call, *args, **kwargs) -> tuple[grpc.RpcError, Failure, dict[str, str]]:  # noqa: ANN001, ANN003
+def rpc_error(call: Callable[..., object], *args: object,
+              **kwargs: object) -> tuple[grpc.RpcError, Failure, dict[str, str]]:
     """Calls and expects a failure; returns the error, its details and its field violations."""
     with pytest.raises(grpc.RpcError) as caught:
         call(*args, **kwargs)
@@ -64,7 +69,7 @@ def rpc_error(call, *args, **kwargs) -> tuple[grpc.RpcError, Failure, dict[str, 
     return caught.value, failure, failure.fields
 
 
-def outbox_events(membership, shop_id: str, payload_type):  # noqa: ANN001, ANN201
+def outbox_events(membership: ServiceUnderTest, shop_id: str, payload_type: type[M]) -> list[M]:
     db = membership.running.app.db
     rows = db.read(lambda c: c.execute(select(kit.outbox.c.envelope).where(
         kit.outbox.c.shop_id == shop_id, kit.outbox.c.event_type == payload_type.DESCRIPTOR.full_name)
@@ -117,7 +122,8 @@ def test_completing_an_order_twice_counts_it_once(shop: Shop) -> None:
     assert got.cumulative_spend_fen == 700 * YUAN and got.trade_count == 1
 
 
-def test_the_trade_earns_at_the_tier_held_before_the_upgrade_it_triggers(membership, shop: Shop) -> None:  # noqa: ANN001
+def test_the_trade_earns_at_the_tier_held_before_the_upgrade_it_triggers(membership: ServiceUnderTest,
+                                                                         shop: Shop) -> None:
     join(shop, "b1")
     result = buy(shop, "b1", 1200 * YUAN)
     assert result.tier.code == "silver"
@@ -130,7 +136,7 @@ def test_the_trade_earns_at_the_tier_held_before_the_upgrade_it_triggers(members
     assert events[1].points_rate_milli == 1500 and not events[1].first_completed_order
 
 
-def test_spend_or_count_upgrades_on_trade_count_alone(membership, admin) -> None:  # noqa: ANN001
+def test_spend_or_count_upgrades_on_trade_count_alone(membership: ServiceUnderTest, admin: Authed) -> None:
     shop = create_shop(membership, admin, qualification_mode=pb.QUALIFICATION_MODE_SPEND_OR_COUNT)
     member = join(shop, "b1")
     for _ in range(4):
@@ -139,14 +145,15 @@ def test_spend_or_count_upgrades_on_trade_count_alone(membership, admin) -> None
     assert buy(shop, "b1", 10 * YUAN).tier.code == "silver"  # the 5th trade: 50 yuan in all
 
 
-def test_trade_count_mode_ignores_spend(membership, admin) -> None:  # noqa: ANN001
+def test_trade_count_mode_ignores_spend(membership: ServiceUnderTest, admin: Authed) -> None:
     shop = create_shop(membership, admin, qualification_mode=pb.QUALIFICATION_MODE_TRADE_COUNT)
     member = join(shop, "b1")
     buy(shop, "b1", 50_000 * YUAN)
     assert tier_of(shop, member.member_id) == 0
 
 
-def test_partial_refund_reduces_spend_and_full_refund_removes_the_trade(membership, shop: Shop) -> None:  # noqa: ANN001
+def test_partial_refund_reduces_spend_and_full_refund_removes_the_trade(membership: ServiceUnderTest,
+                                                                        shop: Shop) -> None:
     member = join(shop, "b1")
     order_id = pay(shop, "b1", 800 * YUAN)
     complete(shop, order_id)
@@ -192,7 +199,8 @@ def test_refund_beyond_the_order_is_refused_with_what_remains(shop: Shop) -> Non
     assert info.reason == "REFUND_EXCEEDS_ORDER" and info.metadata["remaining_fen"] == str(100 * YUAN)
 
 
-def test_refund_keeps_the_tier_under_never_and_lowers_it_under_recompute(membership, admin) -> None:  # noqa: ANN001
+def test_refund_keeps_the_tier_under_never_and_lowers_it_under_recompute(membership: ServiceUnderTest,
+                                                                         admin: Authed) -> None:
     for policy, expected in ((pb.DOWNGRADE_POLICY_NEVER, "silver"), (pb.DOWNGRADE_POLICY_RECOMPUTE, "regular")):
         shop = create_shop(membership, admin, downgrade_policy=policy)
         member = join(shop, "b1")
@@ -243,7 +251,7 @@ def _raised_ladder(shop: Shop) -> list[pb.Tier]:
     return tiers
 
 
-def test_rule_change_moves_nobody_until_their_next_trade(membership, admin) -> None:  # noqa: ANN001
+def test_rule_change_moves_nobody_until_their_next_trade(membership: ServiceUnderTest, admin: Authed) -> None:
     shop = create_shop(membership, admin, downgrade_policy=pb.DOWNGRADE_POLICY_RECOMPUTE)
     silver = join(shop, "b1")
     buy(shop, "b1", 1500 * YUAN)
@@ -258,7 +266,7 @@ def test_rule_change_moves_nobody_until_their_next_trade(membership, admin) -> N
     assert tier_of(shop, other.member_id) == 1
 
 
-def test_reevaluation_dry_run_counts_what_the_real_run_moves(membership, admin) -> None:  # noqa: ANN001
+def test_reevaluation_dry_run_counts_what_the_real_run_moves(membership: ServiceUnderTest, admin: Authed) -> None:
     shop = create_shop(membership, admin, downgrade_policy=pb.DOWNGRADE_POLICY_RECOMPUTE)
     ids = {}
     for buyer, yuan in (("b1", 1500), ("b2", 2500), ("b3", 100), ("b4", 3500)):
@@ -284,7 +292,7 @@ def test_reevaluation_dry_run_counts_what_the_real_run_moves(membership, admin) 
     assert history.changes[0].reason == pb.TIER_CHANGE_REASON_REEVALUATED
 
 
-def test_reevaluation_under_never_only_moves_members_up(membership, admin) -> None:  # noqa: ANN001
+def test_reevaluation_under_never_only_moves_members_up(membership: ServiceUnderTest, admin: Authed) -> None:
     shop = create_shop(membership, admin)
     low = join(shop, "b1")
     shop.api.SetTier(pb.SetTierRequest(request_id=rid(), shop_id=shop.shop_id, member_id=low.member_id, tier_level=2,
@@ -340,7 +348,7 @@ def test_join_records_profile_consent_channel_and_referrer(shop: Shop) -> None:
     assert pb.PROFILE_FIELD_PHONE in member.consent.fields and member.consent.consent_time.seconds > 0
 
 
-def test_phone_is_encrypted_at_rest(membership, shop: Shop) -> None:  # noqa: ANN001
+def test_phone_is_encrypted_at_rest(membership: ServiceUnderTest, shop: Shop) -> None:
     member = join(shop, "b1", profile=pb.Profile(phone="13800135678"), consent_fields=[pb.PROFILE_FIELD_PHONE])
     db = membership.running.app.db
     row = db.read(lambda c: c.execute(select(members).where(members.c.shop_id == shop.shop_id,
@@ -363,7 +371,7 @@ def test_profile_fields_need_consent(shop: Shop) -> None:
     assert updated.profile.name == "韩梅梅"
 
 
-def test_join_threshold_refuses_buyers_who_do_not_follow(membership, admin) -> None:  # noqa: ANN001
+def test_join_threshold_refuses_buyers_who_do_not_follow(membership: ServiceUnderTest, admin: Authed) -> None:
     shop = create_shop(membership, admin, join_threshold=pb.JoinThreshold(require_follow=True))
     err, info, _ = rpc_error(join, shop, "b1")
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and info.reason == "JOIN_THRESHOLD_NOT_MET"
@@ -376,7 +384,7 @@ def test_a_buyer_joins_once(shop: Shop) -> None:
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS and info.metadata["member_id"] == member.member_id
 
 
-def test_leaving_erases_personal_data_and_keeps_anonymised_history(membership, shop: Shop) -> None:  # noqa: ANN001
+def test_leaving_erases_personal_data_and_keeps_anonymised_history(membership: ServiceUnderTest, shop: Shop) -> None:
     joined = pb.JoinMemberRequest(
         request_id=rid(), shop_id=shop.shop_id, buyer_id="b1", join_channel=pb.JOIN_CHANNEL_HOME_PAGE_MODULE,
         profile=pb.Profile(name="李雷", phone="13800135678", region="浙江"),
@@ -391,7 +399,7 @@ def test_leaving_erases_personal_data_and_keeps_anonymised_history(membership, s
     db = membership.running.app.db
     row = db.read(lambda c: c.execute(select(members).where(members.c.shop_id == shop.shop_id,
                                                             members.c.member_id == member.member_id)).one())
-    assert (row.name, row.phone_cipher, row.region, row.buyer_id) == (None, None, None, None)
+    assert (row.name_cipher, row.phone_cipher, row.region_cipher, row.buyer_id_cipher, row.buyer_hash) == (None,) * 5
     err, _, _ = rpc_error(shop.api.GetTier, pb.GetTierRequest(shop_id=shop.shop_id, buyer_id="b1"))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     # A replay of the join must not bring the erased profile back.
@@ -426,7 +434,7 @@ def test_import_is_all_or_nothing_with_an_error_per_row(shop: Shop) -> None:
     assert imported.join_channel == pb.JOIN_CHANNEL_CRM_IMPORT and imported.trade_count == 7
 
 
-def test_export_streams_every_member_of_the_shop_only(membership, admin, shop: Shop) -> None:  # noqa: ANN001
+def test_export_streams_every_member_of_the_shop_only(membership: ServiceUnderTest, admin: Authed, shop: Shop) -> None:
     for i in range(7):
         join(shop, f"b{i}")
     other = create_shop(membership, admin)
@@ -451,7 +459,7 @@ def test_list_members_pages_through_everyone(shop: Shop) -> None:
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in violations
 
 
-def test_events_announce_joins_completions_and_tier_changes(membership, shop: Shop) -> None:  # noqa: ANN001
+def test_events_announce_joins_completions_and_tier_changes(membership: ServiceUnderTest, shop: Shop) -> None:
     member = join(shop, "b1")
     buy(shop, "b1", 3000 * YUAN)
     (joined,) = outbox_events(membership, shop.shop_id, events_pb2.MemberJoined)
@@ -464,7 +472,8 @@ def test_events_announce_joins_completions_and_tier_changes(membership, shop: Sh
 # ----- idempotency -----------------------------------------------------------------------------
 
 
-def test_retry_with_the_same_request_id_returns_the_first_answer_and_changes_nothing(membership, shop: Shop) -> None:  # noqa: ANN001
+def test_retry_with_the_same_request_id_returns_the_first_answer_and_changes_nothing(membership: ServiceUnderTest,
+                                                                                     shop: Shop) -> None:
     request = pb.JoinMemberRequest(request_id="join-1", shop_id=shop.shop_id, buyer_id="b1", join_channel=1)
     first = shop.api.JoinMember(request)
     again = shop.api.JoinMember(request)
@@ -489,7 +498,7 @@ def test_mutations_without_a_request_id_are_refused(shop: Shop) -> None:
 # ----- shops and keys ----------------------------------------------------------------------------
 
 
-def test_a_second_shop_sees_nothing_of_the_first(membership, admin, shop: Shop) -> None:  # noqa: ANN001
+def test_a_second_shop_sees_nothing_of_the_first(membership: ServiceUnderTest, admin: Authed, shop: Shop) -> None:
     member = join(shop, "b1")
     other = create_shop(membership, admin)
     err, info, _ = rpc_error(other.api.GetMember, pb.GetMemberRequest(shop_id=shop.shop_id, member_id=member.member_id))
@@ -506,7 +515,7 @@ def test_a_second_shop_sees_nothing_of_the_first(membership, admin, shop: Shop) 
     assert tier_of(shop, member.member_id) == 0
 
 
-def test_calls_need_a_valid_key_and_programs_need_the_admin(membership, shop: Shop) -> None:  # noqa: ANN001
+def test_calls_need_a_valid_key_and_programs_need_the_admin(membership: ServiceUnderTest, shop: Shop) -> None:
     stub = pb_grpc.MembershipServiceStub(membership.channel)
     err, info, _ = rpc_error(stub.GetProgram, pb.GetProgramRequest(shop_id=shop.shop_id))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and info.reason == "MISSING_CREDENTIALS"
@@ -523,12 +532,12 @@ def test_calls_need_a_valid_key_and_programs_need_the_admin(membership, shop: Sh
 # ----- bad input -----------------------------------------------------------------------------------
 
 
-def test_missing_shop_is_invalid_argument_with_the_field(admin) -> None:  # noqa: ANN001
+def test_missing_shop_is_invalid_argument_with_the_field(admin: Authed) -> None:
     err, _, violations = rpc_error(admin.GetTier, pb.GetTierRequest(member_id="m_1"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "shop_id" in violations
 
 
-def test_unknown_shop_and_unknown_member_are_not_found(admin, shop: Shop) -> None:  # noqa: ANN001
+def test_unknown_shop_and_unknown_member_are_not_found(admin: Authed, shop: Shop) -> None:
     err, info, _ = rpc_error(admin.GetTier, pb.GetTierRequest(shop_id="no-such-shop", member_id="m_1"))
     assert err.code() == grpc.StatusCode.NOT_FOUND and info.reason == "PROGRAM_NOT_FOUND"
     err, info, _ = rpc_error(shop.api.GetTier, pb.GetTierRequest(shop_id=shop.shop_id, member_id="m_nobody"))
@@ -575,7 +584,7 @@ def test_oversized_and_malformed_fields_are_invalid(shop: Shop) -> None:
     assert "page_size" in violations
 
 
-def test_bad_program_settings_are_invalid(admin) -> None:  # noqa: ANN001
+def test_bad_program_settings_are_invalid(admin: Authed) -> None:
     err, _, violations = rpc_error(admin.CreateProgram, pb.CreateProgramRequest(
         request_id=rid(), shop_id="bad shop!", name="x"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "shop_id" in violations
@@ -616,7 +625,7 @@ def test_concurrent_completions_for_one_member_lose_no_spend(shop: Shop) -> None
     assert [c.to_level for c in history.changes] == [1, 0]  # one upgrade, after the join
 
 
-def test_concurrent_retries_of_one_join_create_one_member(membership, shop: Shop) -> None:  # noqa: ANN001
+def test_concurrent_retries_of_one_join_create_one_member(membership: ServiceUnderTest, shop: Shop) -> None:
     request = pb.JoinMemberRequest(request_id="same", shop_id=shop.shop_id, buyer_id="b1", join_channel=1)
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: shop.api.JoinMember(request), range(8)))

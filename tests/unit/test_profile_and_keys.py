@@ -18,7 +18,7 @@ from services.membership.domain import (
     normalize_phone,
     validate_profile,
 )
-from services.membership.pii import PhoneVault
+from services.membership.pii import DataKey, PiiKeys
 
 ADMIN_KEY = "admin_unit_key"
 SECRET = b"unit-auth-secret"
@@ -281,47 +281,67 @@ def test_token_from_another_list_is_invalid_argument():
     assert [field for field, _ in exc.value.violations] == ["page_token"]
 
 
-# --- phone vault ----------------------------------------------------------------------------------
+# --- personal data at rest (pii.py) ----------------------------------------------------------------
 
 
 @pytest.fixture
-def vault() -> PhoneVault:
-    return PhoneVault(b"k" * 32)
+def pii() -> PiiKeys:
+    return PiiKeys(b"k" * 32)
 
 
-def test_sealed_phone_opens_for_the_same_shop_and_member(vault):
-    sealed = vault.seal("shop-a", "m1", "13800135678")
-    assert vault.open("shop-a", "m1", sealed) == "13800135678"
+@pytest.fixture
+def key(pii: PiiKeys) -> DataKey:
+    return pii.new_key("shop-a", "k_1")[0]
 
 
-def test_sealed_phone_does_not_contain_the_digits(vault):
-    sealed = vault.seal("shop-a", "m1", "13800135678")
+def test_sealed_phone_opens_in_the_same_place(key):
+    sealed = key.seal("13800135678", "shop-a/members/m1/phone")
+    assert key.open(sealed, "shop-a/members/m1/phone") == "13800135678"
+
+
+def test_sealed_phone_does_not_contain_the_digits(key):
+    sealed = key.seal("13800135678", "shop-a/members/m1/phone")
     assert b"13800135678" not in sealed
     assert "13800135678".encode("utf-16-le") not in sealed
 
 
-def test_sealing_twice_gives_different_ciphertexts(vault):
-    assert vault.seal("shop-a", "m1", "13800135678") != vault.seal("shop-a", "m1", "13800135678")
+def test_sealing_twice_gives_different_ciphertexts(key):
+    assert key.seal("13800135678", "c") != key.seal("13800135678", "c")
 
 
-def test_sealed_phone_does_not_open_for_another_member(vault):
-    sealed = vault.seal("shop-a", "m1", "13800135678")
-    assert vault.open("shop-a", "m2", sealed) is None
+@pytest.mark.parametrize("elsewhere", ["shop-a/members/m2/phone", "shop-b/members/m1/phone",
+                                       "shop-a/members/m1/name"])
+def test_sealed_value_does_not_open_in_another_place(key, elsewhere):
+    sealed = key.seal("13800135678", "shop-a/members/m1/phone")
+    assert key.open(sealed, elsewhere) is None
 
 
-def test_sealed_phone_does_not_open_for_another_shop(vault):
-    sealed = vault.seal("shop-a", "m1", "13800135678")
-    assert vault.open("shop-b", "m1", sealed) is None
+def test_sealed_value_does_not_open_with_another_buyers_key(pii, key):
+    other = pii.new_key("shop-a", "k_2")[0]
+    assert other.open(key.seal("13800135678", "c"), "c") is None
 
 
-def test_sealed_phone_does_not_open_with_another_key(vault):
-    sealed = vault.seal("shop-a", "m1", "13800135678")
-    assert PhoneVault(b"j" * 32).open("shop-a", "m1", sealed) is None
+@pytest.mark.parametrize("sealed", [b"", b"short", b"\x00" * 40, None])
+def test_truncated_or_garbage_ciphertext_opens_to_none(key, sealed):
+    assert key.open(sealed, "c") is None
 
 
-@pytest.mark.parametrize("sealed", [b"", b"short", b"\x00" * 40])
-def test_truncated_or_garbage_ciphertext_opens_to_none(vault, sealed):
-    assert vault.open("shop-a", "m1", sealed) is None
+def test_a_wrapped_data_key_unwraps_only_with_the_pii_key_and_where_it_was_made(pii):
+    key, wrapped = pii.new_key("shop-a", "k_1")
+    sealed = key.seal("李雷", "c")
+    assert pii.unwrap("shop-a", "k_1", wrapped).open(sealed, "c") == "李雷"
+    assert PiiKeys(b"j" * 32).unwrap("shop-a", "k_1", wrapped) is None
+    assert pii.unwrap("shop-b", "k_1", wrapped) is None
+    assert pii.unwrap("shop-a", "k_2", wrapped) is None
+    assert pii.unwrap("shop-a", "k_1", None) is None  # destroyed
+
+
+def test_buyer_hash_is_stable_keyed_and_per_shop(pii):
+    digest = pii.buyer_hash("shop-a", "buyer-42")
+    assert digest == pii.buyer_hash("shop-a", "buyer-42") and len(digest) == 64
+    assert "buyer-42" not in digest
+    assert pii.buyer_hash("shop-b", "buyer-42") != digest
+    assert PiiKeys(b"j" * 32).buyer_hash("shop-a", "buyer-42") != digest
 
 
 def test_phone_digits_from_other_scripts_are_refused() -> None:

@@ -1,0 +1,275 @@
+"""The commands: plain data the servicer builds from requests, one per mutating RPC. Each checks
+its own ids and fields (validate()) before its handler runs; this is the one place where that
+happens. Rules that need stored state (a tier level within the shop's ladder, consent already
+given) are checked by the handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.kit.errors import InvalidArgument, Violations
+from services.kit.timeutil import utcnow
+from services.kit.validation import validate_id, validate_shop_id
+from services.membership import domain
+from services.membership.domain import DowngradePolicy, ProfileField, ProfileInput, QualificationMode, Tier
+
+MAX_IMPORT_ROWS = 1000
+MAX_AMOUNT_FEN = 10**13  # 100 billion yuan: anything above is a unit mistake
+
+
+def _name(v: Violations, value: str, field_name: str) -> None:
+    v.check(0 < len(value) <= domain.MAX_NAME, field_name, f"required, at most {domain.MAX_NAME} characters")
+
+
+def require_one_member_key(member_id: str, buyer_id: str) -> None:
+    """Reads name a member by member_id or by buyer_id, never both."""
+    if bool(member_id) == bool(buyer_id):
+        raise InvalidArgument([("member_id", "give exactly one of member_id and buyer_id")])
+    v = Violations()
+    validate_id(member_id, "member_id", v, required=False)
+    validate_id(buyer_id, "buyer_id", v, required=False)
+    v.raise_if_any()
+
+
+def require_member_id(member_id: str) -> None:
+    v = Violations()
+    validate_id(member_id, "member_id", v)
+    v.raise_if_any()
+
+
+# ----- programs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateProgram:
+    shop_id: str
+    name: str
+    time_zone: str
+    require_follow: bool
+    tiers: tuple[Tier, ...]  # empty: the default ladder
+    mode: QualificationMode
+    policy: DowngradePolicy
+
+    def validate(self) -> None:
+        v = Violations()
+        validate_shop_id(self.shop_id, v)
+        _name(v, self.name, "name")
+        domain.validate_time_zone(self.time_zone, v)
+        domain.validate_tiers(list(self.tiers or domain.default_tiers()), v, self.mode)
+        v.raise_if_any()
+
+
+@dataclass(frozen=True)
+class UpdateProgram:
+    """None: not named by the update mask."""
+
+    shop_id: str
+    name: str | None
+    time_zone: str | None
+    require_follow: bool | None
+
+    def validate(self) -> None:
+        v = Violations()
+        if self.name is not None:
+            _name(v, self.name, "name")
+        if self.time_zone is not None:
+            domain.validate_time_zone(self.time_zone, v)
+        v.raise_if_any()
+
+
+@dataclass(frozen=True)
+class IssueApiKey:
+    shop_id: str
+    label: str
+
+    def validate(self) -> None:
+        v = Violations()
+        v.check(len(self.label) <= domain.MAX_NAME, "label", f"at most {domain.MAX_NAME} characters")
+        v.raise_if_any()
+
+
+@dataclass(frozen=True)
+class ConfigureTiers:
+    shop_id: str
+    tiers: tuple[Tier, ...]
+    mode: QualificationMode
+    policy: DowngradePolicy
+
+    def validate(self) -> None:
+        v = Violations()
+        domain.validate_tiers(list(self.tiers), v, self.mode)
+        v.raise_if_any()
+
+
+# ----- members ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JoinMember:
+    shop_id: str
+    buyer_id: str
+    profile: ProfileInput
+    consent: frozenset[ProfileField]
+    channel: int
+    referrer_member_id: str
+    follows_shop: bool
+
+    def validate(self) -> None:
+        v = Violations()
+        validate_id(self.buyer_id, "buyer_id", v)
+        v.check(self.channel > 0, "join_channel", "required: where the buyer joined")
+        validate_id(self.referrer_member_id, "referrer_member_id", v, required=False)
+        domain.validate_profile(self.profile, set(self.consent), v)
+        v.raise_if_any()
+
+
+@dataclass(frozen=True)
+class UpdateProfile:
+    shop_id: str
+    member_id: str
+    profile: ProfileInput
+    new_consent: frozenset[ProfileField]
+
+    def validate(self) -> None:
+        v = Violations()
+        validate_id(self.member_id, "member_id", v)
+        v.check(bool(self.profile.given), "update_mask", "name at least one of: " + ", ".join(domain.PROFILE_PATHS))
+        v.raise_if_any()
+
+
+@dataclass(frozen=True)
+class LeaveMember:
+    shop_id: str
+    member_id: str
+    reason: str
+
+    def validate(self) -> None:
+        v = Violations()
+        validate_id(self.member_id, "member_id", v)
+        v.check(len(self.reason) <= domain.MAX_NOTE, "reason", f"at most {domain.MAX_NOTE} characters")
+        v.raise_if_any()
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    buyer_id: str
+    profile: ProfileInput
+    consent: frozenset[ProfileField]
+    join_time: datetime | None
+    cumulative_spend_fen: int
+    trade_count: int
+    tier_level: int | None
+
+
+@dataclass(frozen=True)
+class ImportMembers:
+    """会员导入: all rows or none; every invalid row is reported as members[i].field."""
+
+    shop_id: str
+    rows: tuple[ImportRow, ...]
+    validate_only: bool
+
+    def validate(self) -> None:
+        v = Violations()
+        v.check(0 < len(self.rows) <= MAX_IMPORT_ROWS, "members", f"1..{MAX_IMPORT_ROWS} rows a call")
+        v.raise_if_any()
+
+    def check_rows(self, v: Violations, top_level: int) -> None:
+        """Adds every row's problems to `v`, so that the handler reports them together with the
+        buyers who are members already."""
+        seen: set[str] = set()
+        now = utcnow()
+        for i, r in enumerate(self.rows):
+            at = f"members[{i}]"
+            validate_id(r.buyer_id, f"{at}.buyer_id", v)
+            v.check(r.buyer_id not in seen, f"{at}.buyer_id", "appears twice in this import")
+            seen.add(r.buyer_id)
+            domain.validate_profile(r.profile, set(r.consent), v, prefix=f"{at}.profile")
+            v.check(0 <= r.cumulative_spend_fen <= MAX_AMOUNT_FEN, f"{at}.cumulative_spend_fen",
+                    f"must be 0..{MAX_AMOUNT_FEN}")
+            v.check(r.trade_count >= 0, f"{at}.trade_count", "must not be negative")
+            if r.tier_level is not None:
+                v.check(0 <= r.tier_level <= top_level, f"{at}.tier_level", f"must be 0..{top_level}")
+            v.check(r.join_time is None or r.join_time <= now, f"{at}.join_time", "in the future")
+
+
+# ----- orders -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordOrder:
+    shop_id: str
+    order_id: str
+    buyer_id: str
+    amount_fen: int
+    paid_at: datetime
+
+    def validate(self) -> None:
+        v = Violations()
+        validate_id(self.order_id, "order_id", v)
+        validate_id(self.buyer_id, "buyer_id", v)
+        v.check(0 <= self.amount_fen <= MAX_AMOUNT_FEN, "amount_fen", f"must be 0..{MAX_AMOUNT_FEN} fen")
+        v.raise_if_any()
+
+
+@dataclass(frozen=True)
+class CompleteOrder:
+    shop_id: str
+    order_id: str
+    completed_at: datetime
+
+    def validate(self) -> None:
+        v = Violations()
+        validate_id(self.order_id, "order_id", v)
+        v.raise_if_any()
+
+
+@dataclass(frozen=True)
+class RefundOrder:
+    shop_id: str
+    order_id: str
+    refund_id: str
+    amount_fen: int
+    refunded_at: datetime
+
+    def validate(self) -> None:
+        v = Violations()
+        validate_id(self.order_id, "order_id", v)
+        validate_id(self.refund_id, "refund_id", v)
+        v.check(0 < self.amount_fen <= MAX_AMOUNT_FEN, "amount_fen", "must be positive")
+        v.raise_if_any()
+
+
+# ----- tiers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetTier:
+    shop_id: str
+    member_id: str
+    level: int
+    reason: str
+    operator: str
+
+    def validate(self) -> None:
+        v = Violations()
+        validate_id(self.member_id, "member_id", v)
+        v.check(0 < len(self.reason.strip()) <= domain.MAX_NOTE, "reason",
+                f"required, at most {domain.MAX_NOTE} characters")
+        v.check(0 < len(self.operator.strip()) <= domain.MAX_NAME, "operator",
+                f"required, at most {domain.MAX_NAME} characters")
+        v.raise_if_any()
+
+
+@dataclass(frozen=True)
+class ReevaluateTiers:
+    shop_id: str
+    dry_run: bool
+
+    def validate(self) -> None:
+        """Nothing to check beyond the shop, which the kit checks for every call."""
+
+
+Command = (CreateProgram | UpdateProgram | IssueApiKey | ConfigureTiers | JoinMember | UpdateProfile | LeaveMember
+           | ImportMembers | RecordOrder | CompleteOrder | RefundOrder | SetTier | ReevaluateTiers)

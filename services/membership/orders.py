@@ -1,0 +1,179 @@
+"""Orders and qualification: a paid order is recorded, a completed one (交易成功) counts toward
+the member's cumulative spend and trade count and may raise their tier, a refund (退款) takes
+its amount back off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from loyalty.membership.v1 import events_pb2
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+
+from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
+from services.kit.storage import UnitOfWork
+from services.kit.timeutil import to_timestamp
+from services.membership import commands, data_keys, reasons, tiers, views
+from services.membership.domain import MemberStatus, OrderStatus, Tier, TierChangeReason
+from services.membership.tables import members, orders, refunds
+from services.membership.views import OrderView
+
+if TYPE_CHECKING:
+    from services.membership.context import Membership
+    from services.membership.programs import Program
+
+
+@dataclass(frozen=True)
+class OrderOutcome:
+    order: OrderView
+    tier: Tier | None  # the member's tier after the change; None when the order has no member
+    tier_changed: bool
+
+
+def _locked_order(conn: Connection, shop_id: str, order_id: str) -> Row:
+    row = conn.execute(select(orders).where(orders.c.shop_id == shop_id, orders.c.order_id == order_id)
+                       .with_for_update()).first()
+    if row is None:
+        raise NotFound(f"order {order_id!r} was never recorded", reason=reasons.ORDER_NOT_FOUND,
+                       metadata={"order_id": order_id})
+    return row
+
+
+def _member_tier(conn: Connection, program: Program, shop_id: str, member_id: str | None) -> Tier | None:
+    if not member_id:
+        return None
+    row = conn.execute(select(members.c.tier_level).where(
+        members.c.shop_id == shop_id, members.c.member_id == member_id)).first()
+    return program.ladder.tier(row.tier_level) if row else None
+
+
+def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) -> OrderView:
+    """A paid order; recording it again with the same details is a retry, with others a conflict."""
+    ctx.programs.get(cmd.shop_id, uow.conn)
+    buyer_hash = ctx.pii.buyer_hash(cmd.shop_id, cmd.buyer_id)
+    existing = uow.conn.execute(select(orders.c.amount_fen, orders.c.buyer_hash).where(
+        orders.c.shop_id == cmd.shop_id, orders.c.order_id == cmd.order_id)).first()
+    if existing is not None:
+        if existing.amount_fen != cmd.amount_fen or existing.buyer_hash not in (None, buyer_hash):
+            raise AlreadyExists(f"order {cmd.order_id!r} was recorded with other details",
+                                reason=reasons.ORDER_CONFLICT, metadata={"order_id": cmd.order_id})
+        return views.order(ctx, uow.conn, cmd.shop_id, cmd.order_id)
+    key = data_keys.key_for_buyer(ctx, uow, cmd.shop_id, buyer_hash)
+    try:
+        with uow.conn.begin_nested():
+            uow.conn.execute(insert(orders), {
+                "shop_id": cmd.shop_id, "order_id": cmd.order_id, "buyer_hash": buyer_hash, "key_id": key.key_id,
+                "buyer_id_cipher": key.seal(cmd.buyer_id, data_keys.order_buyer(cmd.shop_id, cmd.order_id)),
+                "member_id": None, "amount_fen": cmd.amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID,
+                "paid_at": cmd.paid_at, "completed_at": None, "counted": False, "points_rate_milli": 0})
+    except IntegrityError:  # a concurrent retry recorded it first: answer as a retry would
+        return record_order(ctx, uow, cmd)
+    return views.order(ctx, uow.conn, cmd.shop_id, cmd.order_id)
+
+
+def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder) -> OrderOutcome:
+    """交易成功: the trade counts for the buyer's membership; the tier may go up after it."""
+    shop_id, order_id = cmd.shop_id, cmd.order_id
+    program = ctx.programs.get(shop_id, uow.conn)
+    order = _locked_order(uow.conn, shop_id, order_id)
+    if order.status == OrderStatus.REFUNDED and order.completed_at is None:
+        raise FailedPrecondition("the order was refunded in full before it completed", reason=reasons.ORDER_REFUNDED,
+                                 subject=f"order/{order_id}")
+    if order.completed_at is not None:  # completed before: the same answer again
+        return OrderOutcome(views.order(ctx, uow.conn, shop_id, order_id),
+                            _member_tier(uow.conn, program, shop_id, order.member_id), False)
+    member = None
+    if order.buyer_hash is not None:
+        member = uow.conn.execute(data_keys.with_key(members).where(
+            members.c.shop_id == shop_id, members.c.buyer_hash == order.buyer_hash,
+            members.c.status == MemberStatus.ACTIVE).with_for_update(of=members)).first()
+    if member is None:  # an order alone does not make a member
+        uow.conn.execute(update(orders).where(orders.c.shop_id == shop_id, orders.c.order_id == order_id)
+                         .values(status=OrderStatus.COMPLETED, completed_at=cmd.completed_at))
+        return OrderOutcome(views.order(ctx, uow.conn, shop_id, order_id), None, False)
+
+    ladder = program.ladder
+    held = ladder.tier(member.tier_level)  # the rate of the tier held when the trade succeeds
+    amount = order.amount_fen - order.refunded_fen
+    spend = member.cumulative_spend_fen + amount
+    trades = member.trade_count + 1
+    first = member.first_completed_at is None
+    uow.conn.execute(update(orders).where(orders.c.shop_id == shop_id, orders.c.order_id == order_id).values(
+        status=OrderStatus.COMPLETED, completed_at=cmd.completed_at, member_id=member.member_id, counted=True,
+        points_rate_milli=held.points_rate_milli))
+    uow.conn.execute(update(members).where(
+        members.c.shop_id == shop_id, members.c.member_id == member.member_id).values(
+        cumulative_spend_fen=spend, trade_count=trades,
+        first_completed_at=member.first_completed_at or cmd.completed_at))
+    birthday = views.member_view(ctx, member, ladder).birthday
+    # Points needs the birthday for its birthday multipliers; the buyer id is not sent
+    # (OrderCompleted.buyer_id is deprecated).
+    uow.emit(shop_id, events_pb2.OrderCompleted(
+        shop_id=shop_id, order_id=order_id, member_id=member.member_id, amount_fen=amount,
+        completed_at=to_timestamp(cmd.completed_at), tier_level=held.level, tier_code=held.code,
+        points_rate_milli=held.points_rate_milli, first_completed_order=first,
+        referrer_member_id=member.referrer_member_id or "", birth_month=birthday[1] if birthday else 0,
+        birth_day=birthday[2] if birthday else 0))
+    new_level = ladder.evaluate(member.tier_level, spend, trades)
+    changed = new_level != member.tier_level
+    if changed:
+        tiers.change_tier(ctx, uow, ladder, shop_id, member.member_id, member.tier_level, member.buyer_hash,
+                          new_level, TierChangeReason.QUALIFIED, order_id=order_id)
+    return OrderOutcome(views.order(ctx, uow.conn, shop_id, order_id), ladder.tier(new_level), changed)
+
+
+def refund_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RefundOrder) -> OrderOutcome:
+    """退款: a refund takes its amount off the member's cumulative spend; a full refund also
+    takes the trade off their count."""
+    shop_id, order_id, refund_id, amount_fen = cmd.shop_id, cmd.order_id, cmd.refund_id, cmd.amount_fen
+    program = ctx.programs.get(shop_id, uow.conn)
+    order = _locked_order(uow.conn, shop_id, order_id)
+    previous = uow.conn.execute(select(refunds.c.amount_fen).where(
+        refunds.c.shop_id == shop_id, refunds.c.order_id == order_id, refunds.c.refund_id == refund_id)).first()
+    if previous is not None:
+        if previous.amount_fen != amount_fen:
+            raise AlreadyExists(f"refund {refund_id!r} was made with another amount", reason=reasons.REFUND_CONFLICT,
+                                metadata={"refund_id": refund_id})
+        return OrderOutcome(views.order(ctx, uow.conn, shop_id, order_id),
+                            _member_tier(uow.conn, program, shop_id, order.member_id), False)
+    remaining = order.amount_fen - order.refunded_fen
+    if amount_fen > remaining:
+        raise FailedPrecondition(f"refund of {amount_fen} fen exceeds the {remaining} fen left on the order",
+                                 reason=reasons.REFUND_EXCEEDS_ORDER, subject=f"order/{order_id}",
+                                 metadata={"remaining_fen": str(remaining)})
+    refunded = order.refunded_fen + amount_fen
+    full = refunded == order.amount_fen
+    uow.conn.execute(insert(refunds), {"shop_id": shop_id, "order_id": order_id, "refund_id": refund_id,
+                                       "amount_fen": amount_fen, "refunded_at": cmd.refunded_at})
+    values: dict = {"refunded_fen": refunded}
+    if full:
+        values["status"] = OrderStatus.REFUNDED
+        values["counted"] = False
+    uow.conn.execute(update(orders).where(orders.c.shop_id == shop_id, orders.c.order_id == order_id)
+                     .values(**values))
+    tier, changed = None, False
+    member = None
+    if order.counted and order.member_id:
+        member = uow.conn.execute(select(members).where(
+            members.c.shop_id == shop_id, members.c.member_id == order.member_id,
+            members.c.status == MemberStatus.ACTIVE).with_for_update()).first()
+    if member is not None:
+        spend = max(0, member.cumulative_spend_fen - amount_fen)
+        trades = max(0, member.trade_count - (1 if full else 0))
+        uow.conn.execute(update(members).where(
+            members.c.shop_id == shop_id, members.c.member_id == member.member_id).values(
+            cumulative_spend_fen=spend, trade_count=trades))
+        new_level = program.ladder.evaluate(member.tier_level, spend, trades)
+        changed = new_level != member.tier_level
+        if changed:
+            tiers.change_tier(ctx, uow, program.ladder, shop_id, member.member_id, member.tier_level,
+                              member.buyer_hash, new_level, TierChangeReason.REFUNDED, order_id=order_id)
+        tier = program.ladder.tier(new_level)
+    uow.emit(shop_id, events_pb2.OrderRefunded(
+        shop_id=shop_id, order_id=order_id, refund_id=refund_id, member_id=order.member_id or "",
+        refund_amount_fen=amount_fen, total_refunded_fen=refunded, order_amount_fen=order.amount_fen,
+        after_completion=order.completed_at is not None, fully_refunded=full,
+        points_rate_milli=order.points_rate_milli, refunded_at=to_timestamp(cmd.refunded_at)))
+    return OrderOutcome(views.order(ctx, uow.conn, shop_id, order_id), tier, changed)

@@ -1,0 +1,159 @@
+"""Programs: a shop's loyalty program, its API keys and its tier ladder configuration."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from loyalty.membership.v1 import events_pb2
+from sqlalchemy import Connection, insert, literal, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+
+from services.kit.cache import LocalCache
+from services.kit.errors import AlreadyExists, NotFound
+from services.kit.storage import Database, UnitOfWork
+from services.kit.timeutil import to_timestamp, utcnow
+from services.membership import commands, domain, reasons, tiers
+from services.membership.domain import DowngradePolicy, Ladder, QualificationMode, Tier, TierChangeReason
+from services.membership.tables import api_keys, members, programs
+
+if TYPE_CHECKING:
+    from services.membership.context import Membership
+
+PROGRAM_MEMO_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Program:
+    shop_id: str
+    name: str
+    time_zone: str
+    require_follow: bool
+    ladder: Ladder
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key_id: str
+    api_key: str
+
+
+def _ladder_json(ladder: Ladder) -> str:
+    return json.dumps(
+        {"mode": int(ladder.mode), "policy": int(ladder.policy), "tiers": [asdict(t) for t in ladder.tiers]},
+        ensure_ascii=False,
+    )
+
+
+def _ladder_from_json(raw: str) -> Ladder:
+    data = json.loads(raw)
+    ladder_tiers = tuple(Tier(**{**t, "benefits": tuple(t["benefits"])}) for t in data["tiers"])
+    return Ladder(ladder_tiers, QualificationMode(data["mode"]), DowngradePolicy(data["policy"]))
+
+
+def _program(row: Row) -> Program:
+    return Program(row.shop_id, row.name, row.time_zone, row.require_follow, _ladder_from_json(row.tiers),
+                   row.created_at, row.updated_at)
+
+
+def _not_found(shop_id: str) -> NotFound:
+    return NotFound(f"shop {shop_id!r} has no loyalty program", reason=reasons.PROGRAM_NOT_FOUND,
+                    metadata={"shop_id": shop_id})
+
+
+class ProgramMemo:
+    """Programs change rarely and are read on every call: a short per-process memo."""
+
+    def __init__(self, db: Database):
+        self._db = db
+        self._memo = LocalCache(max_entries=10_000)
+
+    def get(self, shop_id: str, conn: Connection | None = None) -> Program:
+        """The shop's program (memoised for a moment); NOT_FOUND when the shop has none."""
+        memo = self._memo.get(shop_id)
+        if memo is not None:
+            return memo
+        query = select(programs).where(programs.c.shop_id == shop_id)
+        row = conn.execute(query).first() if conn is not None else self._db.read(lambda c: c.execute(query).first())
+        if row is None:
+            raise _not_found(shop_id)
+        program = _program(row)
+        self._memo.set(shop_id, program, PROGRAM_MEMO_SECONDS)
+        return program
+
+    def for_update(self, uow: UnitOfWork, shop_id: str) -> Program:
+        """The program, locked until the unit of work ends (changes to it and its ladder queue)."""
+        row = uow.conn.execute(select(programs).where(programs.c.shop_id == shop_id).with_for_update()).first()
+        if row is None:
+            raise _not_found(shop_id)
+        return _program(row)
+
+    def forget(self, uow: UnitOfWork, shop_id: str) -> None:
+        self._memo.delete(shop_id)
+        uow.after_commit(lambda: self._memo.delete(shop_id))
+
+
+def create_program(ctx: Membership, uow: UnitOfWork, cmd: commands.CreateProgram) -> tuple[Program, IssuedKey]:
+    """A shop's program with the default ladder unless it brings its own, and its first API key."""
+    now = utcnow()
+    ladder = Ladder(cmd.tiers or domain.default_tiers(), cmd.mode, cmd.policy)
+    try:
+        uow.conn.execute(insert(programs), {
+            "shop_id": cmd.shop_id, "name": cmd.name, "time_zone": cmd.time_zone,
+            "require_follow": cmd.require_follow, "qualification_mode": int(cmd.mode),
+            "downgrade_policy": int(cmd.policy), "tiers": _ladder_json(ladder), "created_at": now, "updated_at": now,
+        })
+    except IntegrityError as exc:
+        raise AlreadyExists(f"shop {cmd.shop_id!r} already has a program", reason=reasons.PROGRAM_EXISTS,
+                            metadata={"shop_id": cmd.shop_id}) from exc
+    key = issue_api_key(ctx, uow, commands.IssueApiKey(cmd.shop_id, "first key"))
+    ctx.programs.forget(uow, cmd.shop_id)
+    uow.emit(cmd.shop_id, events_pb2.ProgramChanged(shop_id=cmd.shop_id, name=cmd.name, time_zone=cmd.time_zone,
+                                                    created=True, changed_at=to_timestamp(now)))
+    return Program(cmd.shop_id, cmd.name, cmd.time_zone, cmd.require_follow, ladder, now, now), key
+
+
+def update_program(ctx: Membership, uow: UnitOfWork, cmd: commands.UpdateProgram) -> Program:
+    current = ctx.programs.for_update(uow, cmd.shop_id)
+    now = utcnow()
+    program = Program(
+        cmd.shop_id, current.name if cmd.name is None else cmd.name,
+        current.time_zone if cmd.time_zone is None else cmd.time_zone,
+        current.require_follow if cmd.require_follow is None else cmd.require_follow,
+        current.ladder, current.created_at, now)
+    uow.conn.execute(update(programs).where(programs.c.shop_id == cmd.shop_id).values(
+        name=program.name, time_zone=program.time_zone, require_follow=program.require_follow, updated_at=now))
+    ctx.programs.forget(uow, cmd.shop_id)
+    uow.emit(cmd.shop_id, events_pb2.ProgramChanged(shop_id=cmd.shop_id, name=program.name,
+                                                    time_zone=program.time_zone, changed_at=to_timestamp(now)))
+    return program
+
+
+def issue_api_key(ctx: Membership, uow: UnitOfWork, cmd: commands.IssueApiKey) -> IssuedKey:
+    if uow.conn.execute(select(programs.c.shop_id).where(programs.c.shop_id == cmd.shop_id)).first() is None:
+        raise _not_found(cmd.shop_id)
+    key_id, key = ctx.keyring.issue(cmd.shop_id)
+    uow.conn.execute(insert(api_keys), {"shop_id": cmd.shop_id, "key_id": key_id, "label": cmd.label,
+                                        "created_at": utcnow()})
+    return IssuedKey(key_id, key)
+
+
+def configure_tiers(ctx: Membership, uow: UnitOfWork, cmd: commands.ConfigureTiers) -> Program:
+    """Replaces the ladder. Nobody moves, except members at a level the new ladder lacks, who go
+    to its top level."""
+    current = ctx.programs.for_update(uow, cmd.shop_id)
+    ladder = Ladder(cmd.tiers, cmd.mode, cmd.policy)
+    now = utcnow()
+    uow.conn.execute(update(programs).where(programs.c.shop_id == cmd.shop_id).values(
+        tiers=_ladder_json(ladder), qualification_mode=int(cmd.mode), downgrade_policy=int(cmd.policy),
+        updated_at=now))
+    ctx.programs.forget(uow, cmd.shop_id)
+    tiers.move_setwise(ctx, uow, cmd.shop_id, ladder, literal(ladder.top), members.c.tier_level > ladder.top,
+                       TierChangeReason.LADDER_CHANGED, now)
+    return Program(cmd.shop_id, current.name, current.time_zone, current.require_follow, ladder,
+                   current.created_at, now)

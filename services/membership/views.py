@@ -1,0 +1,205 @@
+"""Read queries: members and orders as the service shows them (personal fields decrypted with
+their buyer's data key), and the lists and exports. No handler, no write transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Row
+
+from services.kit.errors import NotFound
+from services.membership import data_keys, domain, reasons
+from services.membership.commands import require_member_id, require_one_member_key
+from services.membership.domain import Ladder, MemberStatus, ProfileField, Tier
+from services.membership.tables import members, orders
+
+if TYPE_CHECKING:
+    from services.membership.context import Membership
+    from services.membership.programs import Program
+
+
+@dataclass(frozen=True)
+class MemberView:
+    shop_id: str
+    member_id: str
+    key_id: str  # the data key of the buyer ("" once they left)
+    buyer_id: str
+    status: MemberStatus
+    name: str
+    gender: int
+    phone: str
+    birthday: tuple[int, int, int] | None  # (year or 0, month, day)
+    region: str
+    consent: frozenset[ProfileField]
+    consent_at: datetime | None
+    consent_revoked_at: datetime | None
+    join_channel: int
+    referrer_member_id: str
+    joined_at: datetime
+    left_at: datetime | None
+    tier: Tier  # the tier of the member's level in the shop's ladder
+    tier_since: datetime
+    cumulative_spend_fen: int
+    trade_count: int
+
+
+@dataclass(frozen=True)
+class OrderView:
+    shop_id: str
+    order_id: str
+    key_id: str
+    buyer_id: str
+    member_id: str
+    amount_fen: int
+    refunded_fen: int
+    status: int
+    paid_at: datetime
+    completed_at: datetime | None
+    counted: bool
+    points_rate_milli: int
+
+
+@dataclass(frozen=True)
+class TierProgress:
+    program: Program
+    member: MemberView
+    progress: domain.Progress
+
+
+def fields_str(fields: set[ProfileField] | frozenset[ProfileField]) -> str:
+    return ",".join(str(int(f)) for f in sorted(fields))
+
+
+def fields_set(raw: str) -> frozenset[ProfileField]:
+    return frozenset(ProfileField(int(x)) for x in raw.split(",") if x)
+
+
+def birthday_text(birthday: tuple[int, int, int]) -> str:
+    return "-".join(str(part) for part in birthday)
+
+
+def member_view(ctx: Membership, row: Row, ladder: Ladder) -> MemberView:
+    """A members row read through data_keys.with_key(), decrypted, its level read on `ladder`."""
+    key = data_keys.unwrap(ctx, row)
+
+    def field(name: str) -> str:
+        if key is None:
+            return ""
+        return key.open(getattr(row, f"{name}_cipher"), data_keys.member_field(row.shop_id, row.member_id, name)) or ""
+
+    birthday = None
+    if birthday_raw := field("birthday"):
+        year, month, day = (int(part) for part in birthday_raw.split("-"))
+        birthday = (year, month, day)
+    return MemberView(
+        shop_id=row.shop_id, member_id=row.member_id, key_id=row.key_id or "", buyer_id=field("buyer_id"),
+        status=MemberStatus(row.status), name=field("name"), gender=row.gender, phone=field("phone"),
+        birthday=birthday, region=field("region"),
+        consent=fields_set(row.consent_fields), consent_at=row.consent_at, consent_revoked_at=row.consent_revoked_at,
+        join_channel=row.join_channel, referrer_member_id=row.referrer_member_id or "", joined_at=row.joined_at,
+        left_at=row.left_at, tier=ladder.tier(row.tier_level), tier_since=row.tier_since,
+        cumulative_spend_fen=row.cumulative_spend_fen, trade_count=row.trade_count)
+
+
+def order_view(ctx: Membership, row: Row) -> OrderView:
+    """An orders row read through data_keys.with_key(), decrypted."""
+    key = data_keys.unwrap(ctx, row)
+    buyer_id = key.open(row.buyer_id_cipher, data_keys.order_buyer(row.shop_id, row.order_id)) if key else None
+    return OrderView(
+        shop_id=row.shop_id, order_id=row.order_id, key_id=row.key_id or "", buyer_id=buyer_id or "",
+        member_id=row.member_id or "", amount_fen=row.amount_fen, refunded_fen=row.refunded_fen, status=row.status,
+        paid_at=row.paid_at, completed_at=row.completed_at, counted=row.counted,
+        points_rate_milli=row.points_rate_milli)
+
+
+def member_not_found(member_id: str = "", buyer_id: str = "") -> NotFound:
+    return NotFound("no such member", reason=reasons.MEMBER_NOT_FOUND,
+                    metadata={"member_id": member_id} if member_id else {"buyer_id": buyer_id})
+
+
+def get_program(ctx: Membership, shop_id: str) -> Program:
+    return ctx.programs.get(shop_id)
+
+
+def get_member(ctx: Membership, shop_id: str, *, member_id: str, buyer_id: str) -> MemberView:
+    """A member by member_id (also after leaving) or by buyer_id (active members only)."""
+    require_one_member_key(member_id, buyer_id)
+
+    def read(conn: Connection) -> MemberView:
+        program = ctx.programs.get(shop_id, conn)
+        query = data_keys.with_key(members).where(members.c.shop_id == shop_id)
+        if member_id:
+            query = query.where(members.c.member_id == member_id)
+        else:
+            query = query.where(members.c.buyer_hash == ctx.pii.buyer_hash(shop_id, buyer_id),
+                                members.c.status == MemberStatus.ACTIVE)
+        row = conn.execute(query).first()
+        if row is None:
+            raise member_not_found(member_id, buyer_id)
+        return member_view(ctx, row, program.ladder)
+
+    return ctx.db.read(read)
+
+
+def list_members(ctx: Membership, shop_id: str, *, limit: int, after: str | None, tier_level: int | None,
+                 status: int) -> list[MemberView]:
+    def read(conn: Connection) -> list[MemberView]:
+        program = ctx.programs.get(shop_id, conn)
+        query = (data_keys.with_key(members).where(members.c.shop_id == shop_id)
+                 .order_by(members.c.member_id).limit(limit))
+        if after:
+            query = query.where(members.c.member_id > after)
+        if tier_level is not None:
+            query = query.where(members.c.tier_level == tier_level)
+        if status:
+            query = query.where(members.c.status == status)
+        return [member_view(ctx, row, program.ladder) for row in conn.execute(query)]
+
+    return ctx.db.read(read)
+
+
+def export_members(ctx: Membership, shop_id: str, include_left: bool) -> Iterator[MemberView]:
+    """会员导出: streamed through a server-side cursor, so memory stays flat at any size."""
+    program = ctx.programs.get(shop_id)
+
+    def stream() -> Iterator[MemberView]:
+        with ctx.db.engine.connect() as conn:
+            conn = conn.execution_options(stream_results=True, yield_per=500)
+            query = data_keys.with_key(members).where(members.c.shop_id == shop_id).order_by(members.c.member_id)
+            if not include_left:
+                query = query.where(members.c.status == MemberStatus.ACTIVE)
+            with conn.begin():
+                for row in conn.execute(query):
+                    yield member_view(ctx, row, program.ladder)
+
+    return stream()
+
+
+def tier_progress(ctx: Membership, shop_id: str, member_id: str) -> TierProgress:
+    require_member_id(member_id)
+
+    def read(conn: Connection) -> TierProgress:
+        program = ctx.programs.get(shop_id, conn)
+        row = conn.execute(data_keys.with_key(members).where(
+            members.c.shop_id == shop_id, members.c.member_id == member_id,
+            members.c.status == MemberStatus.ACTIVE)).first()
+        if row is None:
+            raise member_not_found(member_id)
+        member = member_view(ctx, row, program.ladder)
+        return TierProgress(program, member, program.ladder.progress(
+            row.tier_level, member.cumulative_spend_fen, member.trade_count))
+
+    return ctx.db.read(read)
+
+
+def order(ctx: Membership, conn: Connection, shop_id: str, order_id: str) -> OrderView:
+    row = conn.execute(data_keys.with_key(orders).where(orders.c.shop_id == shop_id,
+                                                        orders.c.order_id == order_id)).first()
+    if row is None:
+        raise NotFound(f"order {order_id!r} was never recorded", reason=reasons.ORDER_NOT_FOUND,
+                       metadata={"order_id": order_id})
+    return order_view(ctx, row)
