@@ -24,7 +24,7 @@ test-embedded: setup
 lint: setup
 	$(PY) -m ruff check services tests tools
 
-# Production: apply every service's migrations to the databases named by the environment.
+# Production: apply the migrations of every service in services/registry.py to the databases
+# named by the environment.
 migrate: setup
-	$(PY) -m services.membership migrate
-	$(PY) -m services.points migrate
+	$(PY) -m services migrate
