@@ -9,6 +9,7 @@ import logging
 import sys
 
 from services import demo, registry
+from services.kit import client
 from services.kit.auth import KeyRing
 from services.kit.bus import InProcessBus
 from services.kit.cache import LocalCache
@@ -51,6 +52,7 @@ def main() -> None:
     print("\nstopping: finishing in-flight calls…", flush=True)
     for service in running:
         service.stop(settings.grace_seconds)
+    client.close_channels()
     bus.close()
     print("stopped.", flush=True)
 

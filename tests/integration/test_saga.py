@@ -19,10 +19,11 @@ from loyalty.points.v1 import points_service_pb2_grpc as pgrpc
 from sqlalchemy import func, select
 
 from services.kit.client import ServiceClient
+from services.kit.jobs import Periodic
 from services.kit.saga import COMPENSATED, COMPLETED, RUNNING, Sagas
 from services.kit.storage import Database
 from tests.support import redeem_saga
-from tests.support.builders import PointsShop, balance, member_with_points, points_shop
+from tests.support.builders import PointsShop, balance, eventually, member_with_points, points_shop
 from tests.support.services import ADMIN_KEY, Backend, ServiceUnderTest, Shop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,6 +179,24 @@ def test_a_saga_killed_after_its_hold_is_compensated_when_the_stock_is_gone(
     after = balance(ps, member_id)
     assert (after.available, after.held) == (before.available, 0), "the hold was released, once"
     assert recovery.step_states(saga_id) == {"hold": "COMPENSATED", "reserve": "REFUSED", "capture": "PENDING"}
+
+
+def test_the_recovery_job_of_a_periodic_worker_finishes_a_crashed_saga_by_itself(
+    db: Database, points: ServiceUnderTest, ps: PointsShop, client: ServiceClient
+) -> None:
+    member_id = member_with_points(ps, 1000)
+    before = balance(ps, member_id)
+    redeem_saga.add_stock(db, ps.shop_id, SKU, 5)
+    saga_id = run_and_crash(db.url, points, ps, member_id, "hold")
+    recovery = redeem_saga.runner(db, client)
+    worker = Periodic([recovery.recovery_job(interval=0.2)])
+    worker.start()
+    try:
+        eventually(lambda: recovery.outcome(saga_id).finished, "the recovery job finished the saga", timeout=15)
+    finally:
+        worker.stop()
+    assert recovery.outcome(saga_id).state == COMPLETED
+    assert balance(ps, member_id).available == before.available - PRICE
 
 
 def test_two_recoveries_at_once_drive_a_saga_once(

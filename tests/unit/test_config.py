@@ -101,3 +101,10 @@ def test_ports_and_addresses_come_from_the_registry_unless_set(env: pytest.Monke
         assert settings.address(entry.name) == f"localhost:{entry.port}"
     env.setenv("LOYALTY_MEMBERSHIP_ADDR", "membership.loyalty.svc:50051")
     assert settings.address("membership") == "membership.loyalty.svc:50051"
+
+
+def test_no_service_reads_the_environment_outside_the_kits_config() -> None:
+    services = Path(__file__).resolve().parents[2] / "services"
+    readers = [str(path.relative_to(services)) for path in services.rglob("*.py")
+               if path.name != "config.py" and any(word in path.read_text() for word in ("os.environ", "getenv"))]
+    assert readers == []
