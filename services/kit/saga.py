@@ -34,6 +34,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from services.kit.client import CallFailed
 from services.kit.errors import ServiceError
@@ -153,7 +154,9 @@ class Sagas:
     # ----- starting and running -----
 
     def start(self, kind: str, shop_id: str, data: dict[str, Any], *, saga_id: str | None = None) -> str:
-        """Records a new saga (with this runner's lease) and returns its id; run() drives it."""
+        """Records a new saga (with this runner's lease) and returns its id; run() drives it.
+        A `saga_id` already recorded (a retried request) starts nothing: run() then reports
+        that saga's outcome."""
         definition = self.definitions[kind]
         saga_id = saga_id or str(uuid.uuid4())
         now = utcnow()
@@ -167,7 +170,10 @@ class Sagas:
                 {"saga_id": saga_id, "step": i, "name": step.name, "state": PENDING, "compensated": False,
                  "updated_at": now} for i, step in enumerate(definition.steps)])
 
-        self.db.transact(record)
+        try:
+            self.db.transact(record)
+        except IntegrityError:
+            log.info("saga %s already recorded", saga_id)
         return saga_id
 
     def execute(self, kind: str, shop_id: str, data: dict[str, Any]) -> SagaOutcome:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -107,6 +108,22 @@ def test_a_refused_hold_takes_nothing(db: Database, ps: PointsShop, client: Serv
     assert sagas.step_states(outcome.saga_id)["hold"] == "REFUSED"
     assert balance(ps, member_id) == before
     assert redeem_saga.stock_of(db, ps.shop_id, SKU) == 5
+
+
+def test_a_saga_started_again_with_its_id_runs_once(db: Database, ps: PointsShop, client: ServiceClient) -> None:
+    member_id = member_with_points(ps, 1000)
+    before = balance(ps, member_id)
+    redeem_saga.add_stock(db, ps.shop_id, SKU, 5)
+    saga_id = str(uuid.uuid4())  # e.g. derived from the caller's redemption id
+    outcomes = []
+    for _ in range(2):  # the caller retried; another replica may take the retry
+        sagas = redeem_saga.runner(db, client)
+        outcomes.append(sagas.run(sagas.start(redeem_saga.KIND, ps.shop_id, redeem_input(member_id),
+                                              saga_id=saga_id)))
+    assert [o.state for o in outcomes] == [COMPLETED, COMPLETED]
+    assert outcomes[0].data == outcomes[1].data
+    assert balance(ps, member_id).available == before.available - PRICE
+    assert redeem_saga.stock_of(db, ps.shop_id, SKU) == 4
 
 
 def test_an_unreachable_service_leaves_the_saga_for_recovery(
