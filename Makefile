@@ -25,7 +25,7 @@ test-embedded: setup
 lint: setup
 	bash scripts/lint.sh
 
-# Production: apply every service's migrations to the databases named by the environment.
+# Production: apply the migrations of every service in services/registry.py to the databases
+# named by the environment.
 migrate: setup
-	$(PY) -m services.membership migrate
-	$(PY) -m services.points migrate
+	$(PY) -m services migrate

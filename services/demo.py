@@ -69,6 +69,11 @@ def _create(stub: mgrpc.MembershipServiceStub, auth: list[tuple[str, str]]) -> N
                 stub.CompleteOrder(mpb.CompleteOrderRequest(shop_id=SHOP_ID, order_id=order_id), metadata=auth)
 
 
+def membership_port(running: list[RunningService]) -> int:
+    """The demo is seeded and shown through membership."""
+    return next(service.port for service in running if service.app.name == "membership")
+
+
 def print_banner(settings: Settings, running: list[RunningService], keys: DemoKeys | None) -> None:
     lines = ["", "loyalty suite (embedded default) is up", f"  data:        {settings.data_dir}"]
     for service in running:
@@ -82,7 +87,7 @@ def print_banner(settings: Settings, running: list[RunningService], keys: DemoKe
             "",
             "try (grpcurl, or `.venv/bin/python -m tools.grpcurl` with the same arguments):",
             f"  grpcurl -plaintext -H 'authorization: Bearer {keys.shop_key}' -d '{body}' \\",
-            f"    localhost:{running[0].port} loyalty.membership.v1.MembershipService/GetTier",
+            f"    localhost:{membership_port(running)} loyalty.membership.v1.MembershipService/GetTier",
         ]
     lines += ["", "Ctrl-C stops it; the next `make run` keeps the data.", ""]
     print("\n".join(lines), flush=True)

@@ -12,9 +12,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
+
+if TYPE_CHECKING:
+    from services.kit.storage import UnitOfWork
 
 log = logging.getLogger("loyalty.cache")
 
@@ -42,7 +45,7 @@ class Cache(Protocol):
     def delete(self, *keys: str) -> None: ...
 
 
-def invalidate_on_commit(uow, cache: Cache, keys: list[str]) -> None:  # noqa: ANN001 - a storage.UnitOfWork
+def invalidate_on_commit(uow: UnitOfWork, cache: Cache, keys: list[str]) -> None:
     """Fences the keys now, and once the transaction committed fences them again for a moment
     (AFTER_COMMIT_FENCE_SECONDS): a reader that read the database before the commit but fills
     the cache after it finds the fence and leaves the cache empty."""

@@ -1,4 +1,5 @@
-"""Configuration from environment variables; every variable is documented in README.md."""
+"""Configuration from environment variables; every variable is documented in README.md. This
+is the only module that reads the environment: services get typed values from Settings."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_PORTS = {"membership": 50051, "points": 50052, "rewards": 50053, "segments": 50054, "gateway": 8080}
+from services import registry
+
+DEFAULT_PORTS = {service.name: service.port for service in registry.SERVICES}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 class ConfigError(Exception):
@@ -21,10 +25,23 @@ def _env(name: str, default: str = "") -> str:
 
 
 def _bool(name: str, default: bool) -> bool:
-    raw = _env(name)
+    raw = _env(name).lower()
     if not raw:
         return default
-    return raw.lower() in {"1", "true", "yes", "on"}
+    if raw not in _TRUE | _FALSE:
+        raise ConfigError(f"{name} must be one of 1, 0, true, false, yes, no, on, off (got {raw!r})")
+    return raw in _TRUE
+
+
+def _number(name: str, default: str, kind: type[int] | type[float], *, minimum: float = 0) -> int | float:
+    raw = _env(name, default)
+    try:
+        value = kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a{'n integer' if kind is int else ' number'} (got {raw!r})") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum} (got {raw!r})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -34,7 +51,7 @@ class Settings:
     redis_url: str
     admin_key: str
     auth_secret: bytes
-    pii_key: bytes
+    pii_key: bytes  # empty for a service that needs none (only membership keeps personal data)
     log_level: str
     access_log: bool
     trace_exporter: str
@@ -43,6 +60,7 @@ class Settings:
     auto_migrate: bool
     grace_seconds: float
     cache_ttl_seconds: float
+    call_timeout_seconds: float = 5.0  # the default deadline of calls to other services
 
     def db_url(self, service: str) -> str:
         url = _env(f"LOYALTY_{service.upper()}_DB_URL")
@@ -51,55 +69,66 @@ class Settings:
         return f"sqlite:///{self.data_dir / (service + '.db')}"
 
     def port(self, service: str) -> int:
-        raw = _env(f"LOYALTY_{service.upper()}_PORT")
-        return int(raw) if raw else DEFAULT_PORTS[service]
+        return int(_number(f"LOYALTY_{service.upper()}_PORT", str(DEFAULT_PORTS[service]), int, minimum=0))
+
+    def address(self, service: str) -> str:
+        """Where another service is reached (host:port): LOYALTY_<SERVICE>_ADDR, else this host."""
+        return _env(f"LOYALTY_{service.upper()}_ADDR") or f"localhost:{self.port(service)}"
+
+    def scheduled_jobs(self, service: str) -> bool:
+        """Whether the service runs its batch jobs itself (LOYALTY_<SERVICE>_JOBS): by default in
+        the embedded suite; in production a CronJob runs them as one-shot commands."""
+        return _bool(f"LOYALTY_{service.upper()}_JOBS", self.auto_migrate)
 
     @classmethod
-    def from_env(cls, *, embedded: bool) -> Settings:
-        """Reads the environment. Embedded mode creates missing secrets in the data folder;
-        production refuses to start without them."""
+    def from_env(cls, *, embedded: bool, service: str | None = None) -> Settings:
+        """Reads the environment for one service (or, without `service`, for the whole suite),
+        requiring only the secrets it uses. Embedded mode creates missing secrets in the data
+        folder; production refuses to start without them."""
         data_dir = Path(_env("LOYALTY_DATA_DIR", "data")).resolve()
-        admin_key = _env("LOYALTY_ADMIN_KEY")
-        auth_secret = _env("LOYALTY_AUTH_SECRET")
-        pii_key = _env("LOYALTY_PII_KEY")
-        if embedded and not (admin_key and auth_secret and pii_key):
+        entries = [registry.entry(service)] if service else list(registry.SERVICES)
+        required = {name for entry in entries for name in entry.required_secrets}
+        values = {name: _env(name) for name in ("LOYALTY_ADMIN_KEY", "LOYALTY_AUTH_SECRET", "LOYALTY_PII_KEY")}
+        if embedded and not all(values.values()):
             stored = _local_secrets(data_dir)
-            admin_key = admin_key or stored["admin_key"]
-            auth_secret = auth_secret or stored["auth_secret"]
-            pii_key = pii_key or stored["pii_key"]
-        missing = [
-            name
-            for name, value in (
-                ("LOYALTY_ADMIN_KEY", admin_key),
-                ("LOYALTY_AUTH_SECRET", auth_secret),
-                ("LOYALTY_PII_KEY", pii_key),
-            )
-            if not value
-        ]
+            for name, key in (("LOYALTY_ADMIN_KEY", "admin_key"), ("LOYALTY_AUTH_SECRET", "auth_secret"),
+                              ("LOYALTY_PII_KEY", "pii_key")):
+                values[name] = values[name] or stored[key]
+        missing = sorted(name for name in required if not values[name])
         if missing:
             raise ConfigError(f"missing required environment variables: {', '.join(missing)}")
-        try:
-            pii = base64.b64decode(pii_key, validate=True)
-        except ValueError as exc:
-            raise ConfigError("LOYALTY_PII_KEY must be base64 of 32 random bytes") from exc
-        if len(pii) != 32:
-            raise ConfigError("LOYALTY_PII_KEY must be base64 of 32 random bytes")
-        return cls(
+        pii = _pii_key(values["LOYALTY_PII_KEY"]) if "LOYALTY_PII_KEY" in required else b""
+        settings = cls(
             data_dir=data_dir,
-            host=_env("LOYALTY_HOST", "0.0.0.0"),
+            host=_env("LOYALTY_HOST", "127.0.0.1" if embedded else "0.0.0.0"),
             redis_url=_env("LOYALTY_REDIS_URL"),
-            admin_key=admin_key,
-            auth_secret=auth_secret.encode(),
+            admin_key=values["LOYALTY_ADMIN_KEY"],
+            auth_secret=values["LOYALTY_AUTH_SECRET"].encode(),
             pii_key=pii,
-            log_level=_env("LOYALTY_LOG_LEVEL", "INFO").upper(),
+            log_level=_env("LOYALTY_LOG_LEVEL", "WARNING" if embedded else "INFO").upper(),
             access_log=_bool("LOYALTY_ACCESS_LOG", True),
             trace_exporter=_env("LOYALTY_TRACE_EXPORTER").lower(),
-            workers=int(_env("LOYALTY_WORKERS", "1")),
-            threads=int(_env("LOYALTY_THREADS", "16")),
+            workers=int(_number("LOYALTY_WORKERS", "1", int, minimum=1)),
+            threads=int(_number("LOYALTY_THREADS", "16", int, minimum=1)),
             auto_migrate=_bool("LOYALTY_AUTO_MIGRATE", embedded),
-            grace_seconds=float(_env("LOYALTY_GRACE_SECONDS", "10")),
-            cache_ttl_seconds=float(_env("LOYALTY_CACHE_TTL_SECONDS", "60")),
+            grace_seconds=float(_number("LOYALTY_GRACE_SECONDS", "10", float)),
+            cache_ttl_seconds=float(_number("LOYALTY_CACHE_TTL_SECONDS", "60", float)),
+            call_timeout_seconds=float(_number("LOYALTY_CALL_TIMEOUT_SECONDS", "5", float, minimum=0.001)),
         )
+        for entry in entries:  # refuse a bad per-service value now, not when the service is built
+            settings.port(entry.name)
+            settings.scheduled_jobs(entry.name)
+        return settings
+
+
+def _pii_key(raw: str) -> bytes:
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except ValueError as exc:
+        raise ConfigError("LOYALTY_PII_KEY must be base64 of 32 random bytes") from exc
+    if len(key) != 32:
+        raise ConfigError("LOYALTY_PII_KEY must be base64 of 32 random bytes")
+    return key
 
 
 def _local_secrets(data_dir: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.errors import InvalidArgument
@@ -47,7 +47,7 @@ def run_idempotent(
     key = (table.c.shop_id == shop_id) & (table.c.method == method) & (table.c.request_id == request_id)
     query = select(table.c.fingerprint, table.c.response).where(key)
 
-    def stored(row) -> R:  # noqa: ANN001
+    def stored(row: Row) -> R:
         if row.fingerprint != fingerprint:
             raise InvalidArgument(
                 [("request_id", "already used for a different request; use a new request_id")],

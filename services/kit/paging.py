@@ -1,15 +1,20 @@
-"""Opaque page tokens (AIP-158): the last key seen. A forged token can only move within the
-caller's own shop, because every list query filters on shop_id."""
+"""Opaque page tokens (AIP-158): the last key seen, the list it belongs to, and the shop it was
+minted for. A token is checked completely before any query sees it: its kind, its shop, the type
+and range of every cursor value (int64 for integers, short NUL-free text for strings)."""
 
 from __future__ import annotations
 
 import base64
 import json
 
+from services.kit.auth import current_principal
 from services.kit.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+MAX_TOKEN_CHARS = 1024
+MAX_CURSOR_TEXT = 128
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def page_size(requested: int) -> int:
@@ -18,23 +23,55 @@ def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def encode_token(kind: str, after: list) -> str:
-    raw = json.dumps({"k": kind, "a": after}, separators=(",", ":")).encode()
+def _bound_shop(shop: str | None) -> str | None:
+    """The shop a token is bound to: the one named, else the calling shop key's own (the admin
+    names the shop explicitly or gets unbound tokens)."""
+    if shop is not None:
+        return shop
+    principal = current_principal()
+    return principal.shop_id if principal is not None else None
+
+
+def encode_token(kind: str, after: list, shop: str | None = None) -> str:
+    """A token for the page after `after` in the list `kind` of `shop`."""
+    data: dict[str, object] = {"k": kind, "a": after}
+    bound = _bound_shop(shop)
+    if bound is not None:
+        data["s"] = bound
+    raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(kind: str, token: str, item: type = str) -> list | None:
-    """The position a token stands for (a list of `item`), or None for the first page."""
+def _valid_cursor(value: object, item: type) -> bool:
+    if isinstance(value, bool) or not isinstance(value, item):
+        return False
+    if isinstance(value, int):
+        return INT64_MIN <= value <= INT64_MAX
+    if isinstance(value, str):
+        return len(value) <= MAX_CURSOR_TEXT and "\x00" not in value
+    return False
+
+
+def decode_token(kind: str, token: str, item: type = str, shop: str | None = None) -> list | None:
+    """The position a token stands for (a list of `item`), or None for the first page. A token of
+    another list, another shop, or with a value out of range is INVALID_ARGUMENT on page_token."""
     if not token:
         return None
+    bound = _bound_shop(shop)
     try:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
         after = data["a"]
         if data["k"] != kind or not isinstance(after, list) or not after:
-            raise ValueError
-        if not all(isinstance(x, item) and not isinstance(x, bool) for x in after):
-            raise ValueError
+            raise ValueError("another list")
+        if bound is not None and data.get("s") != bound:
+            raise ValueError("another shop")
+        if not all(_valid_cursor(x, item) for x in after):
+            raise ValueError("cursor out of range")
         return after
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidArgument([("page_token", "not a token this list returned")]) from exc

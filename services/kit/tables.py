@@ -1,9 +1,11 @@
 """The kit's own tables, added to each service's metadata: every service database has an
-outbox, an inbox and an idempotency record of its own."""
+outbox, an inbox and an idempotency record of its own. kit_tables() is their current shape;
+create_kit_tables() is the frozen shape each service's first migration created."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -73,9 +75,39 @@ def kit_tables(metadata: MetaData) -> KitTables:
     return KitTables(outbox=outbox, inbox=inbox, idempotency=idempotency)
 
 
-def create_kit_tables(op) -> None:  # noqa: ANN001 - alembic's op proxy has no public type
-    """Creates the kit tables in a service's first migration. These definitions are frozen at
-    that revision: a later change to kit_tables() needs a migration of its own in every service."""
-    metadata = MetaData()
-    kit_tables(metadata)
-    metadata.create_all(op.get_bind())
+def create_kit_tables(op: Any) -> None:
+    """Creates the kit tables as they were at every service's first migration (kit schema 1).
+    Frozen: never edit it. A later change to kit_tables() is an ordinary migration in each
+    service's history (op.add_column, op.create_index …), checked by tests/integration/test_kit_schema.py."""
+    op.create_table(
+        "outbox",
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("event_id", String(36), nullable=False),
+        Column("shop_id", String(64), nullable=False),
+        Column("event_type", String(128), nullable=False),
+        Column("envelope", LargeBinary, nullable=False),
+        Column("created_at", DateTime, nullable=False),
+        Column("published_at", DateTime),
+    )
+    op.create_index("ix_outbox_unpublished", "outbox", ["id"], postgresql_where=text("published_at IS NULL"),
+                    sqlite_where=text("published_at IS NULL"))
+    op.create_index("ix_outbox_published_at", "outbox", ["published_at"])
+    op.create_table(
+        "inbox",
+        Column("consumer", String(64), primary_key=True),
+        Column("event_id", String(36), primary_key=True),
+        Column("processed_at", DateTime, nullable=False),
+    )
+    op.create_index("ix_inbox_processed_at", "inbox", ["processed_at"])
+    op.create_table(
+        "idempotency",
+        Column("shop_id", String(64), primary_key=True),
+        Column("method", String(64), primary_key=True),
+        Column("request_id", String(128), primary_key=True),
+        Column("fingerprint", String(64), nullable=False),
+        Column("response", LargeBinary, nullable=False),
+        Column("subject", String(64), nullable=False),
+        Column("created_at", DateTime, nullable=False),
+    )
+    op.create_index("ix_idempotency_created_at", "idempotency", ["created_at"])
+    op.create_index("ix_idempotency_subject", "idempotency", ["shop_id", "subject"])

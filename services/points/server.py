@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from loyalty.points.v1 import points_service_pb2_grpc as pb_grpc
 
 from services.kit.auth import KeyRing
@@ -33,7 +31,7 @@ def build_app(
     service = build_service(settings, cache=cache, db_url=db_url)
     # Expiry and pool settlement run by themselves in the embedded default; in production a
     # CronJob runs `python -m services.points expire|settle-pools` unless LOYALTY_POINTS_JOBS=1.
-    jobs = os.environ.get("LOYALTY_POINTS_JOBS", "1" if settings.auto_migrate else "0") == "1"
+    jobs = settings.scheduled_jobs(NAME)
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=service.db, servicer=PointsApi(service),
                       add_to_server=pb_grpc.add_PointsServiceServicer_to_server,
                       consumers=[membership_consumer(service.db, bus, service)],

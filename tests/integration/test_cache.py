@@ -22,7 +22,7 @@ from services.kit.cache import LocalCache, RedisCache, cache_key
 from services.kit.config import Settings
 from services.membership import server as membership_server
 from services.membership.pii import PiiKeys
-from tests.conftest import ADMIN_KEY, Authed, Backend, Shop, create_shop, start_service, stop_service
+from tests.support.services import ADMIN_KEY, Authed, Backend, Shop, create_shop, start_service, stop_service
 
 REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS_URL", "")
 REDIS_SERVER = os.environ.get("LOYALTY_TEST_REDIS_SERVER", "")

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from google.protobuf.message import Message
@@ -23,7 +24,7 @@ from services.kit.bus import Bus, RedisStreamsBus
 from services.kit.events import EventConsumer, EventHandler, OutboxRelay, stream_name
 from services.kit.storage import Database, UnitOfWork
 from services.kit.tables import kit_tables
-from tests.conftest import Backend
+from tests.support.services import Backend
 
 SHOP = "shop-events"
 DEADLINE_SECONDS = 8.0
@@ -64,7 +65,7 @@ class ProbedConsumer(EventConsumer):
     """The real consumer, recording what each delivery came to: True (took effect), False (a
     repeat) or "error" (the handler raised, so the bus will deliver it again)."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outcomes: list[bool | str] = []
         self._lock = threading.Lock()

@@ -1,0 +1,73 @@
+"""A per-process memo of per-shop settings that nearly every call reads (a shop's program):
+a short TTL bounds how stale another replica's copy can be, and a change in this process is
+forgotten once its transaction committed. A load that overlapped an invalidation, or that ran
+while a change was uncommitted, is not memoised: a value read before a commit is never served
+after it, and a change that rolled back is never served at all.
+
+    self.programs = ShopMemo(self._load_program)          # load(shop_id, conn) -> Program
+    program = self.programs.get(shop_id, conn)
+    self.programs.invalidate(uow, shop_id)                 # in the transaction that changes it
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from services.kit.cache import LocalCache
+from services.kit.storage import UnitOfWork
+
+T = TypeVar("T")
+DEFAULT_MEMO_SECONDS = 2.0
+# How long a change that never reported its commit (it rolled back) keeps its shop unmemoised.
+UNSETTLED_SECONDS = 60.0
+
+
+class ShopMemo(Generic[T]):
+    """`load(shop_id, conn)` memoised per shop for `ttl` seconds. `conn` (optional) lets a
+    caller load inside its own transaction; a load that raises (NOT_FOUND) is not memoised."""
+
+    def __init__(self, load: Callable[[str, Any], T], *, ttl: float = DEFAULT_MEMO_SECONDS,
+                 max_shops: int = 10_000):
+        self._load = load
+        self._ttl = ttl
+        self._values = LocalCache(max_entries=max_shops)
+        self._generation = 0  # bumped by every invalidation: a load spanning one is not kept
+        self._unsettled: dict[str, float] = {}  # shops with a change in flight, until when
+        self._lock = threading.Lock()
+
+    def get(self, shop_id: str, conn: Any = None) -> T:
+        value = self._values.get(shop_id)
+        if value is not None:
+            return value
+        generation = self._generation
+        value = self._load(shop_id, conn)
+        with self._lock:
+            unsettled = self._unsettled.get(shop_id, 0.0) > time.monotonic()
+            if generation == self._generation and not unsettled:
+                self._values.set(shop_id, value, self._ttl)
+        return value
+
+    def forget(self, shop_id: str) -> None:
+        """Drops the shop's value now (and any load in progress from being kept)."""
+        with self._lock:
+            self._generation += 1
+            self._values.delete(shop_id)
+
+    def invalidate(self, uow: UnitOfWork, shop_id: str) -> None:
+        """For a transaction that changes the shop's settings: forgotten now, not memoised while
+        the change is uncommitted, and forgotten again once it committed."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._unsettled) > 1000:  # drop what rolled-back changes left behind
+                self._unsettled = {k: until for k, until in self._unsettled.items() if until > now}
+            self._unsettled[shop_id] = now + UNSETTLED_SECONDS
+        self.forget(shop_id)
+        uow.after_commit(lambda: self._settled(shop_id))
+
+    def _settled(self, shop_id: str) -> None:
+        with self._lock:
+            self._unsettled.pop(shop_id, None)
+        self.forget(shop_id)
