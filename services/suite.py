@@ -14,7 +14,7 @@ from services.kit.auth import KeyRing
 from services.kit.bus import InProcessBus
 from services.kit.cache import LocalCache
 from services.kit.config import ConfigError, Settings
-from services.kit.server import RunningService, create_server, wait_for_signal
+from services.kit.server import RunningService, create_server, server_options, wait_for_signal
 from services.kit.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger("loyalty.suite")
@@ -26,8 +26,9 @@ def start(settings: Settings, *, host: str) -> tuple[list[RunningService], InPro
     running = []
     for entry in registry.SERVICES:
         app = entry.server().build_app(settings, cache=cache, keyring=keyring, bus=bus)
+        options = server_options(settings) | {"auto_migrate": True}
         running.append(create_server(app, bus=bus, keyring=keyring, host=host, port=settings.port(entry.name),
-                                     threads=settings.threads, access_log=settings.access_log, auto_migrate=True))
+                                     **options))
     return running, bus
 
 

@@ -61,6 +61,11 @@ class Settings:
     grace_seconds: float
     cache_ttl_seconds: float
     call_timeout_seconds: float = 5.0  # the default deadline of calls to other services
+    max_in_flight: int = 0  # calls run at once per process; 0: as many as threads
+    max_queued: int = 0  # calls that may wait for a turn; 0: as many as threads
+    queue_wait_seconds: float = 0.5  # how long a queued call waits before it is refused
+    db_retry_seconds: float = 1.0  # how long a call retries a lost database before UNAVAILABLE
+    lag_warning_seconds: float = 60.0  # a consumer group this far behind is logged
 
     def db_url(self, service: str) -> str:
         url = _env(f"LOYALTY_{service.upper()}_DB_URL")
@@ -114,11 +119,24 @@ class Settings:
             grace_seconds=float(_number("LOYALTY_GRACE_SECONDS", "10", float)),
             cache_ttl_seconds=float(_number("LOYALTY_CACHE_TTL_SECONDS", "60", float)),
             call_timeout_seconds=float(_number("LOYALTY_CALL_TIMEOUT_SECONDS", "5", float, minimum=0.001)),
+            max_in_flight=int(_number("LOYALTY_MAX_IN_FLIGHT", "0", int)),
+            max_queued=int(_number("LOYALTY_MAX_QUEUED", "0", int)),
+            queue_wait_seconds=float(_number("LOYALTY_QUEUE_WAIT_SECONDS", "0.5", float)),
+            db_retry_seconds=float(_number("LOYALTY_DB_RETRY_SECONDS", "1", float)),
+            lag_warning_seconds=float(_number("LOYALTY_LAG_WARNING_SECONDS", "60", float, minimum=1)),
         )
         for entry in entries:  # refuse a bad per-service value now, not when the service is built
             settings.port(entry.name)
             settings.scheduled_jobs(entry.name)
         return settings
+
+
+def pii_key_from_env() -> bytes | None:
+    """LOYALTY_PII_KEY decoded, or None when it is unset or malformed (for migrations that need it)."""
+    try:
+        return _pii_key(_env("LOYALTY_PII_KEY"))
+    except ConfigError:
+        return None
 
 
 def _pii_key(raw: str) -> bytes:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from services.kit.errors import Unavailable
+
 log = logging.getLogger("loyalty.jobs")
 
 
@@ -38,6 +40,10 @@ class _Schedule:
     def run(self) -> None:
         try:
             self.job.fn()
+        except Unavailable as exc:  # the database's own outage line says the rest
+            if self.failures == 0:
+                log.warning("job %s waits: %s", self.job.name, exc.message, extra={"job": self.job.name})
+            self.failures += 1
         except Exception:
             if self.failures == 0:
                 log.exception("job %s failed; retrying every %ss", self.job.name, self.job.interval,

@@ -20,7 +20,14 @@ from services.kit.auth import KeyRing
 from services.kit.bus import make_bus
 from services.kit.cache import make_cache
 from services.kit.config import ConfigError, Settings
-from services.kit.server import ServiceApp, consumer_lag, create_server, run_workers, wait_for_signal
+from services.kit.server import (
+    ServiceApp,
+    consumer_lag,
+    create_server,
+    run_workers,
+    server_options,
+    wait_for_signal,
+)
 from services.kit.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger("loyalty.main")
@@ -35,7 +42,7 @@ def service_main(name: str, build_app: AppBuilder, argv: list[str] | None = None
     parser.add_argument("command", choices=["serve", "migrate", "status", *commands])
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env(embedded=False)
+        settings = Settings.from_env(embedded=False, service=name)
     except ConfigError as exc:
         sys.exit(f"{name}: {exc}")
     setup_logging(settings.log_level)
@@ -60,10 +67,8 @@ def service_main(name: str, build_app: AppBuilder, argv: list[str] | None = None
         bus = make_bus(settings.redis_url)
         keyring = KeyRing(settings.admin_key, settings.auth_secret)
         app = build_app(settings, cache=cache, keyring=keyring, bus=bus)
-        running = create_server(app, bus=bus, keyring=keyring,
-                                host=settings.host, port=settings.port(name), threads=settings.threads,
-                                reuse_port=settings.workers > 1, access_log=settings.access_log,
-                                auto_migrate=settings.auto_migrate)
+        running = create_server(app, bus=bus, keyring=keyring, host=settings.host, port=settings.port(name),
+                                reuse_port=settings.workers > 1, **server_options(settings))
         log.info("serving", extra={"service": name, "port": running.port})
         wait_for_signal()
         log.info("shutting down", extra={"service": name})

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from services.kit.auth import current_principal
 from services.kit.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 MAX_TOKEN_CHARS = 1024
 MAX_CURSOR_TEXT = 128
+T = TypeVar("T")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -23,23 +25,17 @@ def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def _bound_shop(shop: str | None) -> str | None:
-    """The shop a token is bound to: the one named, else the calling shop key's own (the admin
-    names the shop explicitly or gets unbound tokens)."""
-    if shop is not None:
-        return shop
-    principal = current_principal()
-    return principal.shop_id if principal is not None else None
-
-
-def encode_token(kind: str, after: list, shop: str | None = None) -> str:
+def encode_token(kind: str, shop: str, after: list) -> str:
     """A token for the page after `after` in the list `kind` of `shop`."""
-    data: dict[str, object] = {"k": kind, "a": after}
-    bound = _bound_shop(shop)
-    if bound is not None:
-        data["s"] = bound
+    data: dict[str, object] = {"k": kind, "s": shop, "a": after}
     raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def next_page_token(kind: str, shop: str, found: Sequence[T], limit: int, cursor: Callable[[T], list]) -> str:
+    """The token of the page after `found[:limit]`; empty when `found` (read with limit + 1)
+    shows there is no further page."""
+    return encode_token(kind, shop, cursor(found[limit - 1])) if len(found) > limit else ""
 
 
 def _valid_cursor(value: object, item: type) -> bool:
@@ -52,12 +48,11 @@ def _valid_cursor(value: object, item: type) -> bool:
     return False
 
 
-def decode_token(kind: str, token: str, item: type = str, shop: str | None = None) -> list | None:
+def decode_token(kind: str, shop: str, token: str, item: type = str) -> list | None:
     """The position a token stands for (a list of `item`), or None for the first page. A token of
     another list, another shop, or with a value out of range is INVALID_ARGUMENT on page_token."""
     if not token:
         return None
-    bound = _bound_shop(shop)
     try:
         if len(token) > MAX_TOKEN_CHARS:
             raise ValueError("too long")
@@ -68,7 +63,7 @@ def decode_token(kind: str, token: str, item: type = str, shop: str | None = Non
         after = data["a"]
         if data["k"] != kind or not isinstance(after, list) or not after:
             raise ValueError("another list")
-        if bound is not None and data.get("s") != bound:
+        if data.get("s") != shop:
             raise ValueError("another shop")
         if not all(_valid_cursor(x, item) for x in after):
             raise ValueError("cursor out of range")

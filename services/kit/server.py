@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from services.kit import migrations
 from services.kit.auth import KeyRing
 from services.kit.bus import Bus
+from services.kit.config import Settings
 from services.kit.events import EventConsumer, OutboxRelay
 from services.kit.interceptors import Admission, ServiceInterceptor
 from services.kit.storage import Database, is_connection_error
@@ -153,6 +154,14 @@ class HealthWatcher(threading.Thread):
                 self._behind.discard(group)
                 log.warning("consumer group %s caught up on %s", group, lag["stream"],
                             extra={"event": "consumer_caught_up", **lag})
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """create_server()'s limits and switches as the settings give them."""
+    return {"threads": settings.threads, "max_in_flight": settings.max_in_flight or None,
+            "max_queued": settings.max_queued or None, "queue_wait": settings.queue_wait_seconds,
+            "access_log": settings.access_log, "auto_migrate": settings.auto_migrate,
+            "lag_warning_seconds": settings.lag_warning_seconds}
 
 
 def create_server(

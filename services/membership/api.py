@@ -228,11 +228,11 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
     def ListMembers(self, request: pb.ListMembersRequest, context: grpc.ServicerContext) -> pb.ListMembersResponse:
         require_shop(request.shop_id)
         limit = paging.page_size(request.page_size)
-        after = paging.decode_token("members", request.page_token)
+        after = paging.decode_token("members", request.shop_id, request.page_token)
         page = views.list_members(
             self.ctx, request.shop_id, limit=limit + 1, after=after[0] if after else None,
             tier_level=request.tier_level if request.HasField("tier_level") else None, status=request.status)
-        token = paging.encode_token("members", [page[limit - 1].member_id]) if len(page) > limit else ""
+        token = paging.next_page_token("members", request.shop_id, page, limit, lambda m: [m.member_id])
         return pb.ListMembersResponse(members=[member_to_proto(m) for m in page[:limit]], next_page_token=token)
 
     def ImportMembers(self, request: pb.ImportMembersRequest,
@@ -314,10 +314,10 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
                         context: grpc.ServicerContext) -> pb.ListTierHistoryResponse:
         require_shop(request.shop_id)
         limit = paging.page_size(request.page_size)
-        before = paging.decode_token("tier_history", request.page_token, int)
+        before = paging.decode_token("tier_history", request.shop_id, request.page_token, int)
         changes = tiers.tier_history(self.ctx, request.shop_id, member_id=request.member_id, limit=limit + 1,
                                      before_id=before[0] if before else None)
-        token = paging.encode_token("tier_history", [changes[limit - 1].id]) if len(changes) > limit else ""
+        token = paging.next_page_token("tier_history", request.shop_id, changes, limit, lambda c: [c.id])
         return pb.ListTierHistoryResponse(next_page_token=token, changes=[
             pb.TierChange(from_level=c.from_level, to_level=c.to_level, reason=c.reason, note=c.note,
                           operator=c.operator, order_id=c.order_id, change_time=to_timestamp(c.changed_at))

@@ -23,7 +23,8 @@ ADMIN_METHODS = frozenset({f"/{FULL_NAME}/CreateProgram", f"/{FULL_NAME}/IssueAp
 def build_app(
     settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, db_url: str | None = None
 ) -> ServiceApp:
-    db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads)
+    db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads,
+                  retry_seconds=settings.db_retry_seconds)
     ctx = Membership.build(db, cache, PiiKeys(settings.pii_key), keyring, cache_ttl=settings.cache_ttl_seconds)
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=MembershipApi(ctx),
                       add_to_server=pb_grpc.add_MembershipServiceServicer_to_server, admin_methods=ADMIN_METHODS)

@@ -159,13 +159,13 @@ def _multiplier(m: pb.Multiplier) -> Multiplier:
         frozenset(enum_value(Action, a, "multiplier.actions") for a in m.actions))
 
 
-def _page(kind: str, items: list, page_size: int, page_token: str) -> tuple[list, str]:
+def _page(kind: str, shop_id: str, items: list, page_size: int, page_token: str) -> tuple[list, str]:
     """One page of a short list held in full (a shop's rules or multipliers)."""
     limit = paging.page_size(page_size)
-    after = paging.decode_token(kind, page_token, int)
+    after = paging.decode_token(kind, shop_id, page_token, int)
     start = after[0] if after else 0
     end = start + limit
-    return items[start:end], paging.encode_token(kind, [end]) if end < len(items) else ""
+    return items[start:end], paging.encode_token(kind, shop_id, [end]) if end < len(items) else ""
 
 
 def _is_admin() -> bool:
@@ -190,13 +190,13 @@ class PointsApi(pb_grpc.PointsServiceServicer):
 
     def ListLedger(self, request: pb.ListLedgerRequest, context: grpc.ServicerContext) -> pb.ListLedgerResponse:
         limit = paging.page_size(request.page_size)
-        before = paging.decode_token("ledger", request.page_token, int)
+        before = paging.decode_token("ledger", request.shop_id, request.page_token, int)
         query = commands.LedgerQuery(
             request.shop_id, request.member_id, limit + 1, before[0] if before else None,
             tuple(int(enum_value(EntryKind, k, "kinds")) for k in request.kinds),
             from_timestamp(request.start_time, field="start_time"), from_timestamp(request.end_time, field="end_time"))
         found = views.ledger_page(self.svc, query)
-        token = paging.encode_token("ledger", [found[limit - 1].entry_id]) if len(found) > limit else ""
+        token = paging.next_page_token("ledger", request.shop_id, found, limit, lambda e: [e.entry_id])
         return pb.ListLedgerResponse(entries=[entry_to_proto(e) for e in found[:limit]], next_page_token=token)
 
     # ----- earning -----
@@ -280,10 +280,10 @@ class PointsApi(pb_grpc.PointsServiceServicer):
     def ListExpiringPoints(self, request: pb.ListExpiringPointsRequest,
                            context: grpc.ServicerContext) -> pb.ListExpiringPointsResponse:
         limit = paging.page_size(request.page_size)
-        after = paging.decode_token("expiring", request.page_token)
+        after = paging.decode_token("expiring", request.shop_id, request.page_token)
         query = commands.ExpiringQuery(request.shop_id, request.within_days, limit + 1, after[0] if after else None)
         found = reports.expiring(self.svc, query)
-        token = paging.encode_token("expiring", [found[limit - 1].member_id]) if len(found) > limit else ""
+        token = paging.next_page_token("expiring", request.shop_id, found, limit, lambda m: [m.member_id])
         return pb.ListExpiringPointsResponse(next_page_token=token, members=[
             pb.ExpiringPoints(member_id=m.member_id, points=m.points,
                               first_expire_time=to_timestamp(m.first_expires_at)) for m in found[:limit]])
@@ -318,7 +318,8 @@ class PointsApi(pb_grpc.PointsServiceServicer):
                       context: grpc.ServicerContext) -> pb.ListEarnRulesResponse:
         query = commands.ShopQuery(request.shop_id)
         found = program.list_rules(self.svc, query)
-        page, token = _page("earn_rules", [rule_to_proto(r) for r in found], request.page_size, request.page_token)
+        page, token = _page("earn_rules", request.shop_id, [rule_to_proto(r) for r in found], request.page_size,
+                            request.page_token)
         return pb.ListEarnRulesResponse(rules=page, next_page_token=token)
 
     def UpsertEarnRule(self, request: pb.UpsertEarnRuleRequest, context: grpc.ServicerContext) -> pb.EarnRule:
@@ -331,7 +332,7 @@ class PointsApi(pb_grpc.PointsServiceServicer):
                         context: grpc.ServicerContext) -> pb.ListMultipliersResponse:
         query = commands.ShopQuery(request.shop_id)
         found = program.list_multipliers(self.svc, query)
-        page, token = _page("multipliers", [multiplier_to_proto(m) for m in found], request.page_size,
+        page, token = _page("multipliers", request.shop_id, [multiplier_to_proto(m) for m in found], request.page_size,
                             request.page_token)
         return pb.ListMultipliersResponse(multipliers=page, next_page_token=token)
 

@@ -6,10 +6,9 @@ daily pools. In production the last two are commands a CronJob runs:
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from datetime import datetime
 
+from services.kit.jobs import PeriodicJob
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import utcnow
 from services.points import commands, expiry, pool, spending
@@ -51,28 +50,17 @@ def release_expired_holds(service: PointsService, now: datetime | None = None, l
     return len(due)
 
 
-class Scheduler(threading.Thread):
-    def __init__(self, service: PointsService, *, periodic_jobs: bool, hold_seconds: float = 1.0,
-                 job_seconds: float = 60.0):
-        super().__init__(name="points-scheduler", daemon=True)
-        self.service, self.periodic_jobs = service, periodic_jobs
-        self.hold_seconds, self.job_seconds = hold_seconds, job_seconds
-        self._stopped = threading.Event()
-        self._last_jobs = 0.0
+def periodic_jobs(service: PointsService, *, batch_jobs: bool) -> list[PeriodicJob]:
+    """Holds past their TTL are released about every second; expiry and pool settlement run every
+    minute where the service runs its batch jobs itself (otherwise CronJobs run them)."""
+    jobs = [PeriodicJob("release-expired-holds", 1.0, lambda: release_expired_holds(service))]
+    if batch_jobs:
+        jobs += [PeriodicJob("expire-points", 60.0, lambda: _expire_and_log(service)),
+                 PeriodicJob("settle-daily-pools", 60.0, lambda: settle_pools(service))]
+    return jobs
 
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join(timeout=10)
 
-    def run(self) -> None:
-        while not self._stopped.wait(self.hold_seconds):
-            try:
-                release_expired_holds(self.service)
-                if self.periodic_jobs and time.monotonic() - self._last_jobs >= self.job_seconds:
-                    self._last_jobs = time.monotonic()
-                    members, lots, points = expire_all(self.service)
-                    if points:
-                        log.info("expired points", extra={"members": members, "lots": lots, "points": points})
-                    settle_pools(self.service)
-            except Exception:
-                log.exception("points scheduler run failed; retrying")
+def _expire_and_log(service: PointsService) -> None:
+    members, lots, points = expire_all(service)
+    if points:
+        log.info("expired points", extra={"members": members, "lots": lots, "points": points})

@@ -8,11 +8,12 @@ from services.kit.auth import KeyRing
 from services.kit.bus import Bus
 from services.kit.cache import Cache
 from services.kit.config import Settings
+from services.kit.jobs import Periodic
 from services.kit.server import ServiceApp
 from services.kit.storage import Database
 from services.points.api import PointsApi
 from services.points.consumers import membership_consumer
-from services.points.jobs import Scheduler
+from services.points.jobs import periodic_jobs
 from services.points.service import PointsService
 from services.points.tables import kit
 
@@ -21,7 +22,8 @@ FULL_NAME = "loyalty.points.v1.PointsService"
 
 
 def build_service(settings: Settings, *, cache: Cache, db_url: str | None = None) -> PointsService:
-    db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads)
+    db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads,
+                  retry_seconds=settings.db_retry_seconds)
     return PointsService(db, cache, cache_ttl=settings.cache_ttl_seconds)
 
 
@@ -35,4 +37,4 @@ def build_app(
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=service.db, servicer=PointsApi(service),
                       add_to_server=pb_grpc.add_PointsServiceServicer_to_server,
                       consumers=[membership_consumer(service.db, bus, service)],
-                      background=[Scheduler(service, periodic_jobs=jobs)])
+                      background=[Periodic(periodic_jobs(service, batch_jobs=jobs), name="points-jobs")])

@@ -243,15 +243,15 @@ def test_bearer_token_roundtrips_through_authenticate(keyring):
 
 @pytest.mark.parametrize(("after", "item"), [(["m_123"], str), ([42], int), (["2024-01-01T00:00:00Z", "m_1"], str)])
 def test_page_token_round_trips(after: list, item: type) -> None:
-    assert decode_token("members", encode_token("members", after), item) == after
+    assert decode_token("members", "shop-1", encode_token("members", "shop-1", after), item) == after
 
 
 def test_empty_page_token_means_the_first_page():
-    assert decode_token("members", "") is None
+    assert decode_token("members", "shop-1", "") is None
 
 
 def test_page_token_is_url_safe_without_padding():
-    token = encode_token("members", ["会员?/+"])
+    token = encode_token("members", "shop-1", ["会员?/+"])
     assert "=" not in token and "+" not in token and "/" not in token
 
 
@@ -271,13 +271,19 @@ def _b64(raw: bytes) -> str:
 ])
 def test_garbage_page_token_is_invalid_argument_on_page_token(token):
     with pytest.raises(InvalidArgument) as exc:
-        decode_token("members", token)
+        decode_token("members", "shop-1", token)
+    assert [field for field, _ in exc.value.violations] == ["page_token"]
+
+
+def test_token_from_another_shop_is_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        decode_token("members", "shop-2", encode_token("members", "shop-1", ["m_1"]))
     assert [field for field, _ in exc.value.violations] == ["page_token"]
 
 
 def test_token_from_another_list_is_invalid_argument():
     with pytest.raises(InvalidArgument) as exc:
-        decode_token("members", encode_token("tier_history", [7]))
+        decode_token("members", "shop-1", encode_token("tier_history", "shop-1", [7]))
     assert [field for field, _ in exc.value.violations] == ["page_token"]
 
 
@@ -350,12 +356,12 @@ def test_phone_digits_from_other_scripts_are_refused() -> None:
 
 @pytest.mark.parametrize("after", [["x"], [None], [True], [1.5], []])
 def test_page_tokens_holding_the_wrong_kind_of_position_are_invalid(after: list) -> None:
-    token = encode_token("tier_history", after)
+    token = encode_token("tier_history", "shop-1", after)
     with pytest.raises(InvalidArgument):
-        decode_token("tier_history", token, int)
+        decode_token("tier_history", "shop-1", token, int)
 
 
 def test_deeply_nested_page_tokens_are_invalid_not_internal() -> None:
     token = base64.urlsafe_b64encode(b"[" * 100_000).decode()
     with pytest.raises(InvalidArgument):
-        decode_token("members", token)
+        decode_token("members", "shop-1", token)

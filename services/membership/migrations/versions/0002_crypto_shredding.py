@@ -6,9 +6,6 @@ Revises: 0001
 Create Date: 2026-11-26
 """
 
-import base64
-import binascii
-import os
 import secrets
 from datetime import UTC, datetime
 
@@ -17,6 +14,7 @@ from alembic import op
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from services.kit.config import pii_key_from_env
 from services.membership.data_keys import member_field, order_buyer
 from services.membership.pii import DataKey, PiiKeys
 
@@ -42,12 +40,8 @@ idempotency = sa.table("idempotency", sa.column("method"))
 
 
 def _pii_key() -> bytes:
-    raw = os.environ.get("LOYALTY_PII_KEY", "").strip()
-    try:
-        key = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:
+    key = pii_key_from_env()
+    if key is None:
         raise RuntimeError(
             "migration 0002_crypto_shredding encrypts the personal data already stored and needs the key it was "
             "stored with: set LOYALTY_PII_KEY (base64 of 32 bytes; in the embedded default it is pii_key in "
