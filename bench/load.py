@@ -1,0 +1,251 @@
+"""The load client: a few long-lived client processes (spawned once), each with its own
+connections and threads, so that calls spread over the SO_REUSEPORT workers and the client's
+own GIL is not the bottleneck. Floors and subjects run through the same client.
+
+A call is named by "module:function"; the function takes (channel, params, slot) and returns
+one-argument callables doing one call for a sequence number, so scenarios add their own calls."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import multiprocessing
+import statistics
+import threading
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+CallFactory = Callable[[grpc.Channel, dict[str, Any], int], Callable[[int], object]]
+MAX_CALLS_PER_THREAD = 5_000_000  # a bound besides time, in case a clock misbehaves
+
+
+def noop_call(channel: grpc.Channel, _params: dict[str, Any], _slot: int) -> Callable[[int], object]:
+    """The floor: the standard health Check."""
+    check = health_pb2_grpc.HealthStub(channel).Check
+    request = health_pb2.HealthCheckRequest()
+    return lambda _n: check(request, timeout=10)
+
+
+def _factory(name: str) -> CallFactory:
+    module, function = name.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _channels(target: str, count: int) -> list[grpc.Channel]:
+    # A local subchannel pool gives each channel its own connection, hence its own worker.
+    channels = [grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)]
+    for channel in channels:
+        grpc.channel_ready_future(channel).result(timeout=15)
+    return channels
+
+
+@dataclass(frozen=True)
+class ClosedLoop:
+    """Each thread calls again as soon as its call returns: throughput at saturation."""
+
+    target: str
+    call: str
+    params: dict[str, Any]
+    channels: int  # per client process
+    threads: int  # per client process: calls in flight
+    warmup: float
+    duration: float
+
+    def execute(self, index: int, _clients: int, start_at: float) -> dict[str, Any]:
+        channels = _channels(self.target, self.channels)
+        make = _factory(self.call)
+        calls = [make(channels[t % len(channels)], self.params, index * self.threads + t) for t in range(self.threads)]
+        measure_from = start_at + self.warmup
+        end = measure_from + self.duration
+        latencies: list[array] = [array("d") for _ in calls]
+        errors: list[str] = []
+
+        def loop(call: Callable[[int], object], out: array) -> None:
+            for n in range(MAX_CALLS_PER_THREAD):
+                begin = time.time()
+                ok = True
+                try:
+                    call(n)
+                except grpc.RpcError as exc:
+                    ok = False
+                    errors.append(f"{exc.code().name}: {exc.details()}")
+                done = time.time()
+                if done >= end:
+                    return
+                # Failed calls are counted apart: only answers count as throughput.
+                if ok and done >= measure_from:
+                    out.append(done - begin)
+
+        _sleep_until(start_at)
+        threads = [threading.Thread(target=loop, args=(c, out), daemon=True) for c, out in zip(calls, latencies,
+                                                                                               strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(self.warmup + self.duration + 60)
+        for channel in channels:
+            channel.close()
+        merged = array("d", itertools.chain.from_iterable(latencies))
+        return {"latencies": merged.tobytes(), "errors": len(errors), "error_sample": errors[:3]}
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    """Calls at a fixed total rate, whatever the answers' latency (as orders arrive at a sale);
+    numbers n ≡ index (mod clients) are this process's, each due at start + n / rate."""
+
+    target: str
+    call: str
+    params: dict[str, Any]
+    channels: int
+    threads: int
+    rate: float
+    count: int
+    give_up_after: float  # seconds after start: calls not sent by then are not sent
+
+    def execute(self, index: int, clients: int, start_at: float) -> dict[str, Any]:
+        channels = _channels(self.target, self.channels)
+        make = _factory(self.call)
+        calls = [make(channels[t % len(channels)], self.params, index * self.threads + t) for t in range(self.threads)]
+        numbers = iter(range(index, self.count, clients))
+        lock = threading.Lock()
+        sent: list[tuple[int, float, float, bool]] = []  # number, due, done (wall clock), ok
+        errors: list[str] = []
+        give_up = start_at + self.give_up_after
+
+        def loop(call: Callable[[int], object]) -> None:
+            while True:
+                with lock:
+                    n = next(numbers, None)
+                if n is None:
+                    return
+                due = start_at + n / self.rate
+                if due > give_up or time.time() > give_up:
+                    return
+                _sleep_until(due)
+                ok = True
+                try:
+                    call(n)
+                except grpc.RpcError as exc:
+                    ok = False
+                    errors.append(f"{exc.code().name}: {exc.details()}")
+                sent.append((n, due, time.time(), ok))
+
+        _sleep_until(start_at)
+        threads = [threading.Thread(target=loop, args=(c,), daemon=True) for c in calls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(self.give_up_after + 60)
+        for channel in channels:
+            channel.close()
+        return {"sent": sent, "errors": len(errors), "error_sample": errors[:3]}
+
+
+def _sleep_until(when: float) -> None:
+    delay = when - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _client_main(conn: Connection, index: int, clients: int) -> None:
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        job, start_at = message
+        try:
+            conn.send(("ok", job.execute(index, clients, start_at)))
+        except Exception as exc:  # reported to the runner, which fails the scenario
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+@dataclass
+class LoadResult:
+    """What the client processes saw over the measured window, summed."""
+
+    calls: int
+    duration: float
+    latencies: list[float]
+    errors: int
+    error_sample: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.duration
+
+    def percentile(self, p: float) -> float:
+        return percentile(self.latencies, p)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+class LoadPool:
+    """`clients` client processes (spawned: gRPC does not survive a fork), reused for every job."""
+
+    def __init__(self, clients: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.clients = clients
+        self._conns: list[Connection] = []
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        for index in range(clients):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_client_main, args=(child, index, clients), daemon=True,
+                               name=f"bench-client-{index}")
+            proc.start()
+            self._conns.append(parent)
+            self._procs.append(proc)
+
+    def run(self, job: ClosedLoop | OpenLoop, timeout: float) -> list[dict[str, Any]]:
+        """Runs `job` on every client process at once; their results, in process order."""
+        start_at = time.time() + 0.5
+        for conn in self._conns:
+            conn.send((job, start_at))
+        results = []
+        deadline = time.monotonic() + timeout
+        for conn in self._conns:
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"a client process did not finish within {timeout:.0f} s")
+            status, value = conn.recv()
+            if status != "ok":
+                raise RuntimeError(f"client process failed: {value}")
+            results.append(value)
+        return results
+
+    def closed_loop(self, job: ClosedLoop) -> LoadResult:
+        parts = self.run(job, timeout=job.warmup + job.duration + 90)
+        latencies: list[float] = []
+        for part in parts:
+            sample = array("d")
+            sample.frombytes(part["latencies"])
+            latencies.extend(sample)
+        return LoadResult(calls=len(latencies), duration=job.duration, latencies=latencies,
+                          errors=sum(p["errors"] for p in parts),
+                          error_sample=[e for p in parts for e in p["error_sample"]][:3])
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for proc in self._procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
