@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=2, help="load client processes (default 2)")
     parser.add_argument("--threads", type=int, default=8,
                         help="calls in flight per client process in the read scenarios (default 8)")
+    parser.add_argument("--client", choices=["threads", "aio"], default="threads",
+                        help="closed-loop client: sync stubs on threads (default) or one asyncio loop per process")
     readme = parser.add_mutually_exclusive_group()
     readme.add_argument("--readme", dest="readme", action="store_true", default=None,
                         help="update README.md's table (the default for full runs)")
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - began:6.0f} s] {message}", flush=True)
 
     ctx = Context(profile=profile, backends=backends, pool=pool, processes=processes, workdir=workdir,
-                  client_threads=args.threads, log=log)
+                  client_threads=args.threads, client=args.client, log=log)
     log(f"profile {profile.name}; scenarios {', '.join(names)}; logs in {workdir}")
     try:
         for name in names:

@@ -2,11 +2,13 @@
 connections and threads, so that calls spread over the SO_REUSEPORT workers and the client's
 own GIL is not the bottleneck. Floors and subjects run through the same client.
 
-A call is named by "module:function"; the function takes (channel, params, slot) and returns
-one-argument callables doing one call for a sequence number, so scenarios add their own calls."""
+A call is named by "module:function"; the function takes (channel, params, slot) and returns a
+one-argument callable doing one call for a sequence number (given an aio channel, closed loops
+await what it returns), so scenarios add their own calls."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import itertools
@@ -59,42 +61,98 @@ class ClosedLoop:
     warmup: float
     duration: float
 
+    client: str = "threads"  # or "aio": one event loop per process instead of a thread per call in flight
+
     def execute(self, index: int, _clients: int, start_at: float) -> dict[str, Any]:
+        window = _Window(start_at + self.warmup, start_at + self.warmup + self.duration, self.threads)
+        slots = [index * self.threads + t for t in range(self.threads)]
+        if self.client == "aio":
+            cpu = asyncio.run(self._aio(slots, window, start_at))
+        else:
+            cpu = self._threads(slots, window, start_at)
+        merged = array("d", itertools.chain.from_iterable(window.latencies))
+        return {"latencies": merged.tobytes(), "errors": len(window.errors), "error_sample": window.errors[:3],
+                "cpu_s": cpu, "calls_made": sum(window.made)}
+
+    def _threads(self, slots: list[int], window: _Window, start_at: float) -> float:
+        """Runs the window on a thread per call in flight; the CPU seconds it took."""
         channels = _channels(self.target, self.channels)
         make = _factory(self.call)
-        calls = [make(channels[t % len(channels)], self.params, index * self.threads + t) for t in range(self.threads)]
-        measure_from = start_at + self.warmup
-        end = measure_from + self.duration
-        latencies: list[array] = [array("d") for _ in calls]
-        errors: list[str] = []
+        calls = [make(channels[i % len(channels)], self.params, slot) for i, slot in enumerate(slots)]
 
-        def loop(call: Callable[[int], object], out: array) -> None:
+        def loop(i: int) -> None:
             for n in range(MAX_CALLS_PER_THREAD):
-                begin = time.time()
-                ok = True
+                begin, ok = time.time(), True
                 try:
-                    call(n)
+                    calls[i](n)
                 except grpc.RpcError as exc:
                     ok = False
-                    errors.append(f"{exc.code().name}: {exc.details()}")
-                done = time.time()
-                if done >= end:
+                    window.errors.append(f"{exc.code().name}: {exc.details()}")
+                if not window.note(i, n, begin, ok):
                     return
-                # Failed calls are counted apart: only answers count as throughput.
-                if ok and done >= measure_from:
-                    out.append(done - begin)
 
+        threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(len(calls))]
         _sleep_until(start_at)
-        threads = [threading.Thread(target=loop, args=(c, out), daemon=True) for c, out in zip(calls, latencies,
-                                                                                               strict=True)]
+        cpu = time.process_time()
         for t in threads:
             t.start()
         for t in threads:
             t.join(self.warmup + self.duration + 60)
+        cpu = time.process_time() - cpu
         for channel in channels:
             channel.close()
-        merged = array("d", itertools.chain.from_iterable(latencies))
-        return {"latencies": merged.tobytes(), "errors": len(errors), "error_sample": errors[:3]}
+        return cpu
+
+    async def _aio(self, slots: list[int], window: _Window, start_at: float) -> float:
+        """Runs the window on one event loop; the CPU seconds it took."""
+        channels = [grpc.aio.insecure_channel(self.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(self.channels)]
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), 15)
+        make = _factory(self.call)
+        # The same call factories: on an aio channel their stubs return awaitables.
+        calls = [make(channels[i % len(channels)], self.params, slot) for i, slot in enumerate(slots)]
+
+        async def loop(i: int) -> None:
+            for n in range(MAX_CALLS_PER_THREAD):
+                begin, ok = time.time(), True
+                try:
+                    await calls[i](n)
+                except grpc.RpcError as exc:
+                    ok = False
+                    window.errors.append(f"{exc.code().name}: {exc.details()}")
+                if not window.note(i, n, begin, ok):
+                    return
+
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        cpu = time.process_time()
+        await asyncio.wait_for(asyncio.gather(*(loop(i) for i in range(len(calls)))),
+                               self.warmup + self.duration + 60)
+        cpu = time.process_time() - cpu
+        for channel in channels:
+            await channel.close()
+        return cpu
+
+
+class _Window:
+    """The measured window of a closed loop: latencies of the answers that arrive in it."""
+
+    def __init__(self, measure_from: float, end: float, slots: int):
+        self.measure_from, self.end = measure_from, end
+        self.latencies = [array("d") for _ in range(slots)]
+        self.made = [0] * slots
+        self.errors: list[str] = []
+
+    def note(self, slot: int, n: int, begin: float, ok: bool) -> bool:
+        """Records one call; False once the window has closed."""
+        done = time.time()
+        self.made[slot] = n + 1
+        if done >= self.end:
+            return False
+        # Failed calls are counted apart: only answers count as throughput.
+        if ok and done >= self.measure_from:
+            self.latencies[slot].append(done - begin)
+        return True
 
 
 @dataclass(frozen=True)
@@ -177,6 +235,8 @@ class LoadResult:
     latencies: list[float]
     errors: int
     error_sample: list[str] = field(default_factory=list)
+    client_cpu_per_call: float = 0.0  # seconds of the client processes' CPU per call made
+
 
     @property
     def rate(self) -> float:
@@ -232,9 +292,11 @@ class LoadPool:
             sample = array("d")
             sample.frombytes(part["latencies"])
             latencies.extend(sample)
+        made = sum(p["calls_made"] for p in parts)
         return LoadResult(calls=len(latencies), duration=job.duration, latencies=latencies,
                           errors=sum(p["errors"] for p in parts),
-                          error_sample=[e for p in parts for e in p["error_sample"]][:3])
+                          error_sample=[e for p in parts for e in p["error_sample"]][:3],
+                          client_cpu_per_call=sum(p["cpu_s"] for p in parts) / made if made else 0.0)
 
     def close(self) -> None:
         for conn in self._conns:

@@ -66,6 +66,7 @@ class Context:
     processes: Processes
     workdir: Path
     client_threads: int  # calls in flight per client process in closed-loop reads
+    client: str  # "threads" (sync stubs) or "aio"
     log: Callable[[str], None]
 
     def closed_loop(self, target: str, call: str, params: dict[str, Any] | None = None, *,
@@ -73,7 +74,7 @@ class Context:
         """Saturating load on `target` with the profile's warm-up and window."""
         job = ClosedLoop(target=target, call=call, params=params or {}, channels=channels,
                          threads=threads or self.client_threads, warmup=self.profile.warmup,
-                         duration=self.profile.duration)
+                         duration=self.profile.duration, client=self.client)
         return self.pool.closed_loop(job)
 
 
@@ -115,6 +116,8 @@ def load_summary(results: list[LoadResult]) -> dict[str, Any]:
         "p99_ms": median([r.percentile(99) * 1000 for r in results]),
         "errors": sum(r.errors for r in results),
         "error_sample": [e for r in results for e in r.error_sample][:3],
+        # The load client's own cost: if it nears the server's, the client is what limits the rate.
+        "client_cpu_us_per_call": median([r.client_cpu_per_call * 1e6 for r in results]),
         "windows": [{"rate": r.rate, "p50_ms": r.percentile(50) * 1000, "p99_ms": r.percentile(99) * 1000,
                      "errors": r.errors} for r in results],
     }

@@ -50,7 +50,7 @@ def run(ctx: Context) -> list[Row]:
                       "window": uuid.uuid4().hex[:12]}
             job = ClosedLoop(target=stack.targets["points"], call="bench.scenarios.spend:spend_call", params=params,
                              channels=2, threads=max(1, IN_FLIGHT // clients), warmup=ctx.profile.warmup,
-                             duration=ctx.profile.duration)
+                             duration=ctx.profile.duration, client=ctx.client)
             return ctx.pool.closed_loop(job)
 
         ctx.log(f"spend: Spend against pgbench -N, {ctx.profile.pairs} pairs")
