@@ -26,6 +26,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 CallFactory = Callable[[grpc.Channel, dict[str, Any], int], Callable[[int], object]]
+# Called by a job once it is set up (connected, imports done): tells the runner, and returns the
+# wall-clock time at which every client process starts together (None: the run was called off).
+WaitStart = Callable[[], float | None]
 MAX_CALLS_PER_THREAD = 5_000_000  # a bound besides time, in case a clock misbehaves
 
 
@@ -63,75 +66,87 @@ class ClosedLoop:
 
     client: str = "threads"  # or "aio": one event loop per process instead of a thread per call in flight
 
-    def execute(self, index: int, _clients: int, start_at: float) -> dict[str, Any]:
-        window = _Window(start_at + self.warmup, start_at + self.warmup + self.duration, self.threads)
+    def execute(self, index: int, _clients: int, wait_start: WaitStart) -> dict[str, Any]:
         slots = [index * self.threads + t for t in range(self.threads)]
-        if self.client == "aio":
-            cpu = asyncio.run(self._aio(slots, window, start_at))
-        else:
-            cpu = self._threads(slots, window, start_at)
+        ran = asyncio.run(self._aio(slots, wait_start)) if self.client == "aio" else self._threads(slots, wait_start)
+        if ran is None:
+            return {}
+        window, cpu = ran
         merged = array("d", itertools.chain.from_iterable(window.latencies))
         return {"latencies": merged.tobytes(), "errors": len(window.errors), "error_sample": window.errors[:3],
                 "cpu_s": cpu, "calls_made": sum(window.made)}
 
-    def _threads(self, slots: list[int], window: _Window, start_at: float) -> float:
-        """Runs the window on a thread per call in flight; the CPU seconds it took."""
+    def _window(self, start_at: float) -> _Window:
+        return _Window(start_at + self.warmup, start_at + self.warmup + self.duration, self.threads)
+
+    def _threads(self, slots: list[int], wait_start: WaitStart) -> tuple[_Window, float] | None:
+        """A thread per call in flight; the window and the CPU seconds it took."""
         channels = _channels(self.target, self.channels)
-        make = _factory(self.call)
-        calls = [make(channels[i % len(channels)], self.params, slot) for i, slot in enumerate(slots)]
+        try:
+            make = _factory(self.call)
+            calls = [make(channels[i % len(channels)], self.params, slot) for i, slot in enumerate(slots)]
+            start_at = wait_start()
+            if start_at is None:
+                return None
+            window = self._window(start_at)
 
-        def loop(i: int) -> None:
-            for n in range(MAX_CALLS_PER_THREAD):
-                begin, ok = time.time(), True
-                try:
-                    calls[i](n)
-                except grpc.RpcError as exc:
-                    ok = False
-                    window.errors.append(f"{exc.code().name}: {exc.details()}")
-                if not window.note(i, n, begin, ok):
-                    return
+            def loop(i: int) -> None:
+                for n in range(MAX_CALLS_PER_THREAD):
+                    begin, ok = time.time(), True
+                    try:
+                        calls[i](n)
+                    except grpc.RpcError as exc:
+                        ok = False
+                        window.errors.append(f"{exc.code().name}: {exc.details()}")
+                    if not window.note(i, n, begin, ok):
+                        return
 
-        threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(len(calls))]
-        _sleep_until(start_at)
-        cpu = time.process_time()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(self.warmup + self.duration + 60)
-        cpu = time.process_time() - cpu
-        for channel in channels:
-            channel.close()
-        return cpu
+            threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(len(calls))]
+            _sleep_until(start_at)
+            cpu = time.process_time()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(self.warmup + self.duration + 60)
+            return window, time.process_time() - cpu
+        finally:
+            for channel in channels:
+                channel.close()
 
-    async def _aio(self, slots: list[int], window: _Window, start_at: float) -> float:
-        """Runs the window on one event loop; the CPU seconds it took."""
+    async def _aio(self, slots: list[int], wait_start: WaitStart) -> tuple[_Window, float] | None:
+        """One event loop for every call in flight; the window and the CPU seconds it took."""
         channels = [grpc.aio.insecure_channel(self.target, options=[("grpc.use_local_subchannel_pool", 1)])
                     for _ in range(self.channels)]
-        for channel in channels:
-            await asyncio.wait_for(channel.channel_ready(), 15)
-        make = _factory(self.call)
-        # The same call factories: on an aio channel their stubs return awaitables.
-        calls = [make(channels[i % len(channels)], self.params, slot) for i, slot in enumerate(slots)]
+        try:
+            for channel in channels:
+                await asyncio.wait_for(channel.channel_ready(), 15)
+            make = _factory(self.call)
+            # The same call factories: on an aio channel their stubs return awaitables.
+            calls = [make(channels[i % len(channels)], self.params, slot) for i, slot in enumerate(slots)]
+            start_at = wait_start()
+            if start_at is None:
+                return None
+            window = self._window(start_at)
 
-        async def loop(i: int) -> None:
-            for n in range(MAX_CALLS_PER_THREAD):
-                begin, ok = time.time(), True
-                try:
-                    await calls[i](n)
-                except grpc.RpcError as exc:
-                    ok = False
-                    window.errors.append(f"{exc.code().name}: {exc.details()}")
-                if not window.note(i, n, begin, ok):
-                    return
+            async def loop(i: int) -> None:
+                for n in range(MAX_CALLS_PER_THREAD):
+                    begin, ok = time.time(), True
+                    try:
+                        await calls[i](n)
+                    except grpc.RpcError as exc:
+                        ok = False
+                        window.errors.append(f"{exc.code().name}: {exc.details()}")
+                    if not window.note(i, n, begin, ok):
+                        return
 
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        cpu = time.process_time()
-        await asyncio.wait_for(asyncio.gather(*(loop(i) for i in range(len(calls)))),
-                               self.warmup + self.duration + 60)
-        cpu = time.process_time() - cpu
-        for channel in channels:
-            await channel.close()
-        return cpu
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            cpu = time.process_time()
+            await asyncio.wait_for(asyncio.gather(*(loop(i) for i in range(len(calls)))),
+                                   self.warmup + self.duration + 60)
+            return window, time.process_time() - cpu
+        finally:
+            for channel in channels:
+                await channel.close()
 
 
 class _Window:
@@ -169,10 +184,20 @@ class OpenLoop:
     count: int
     give_up_after: float  # seconds after start: calls not sent by then are not sent
 
-    def execute(self, index: int, clients: int, start_at: float) -> dict[str, Any]:
+    def execute(self, index: int, clients: int, wait_start: WaitStart) -> dict[str, Any]:
         channels = _channels(self.target, self.channels)
-        make = _factory(self.call)
-        calls = [make(channels[t % len(channels)], self.params, index * self.threads + t) for t in range(self.threads)]
+        try:
+            make = _factory(self.call)
+            calls = [make(channels[t % len(channels)], self.params, index * self.threads + t)
+                     for t in range(self.threads)]
+            start_at = wait_start()
+            return {} if start_at is None else self._send(calls, index, clients, start_at)
+        finally:
+            for channel in channels:
+                channel.close()
+
+    def _send(self, calls: list[Callable[[int], object]], index: int, clients: int,
+              start_at: float) -> dict[str, Any]:
         numbers = iter(range(index, self.count, clients))
         lock = threading.Lock()
         sent: list[tuple[int, float, float, bool]] = []  # number, due, done (wall clock), ok
@@ -203,8 +228,6 @@ class OpenLoop:
             t.start()
         for t in threads:
             t.join(self.give_up_after + 60)
-        for channel in channels:
-            channel.close()
         return {"sent": sent, "errors": len(errors), "error_sample": errors[:3]}
 
 
@@ -215,13 +238,16 @@ def _sleep_until(when: float) -> None:
 
 
 def _client_main(conn: Connection, index: int, clients: int) -> None:
+    def wait_start() -> float | None:
+        conn.send(("ready", None))
+        return conn.recv()
+
     while True:
-        message = conn.recv()
-        if message is None:
+        job = conn.recv()
+        if job is None:
             return
-        job, start_at = message
         try:
-            conn.send(("ok", job.execute(index, clients, start_at)))
+            conn.send(("ok", job.execute(index, clients, wait_start)))
         except Exception as exc:  # reported to the runner, which fails the scenario
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
@@ -270,20 +296,28 @@ class LoadPool:
             self._procs.append(proc)
 
     def run(self, job: ClosedLoop | OpenLoop, timeout: float) -> list[dict[str, Any]]:
-        """Runs `job` on every client process at once; their results, in process order."""
-        start_at = time.time() + 0.5
+        """Runs `job` on every client process, started together once all are set up; their
+        results, in process order."""
         for conn in self._conns:
-            conn.send((job, start_at))
-        results = []
+            conn.send(job)
+        ready = [self._receive(conn, 60) for conn in self._conns]
+        start_at = None if any(status != "ready" for status, _ in ready) else time.time() + 0.2
+        for conn, (status, _) in zip(self._conns, ready, strict=True):
+            if status == "ready":
+                conn.send(start_at)
         deadline = time.monotonic() + timeout
-        for conn in self._conns:
-            if not conn.poll(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"a client process did not finish within {timeout:.0f} s")
-            status, value = conn.recv()
-            if status != "ok":
-                raise RuntimeError(f"client process failed: {value}")
-            results.append(value)
-        return results
+        done = [self._receive(conn, deadline - time.monotonic()) if status == "ready" else (status, value)
+                for conn, (status, value) in zip(self._conns, ready, strict=True)]
+        failures = [value for status, value in done if status != "ok"]
+        if failures:
+            raise RuntimeError(f"client process failed: {failures[0]}")
+        return [value for _, value in done]
+
+    @staticmethod
+    def _receive(conn: Connection, timeout: float) -> tuple[str, Any]:
+        if not conn.poll(max(0.0, timeout)):
+            raise TimeoutError(f"a client process did not answer within {timeout:.0f} s")
+        return conn.recv()
 
     def closed_loop(self, job: ClosedLoop) -> LoadResult:
         parts = self.run(job, timeout=job.warmup + job.duration + 90)

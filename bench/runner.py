@@ -31,7 +31,7 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile("full", pairs=5, warmup=2, duration=8, read_members=200, spend_members=1000,
+    "full": Profile("full", pairs=5, warmup=2, duration=6, read_members=200, spend_members=1000,
                     earn_rate=200, earn_seconds=60, earn_members=500, drain_seconds=60),
     "quick": Profile("quick", pairs=2, warmup=1, duration=3, read_members=50, spend_members=200,
                      earn_rate=200, earn_seconds=10, earn_members=100, drain_seconds=20),
@@ -70,11 +70,12 @@ class Context:
     log: Callable[[str], None]
 
     def closed_loop(self, target: str, call: str, params: dict[str, Any] | None = None, *,
-                    threads: int | None = None, channels: int = 4) -> LoadResult:
-        """Saturating load on `target` with the profile's warm-up and window."""
-        job = ClosedLoop(target=target, call=call, params=params or {}, channels=channels,
-                         threads=threads or self.client_threads, warmup=self.profile.warmup,
-                         duration=self.profile.duration, client=self.client)
+                    threads: int | None = None) -> LoadResult:
+        """Saturating load on `target` with the profile's warm-up and window; a connection per
+        call in flight, so that they spread over the SO_REUSEPORT workers."""
+        threads = threads or self.client_threads
+        job = ClosedLoop(target=target, call=call, params=params or {}, channels=threads, threads=threads,
+                         warmup=self.profile.warmup, duration=self.profile.duration, client=self.client)
         return self.pool.closed_loop(job)
 
 

@@ -200,7 +200,8 @@ def start_embedded(processes: Processes, *, label: str) -> Stack:
     """`python -m services.suite run`: every service in one process on SQLite, without the demo shop."""
     ports = {name: free_port() for name in SERVICES}
     env = _clean_env(
-        LOYALTY_DATA_DIR=str(processes.logs / f"{label}-data"), LOYALTY_HOST="127.0.0.1", LOYALTY_ADMIN_KEY=ADMIN_KEY,
+        LOYALTY_DATA_DIR=str(processes.logs / f"{label}-data"), LOYALTY_HOST="127.0.0.1", LOYALTY_GRACE_SECONDS="2",
+        LOYALTY_ADMIN_KEY=ADMIN_KEY,
         LOYALTY_AUTH_SECRET=AUTH_SECRET, LOYALTY_PII_KEY=PII_KEY,
         **{f"LOYALTY_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     )

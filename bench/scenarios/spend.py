@@ -13,7 +13,7 @@ from loyalty.points.v1 import points_service_pb2_grpc as pgrpc
 
 from bench.fixtures import auth, fund, make_shop
 from bench.floors import PgBench
-from bench.load import ClosedLoop, LoadResult
+from bench.load import LoadResult
 from bench.runner import Context, Row, fmt_ms, fmt_rate, interleave, load_summary
 from bench.stack import start_production
 
@@ -43,15 +43,15 @@ def run(ctx: Context) -> list[Row]:
         shop = make_shop(stack.targets["membership"], stack.targets["points"], ctx.profile.spend_members)
         ctx.log(f"spend: funding {len(shop.member_ids)} members")
         fund(stack.targets["points"], shop, FUNDS)
-        clients = ctx.pool.clients
+        threads = max(1, IN_FLIGHT // ctx.pool.clients)
+        in_flight = threads * ctx.pool.clients
 
         def subject() -> LoadResult:
+            # A fresh window id each time, so that no request id repeats and no answer is a replay.
             params = {"shop_id": shop.shop_id, "key": shop.key, "member_ids": shop.member_ids,
                       "window": uuid.uuid4().hex[:12]}
-            job = ClosedLoop(target=stack.targets["points"], call="bench.scenarios.spend:spend_call", params=params,
-                             channels=2, threads=max(1, IN_FLIGHT // clients), warmup=ctx.profile.warmup,
-                             duration=ctx.profile.duration, client=ctx.client)
-            return ctx.pool.closed_loop(job)
+            return ctx.closed_loop(stack.targets["points"], "bench.scenarios.spend:spend_call", params,
+                                   threads=threads)
 
         ctx.log(f"spend: Spend against pgbench -N, {ctx.profile.pairs} pairs")
         pairs = interleave(ctx.profile.pairs,
@@ -64,7 +64,7 @@ def run(ctx: Context) -> list[Row]:
     measured = f"{fmt_rate(spends['rate'])}, p99 {fmt_ms(spends['p99_ms'])}"
     if spends["errors"]:
         measured += f" ({spends['errors']} errors: {spends['error_sample'][0]})"
-    return [Row("spend", f"Spend, unique request ids, {len(shop.member_ids):,} funded members, {IN_FLIGHT} in flight, "
+    return [Row("spend", f"Spend, unique request ids, {len(shop.member_ids):,} funded members, {in_flight} in flight, "
                          f"{WORKERS} workers", measured, f"pgbench -N, {IN_FLIGHT} clients: {tps:,.0f} TPS",
                 pairs.ratio, f"≥ {TARGET:.2f}", pairs.ratio >= TARGET,
                 {"subject": spends, "pgbench_tps": pairs.floors, "ratios": pairs.ratios})]
