@@ -76,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:
                 traceback.print_exc()
                 failed.append(name)
-                new = [Row(name, name, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}", "—",
-                           None, "—", False)]
+                first_line = (str(exc).splitlines() or [""])[0][:160]
+                new = [Row(name, name, f"failed: {type(exc).__name__}: {first_line}", "—", None, "—", False)]
             finally:
                 processes.stop_all()
             rows += new
             for row in new:
-                log(f"{row.what}: {row.measured} | {row.floor} | {report._ratio(row.ratio)}")
+                log(f"{row.what}: {row.measured} | {row.floor} | {report.fmt_ratio(row.ratio)}")
     finally:
         pool.close()
         processes.stop_all()

@@ -263,7 +263,6 @@ class LoadResult:
     error_sample: list[str] = field(default_factory=list)
     client_cpu_per_call: float = 0.0  # seconds of the client processes' CPU per call made
 
-
     @property
     def rate(self) -> float:
         return self.calls / self.duration
@@ -283,10 +282,14 @@ class LoadPool:
     """`clients` client processes (spawned: gRPC does not survive a fork), reused for every job."""
 
     def __init__(self, clients: int):
-        ctx = multiprocessing.get_context("spawn")
         self.clients = clients
         self._conns: list[Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._start()
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        clients = self.clients
         for index in range(clients):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_client_main, args=(child, index, clients), daemon=True,
@@ -298,6 +301,15 @@ class LoadPool:
     def run(self, job: ClosedLoop | OpenLoop, timeout: float) -> list[dict[str, Any]]:
         """Runs `job` on every client process, started together once all are set up; their
         results, in process order."""
+        try:
+            return self._run(job, timeout)
+        except Exception:
+            # A client that timed out or died leaves the pipes out of step: start afresh.
+            self.close()
+            self._start()
+            raise
+
+    def _run(self, job: ClosedLoop | OpenLoop, timeout: float) -> list[dict[str, Any]]:
         for conn in self._conns:
             conn.send(job)
         ready = [self._receive(conn, 60) for conn in self._conns]
@@ -341,6 +353,7 @@ class LoadPool:
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
+        self._conns, self._procs = [], []
 
 
 def median(values: list[float]) -> float:

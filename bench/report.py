@@ -42,7 +42,7 @@ def commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def _ratio(value: float | None) -> str:
+def fmt_ratio(value: float | None) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
@@ -54,7 +54,7 @@ def _target(row: Row) -> str:
 
 def table(rows: list[Row]) -> str:
     lines = ["| what | measured | floor in the same run | ratio | target |", "|---|---|---|---|---|"]
-    lines += [f"| {r.what} | {r.measured} | {r.floor} | {_ratio(r.ratio)} | {_target(r)} |" for r in rows]
+    lines += [f"| {r.what} | {r.measured} | {r.floor} | {fmt_ratio(r.ratio)} | {_target(r)} |" for r in rows]
     return "\n".join(lines)
 
 

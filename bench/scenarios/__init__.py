@@ -1,5 +1,9 @@
-"""One module per scenario, each with `run(ctx) -> list[Row]`; they run in this order. A later
-issue adds its own (rewards' redeem, segments' preview, the gateway's card) here."""
+"""One module per scenario, each with `run(ctx) -> list[Row]`; they run in this order.
+
+To add one (rewards' redeem, segments' preview, the gateway's card): a module with its call
+factories (`make(channel, params, slot)` returning `call(n)`, named "module:function" so the
+client processes can import them), a `run` that starts what it measures with bench.stack and
+compares it with its floor through runner.interleave, and a line below."""
 
 from __future__ import annotations
 
