@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup protos run test test-embedded lint migrate
+.PHONY: setup protos run test test-embedded lint migrate bench bench-quick
 
 setup:
 	@bash scripts/setup.sh
@@ -29,3 +29,11 @@ lint: setup
 # named by the environment.
 migrate: setup
 	$(PY) -m services migrate
+
+# Benchmarks against floors measured in the same run, on throwaway PostgreSQL and Redis (bench/).
+# BENCH_ARGS: --quick (a few minutes), --selftest (each scenario about a second), --only reads,spend.
+bench: setup
+	bash scripts/test-backends.sh $(PY) -m bench $(BENCH_ARGS)
+
+bench-quick:
+	@$(MAKE) --no-print-directory bench BENCH_ARGS="--quick $(BENCH_ARGS)"
