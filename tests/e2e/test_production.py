@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -57,7 +58,7 @@ def health(channel: grpc.Channel) -> int:
         return -1
 
 
-def wait_for(predicate, seconds: float = 30) -> None:  # noqa: ANN001
+def wait_for(predicate: Callable[[], object], seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():
