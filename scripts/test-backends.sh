@@ -28,7 +28,12 @@ mkdir -p "$workdir/pg" "$workdir/redis"
 
 cleanup() {
   as_pg "$pgbin/pg_ctl" -D "$workdir/pg/data" -m immediate stop >/dev/null 2>&1 || true
-  [ -f "$workdir/redis/redis.pid" ] && kill "$(cat "$workdir/redis/redis.pid")" 2>/dev/null || true
+  if [ -f "$workdir/redis/redis.pid" ]; then
+    # Wait for Redis to exit: it writes its last log line (and flushes its AOF) while stopping.
+    redis_pid=$(cat "$workdir/redis/redis.pid")
+    kill "$redis_pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   rm -rf "$workdir"
 }
 trap cleanup EXIT
