@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += new
             for row in new:
                 log(f"{row.what}: {row.measured} | {row.floor} | {report.fmt_ratio(row.ratio)}")
+    except KeyboardInterrupt:
+        print("bench: interrupted; stopping what it started", file=sys.stderr, flush=True)
+        return 130
     finally:
         pool.close()
         processes.stop_all()

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import itertools
 import multiprocessing
+import signal
 import statistics
 import threading
 import time
@@ -238,12 +239,18 @@ def _sleep_until(when: float) -> None:
 
 
 def _client_main(conn: Connection, index: int, clients: int) -> None:
+    # Ctrl-C reaches the whole process group; the runner stops its clients itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def wait_start() -> float | None:
         conn.send(("ready", None))
         return conn.recv()
 
     while True:
-        job = conn.recv()
+        try:
+            job = conn.recv()
+        except EOFError:  # the runner is gone
+            return
         if job is None:
             return
         try:

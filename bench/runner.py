@@ -129,6 +129,8 @@ def fmt_rate(rate: float) -> str:
 
 
 def fmt_ms(ms: float) -> str:
+    if ms >= 10_000:
+        return f"{ms / 1000:,.1f} s"
     return f"{ms:,.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
 
 

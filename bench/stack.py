@@ -184,8 +184,10 @@ def start_production(processes: Processes, backends: Backends, *, workers: int, 
     stack = Stack(targets, [], processes)
     try:
         for name in services:
-            subprocess.run([sys.executable, "-m", f"services.{name}", "migrate"], cwd=ROOT, env=env, check=True,
-                           capture_output=True, timeout=180)
+            migrate = subprocess.run([sys.executable, "-m", f"services.{name}", "migrate"], cwd=ROOT, env=env,
+                                     capture_output=True, text=True, timeout=180)
+            if migrate.returncode != 0:
+                raise RuntimeError(f"{name} migrate failed:\n{migrate.stderr[-2000:]}")
             stack.procs.append(processes.start(f"{label}-{name}", [sys.executable, "-m", f"services.{name}", "serve"],
                                                env))
         for name, proc in zip(services, stack.procs, strict=True):
