@@ -98,14 +98,16 @@ _by_backend: Counter = Counter()
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        for name in ("sqlite", "postgres"):
-            if f"[{name}" in report.nodeid or f"-{name}]" in report.nodeid or f"-{name}-" in report.nodeid:
-                _by_backend[(name, report.outcome)] += 1
+        backends = [name for name in ("sqlite", "postgres")
+                    if f"[{name}" in report.nodeid or f"-{name}]" in report.nodeid or f"-{name}-" in report.nodeid]
+        for name in backends or ["other"]:  # "other": unit tests and tests with their own servers
+            _by_backend[(name, report.outcome)] += 1
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _by_backend:
         return
-    for name in ("sqlite", "postgres"):
+    for name in ("sqlite", "postgres", "other"):
         passed, failed, skipped = (_by_backend[(name, o)] for o in ("passed", "failed", "skipped"))
-        terminalreporter.write_line(f"backend {name}: {passed} passed, {failed} failed, {skipped} skipped")
+        label = "other tests" if name == "other" else f"backend {name}"
+        terminalreporter.write_line(f"{label}: {passed} passed, {failed} failed, {skipped} skipped")

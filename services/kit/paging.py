@@ -16,7 +16,7 @@ MAX_PAGE_SIZE = 500
 MAX_TOKEN_CHARS = 1024
 MAX_CURSOR_TEXT = 128
 T = TypeVar("T")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT64_MAX = 2**63 - 1
 
 
 def page_size(requested: int) -> int:
@@ -42,13 +42,13 @@ def _valid_cursor(value: object, item: type) -> bool:
     if isinstance(value, bool) or not isinstance(value, item):
         return False
     if isinstance(value, int):
-        return INT64_MIN <= value <= INT64_MAX
+        return 0 <= value <= INT64_MAX  # ids and offsets are never negative
     if isinstance(value, str):
         return len(value) <= MAX_CURSOR_TEXT and "\x00" not in value
     return False
 
 
-def decode_token(kind: str, shop: str, token: str, item: type = str) -> list | None:
+def decode_token(kind: str, shop: str, token: str, item: type = str, size: int = 1) -> list | None:
     """The position a token stands for (a list of `item`), or None for the first page. A token of
     another list, another shop, or with a value out of range is INVALID_ARGUMENT on page_token."""
     if not token:
@@ -61,7 +61,7 @@ def decode_token(kind: str, shop: str, token: str, item: type = str) -> list | N
         if not isinstance(data, dict):
             raise ValueError("not an object")
         after = data["a"]
-        if data["k"] != kind or not isinstance(after, list) or not after:
+        if data["k"] != kind or not isinstance(after, list) or len(after) != size:
             raise ValueError("another list")
         if data.get("s") != shop:
             raise ValueError("another shop")

@@ -6,7 +6,7 @@ given) are checked by the handlers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from services.kit.errors import InvalidArgument, Violations
 from services.kit.timeutil import utcnow
@@ -16,6 +16,17 @@ from services.membership.domain import DowngradePolicy, ProfileField, ProfileInp
 
 MAX_IMPORT_ROWS = 1000
 MAX_AMOUNT_FEN = 10**13  # 100 billion yuan: anything above is a unit mistake
+# Trades are reported as they happen: a time far from now is a bug upstream, and one near the ends
+# of the calendar cannot be turned into a shop-local day by the services that use it.
+LATE_TRADES = timedelta(days=366)
+EARLY_TRADES = timedelta(minutes=5)  # clocks differ a little
+EARLIEST_JOIN = datetime(2000, 1, 1)
+
+
+def check_trade_time(at: datetime, field: str, v: Violations) -> None:
+    now = utcnow()
+    v.check(now - LATE_TRADES <= at <= now + EARLY_TRADES, field,
+            "must be within the last 366 days and not in the future")
 
 
 def _name(v: Violations, value: str, field_name: str) -> None:
@@ -191,7 +202,8 @@ class ImportMembers:
             v.check(r.trade_count >= 0, f"{at}.trade_count", "must not be negative")
             if r.tier_level is not None:
                 v.check(0 <= r.tier_level <= top_level, f"{at}.tier_level", f"must be 0..{top_level}")
-            v.check(r.join_time is None or r.join_time <= now, f"{at}.join_time", "in the future")
+            v.check(r.join_time is None or EARLIEST_JOIN <= r.join_time <= now, f"{at}.join_time",
+                    "must be after 2000-01-01 and not in the future")
 
 
 # ----- orders -----------------------------------------------------------------------------------
@@ -210,6 +222,7 @@ class RecordOrder:
         validate_id(self.order_id, "order_id", v)
         validate_id(self.buyer_id, "buyer_id", v)
         v.check(0 <= self.amount_fen <= MAX_AMOUNT_FEN, "amount_fen", f"must be 0..{MAX_AMOUNT_FEN} fen")
+        check_trade_time(self.paid_at, "paid_time", v)
         v.raise_if_any()
 
 
@@ -222,6 +235,7 @@ class CompleteOrder:
     def validate(self) -> None:
         v = Violations()
         validate_id(self.order_id, "order_id", v)
+        check_trade_time(self.completed_at, "complete_time", v)
         v.raise_if_any()
 
 
@@ -238,6 +252,7 @@ class RefundOrder:
         validate_id(self.order_id, "order_id", v)
         validate_id(self.refund_id, "refund_id", v)
         v.check(0 < self.amount_fen <= MAX_AMOUNT_FEN, "amount_fen", "must be positive")
+        check_trade_time(self.refunded_at, "refund_time", v)
         v.raise_if_any()
 
 

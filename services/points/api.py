@@ -103,8 +103,7 @@ def multiplier_to_proto(m: Multiplier) -> pb.Multiplier:
 
 
 def _source(s: pb.Source) -> Source:
-    # Ids the caller does not own are cut to their column's size rather than refused.
-    return Source(order_id=s.order_id, action=s.action, rule_id=s.rule_id[:32], multiplier_id=s.multiplier_id[:64],
+    return Source(order_id=s.order_id, action=s.action, rule_id=s.rule_id, multiplier_id=s.multiplier_id,
                   redemption_id=s.redemption_id, operator=s.operator, reason=s.reason, reference=s.reference)
 
 

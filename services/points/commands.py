@@ -13,6 +13,7 @@ from services.kit.timeutil import utcnow
 from services.kit.validation import validate_id, validate_shop_id
 from services.points.domain import MAX_HOLD_SECONDS, MAX_POINTS, RECORDABLE, SUBJECT_ACTIONS, Action, Multiplier, Source
 
+MAX_RULE_ID = 32
 MAX_SOURCE_ID = 64
 MAX_OPERATOR = 100
 MAX_REASON = 500
@@ -49,6 +50,8 @@ def _check_source(v: Violations, s: Source) -> None:
         v.check(len(getattr(s, name)) <= MAX_SOURCE_ID, f"source.{name}", f"at most {MAX_SOURCE_ID} characters")
     v.check(len(s.operator) <= MAX_OPERATOR, "source.operator", f"at most {MAX_OPERATOR} characters")
     v.check(len(s.reason) <= MAX_REASON, "source.reason", f"at most {MAX_REASON} characters")
+    v.check(len(s.rule_id) <= MAX_RULE_ID, "source.rule_id", f"at most {MAX_RULE_ID} characters")
+    v.check(len(s.multiplier_id) <= MAX_SOURCE_ID, "source.multiplier_id", f"at most {MAX_SOURCE_ID} characters")
 
 
 # ----- the program --------------------------------------------------------------------------------

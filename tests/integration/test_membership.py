@@ -3,6 +3,7 @@ backends (see conftest.py)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -631,6 +632,28 @@ def test_concurrent_retries_of_one_join_create_one_member(membership: ServiceUnd
         results = list(pool.map(lambda _: shop.api.JoinMember(request), range(8)))
     assert len({r.member_id for r in results}) == 1
     assert len(outbox_events(membership, shop.shop_id, events_pb2.MemberJoined)) == 1
+
+
+@pytest.mark.parametrize("years", [-8000, -2, 2, 7000])
+def test_trade_times_far_from_now_are_refused_on_every_order_call(shop: Shop, years: int) -> None:
+    """A trade dated years away would be counted for the tier and then fail points' shop-local
+    calendar; every order call refuses it up front."""
+    far = Timestamp(seconds=int(time.time()) + years * 365 * 86400)
+    join(shop, "b1")
+    paid = pay(shop, "b1", 100)
+    calls = [
+        (shop.api.RecordOrder, pb.RecordOrderRequest(shop_id=shop.shop_id, order_id=f"o-{years}", buyer_id="b1",
+                                                     amount_fen=100, paid_time=far), "paid_time"),
+        (shop.api.CompleteOrder, pb.CompleteOrderRequest(shop_id=shop.shop_id, order_id=paid, complete_time=far),
+         "complete_time"),
+        (shop.api.RefundOrder, pb.RefundOrderRequest(shop_id=shop.shop_id, order_id=paid, refund_id="r1",
+                                                     amount_fen=50, refund_time=far), "refund_time"),
+    ]
+    for call, request, field in calls:
+        err, _, violations = rpc_error(call, request)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and field in violations
+    member = shop.api.GetMember(pb.GetMemberRequest(shop_id=shop.shop_id, buyer_id="b1"))
+    assert member.trade_count == 0 and member.cumulative_spend_fen == 0
 
 
 def test_hostile_values_are_invalid_arguments_not_internal_errors(shop: Shop) -> None:

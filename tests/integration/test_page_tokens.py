@@ -50,6 +50,8 @@ def forged_cursors(kind: str, shop_id: str) -> list[Any]:
     """Bodies of tokens that no list returned: out of int64, wrong types, wrong shapes."""
     return [
         {"k": kind, "a": [2**70], "s": shop_id},
+        {"k": kind, "a": [-3], "s": shop_id},
+        {"k": kind, "a": [1, 1], "s": shop_id},
         {"k": kind, "a": [-(2**70)], "s": shop_id},
         {"k": kind, "a": [2**63], "s": shop_id},
         {"k": kind, "a": [2**200], "s": shop_id},

@@ -1349,6 +1349,10 @@ def test_bad_input_is_refused_with_the_field(points: Any, ps: PointsShop) -> Non
                                                        points=1))):
         failure = fails(call, request)
         assert failure.code == grpc.StatusCode.NOT_FOUND and failure.reason == "MEMBER_NOT_FOUND", request
+    for name, value in (("rule_id", "r" * 33), ("multiplier_id", "x" * 65), ("order_id", "o" * 65)):
+        failure = fails(ps.api.Earn, pp.EarnRequest(request_id=rid(), shop_id=ps.shop_id, member_id=member.member_id,
+                                                    points=1, source=pp.Source(**{name: value})))
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and f"source.{name}" in failure.fields
     failure = fails(ps.api.Hold, hold_request(ps, member, 1, ttl_seconds=7 * 86400 + 1))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "ttl_seconds" in failure.fields
     hold_id = ps.api.Hold(hold_request(ps, member, 1, ttl_seconds=7 * 86400)).hold_id

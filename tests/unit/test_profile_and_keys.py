@@ -243,7 +243,13 @@ def test_bearer_token_roundtrips_through_authenticate(keyring):
 
 @pytest.mark.parametrize(("after", "item"), [(["m_123"], str), ([42], int), (["2024-01-01T00:00:00Z", "m_1"], str)])
 def test_page_token_round_trips(after: list, item: type) -> None:
-    assert decode_token("members", "shop-1", encode_token("members", "shop-1", after), item) == after
+    assert decode_token("members", "shop-1", encode_token("members", "shop-1", after), item, len(after)) == after
+
+
+@pytest.mark.parametrize("after", [[-3], [1, 1], [2**63]])
+def test_page_tokens_with_negative_extra_or_huge_positions_are_invalid(after: list) -> None:
+    with pytest.raises(InvalidArgument):
+        decode_token("ledger", "shop-1", encode_token("ledger", "shop-1", after), int)
 
 
 def test_empty_page_token_means_the_first_page():
