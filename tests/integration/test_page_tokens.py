@@ -120,3 +120,20 @@ def test_a_token_minted_for_one_shop_is_refused_for_another(
     assert members.next_page_token
     assert_refused_token(lambda t: other.shop.api.ListMembers(mpb.ListMembersRequest(
         shop_id=other.shop_id, page_size=1, page_token=t)), members.next_page_token)
+
+
+def test_forged_tokens_of_the_shops_short_lists_are_invalid_arguments(ps: PointsShop) -> None:
+    """Earn rules and multipliers page by position: a negative or extra position is refused, not
+    read from the end of the list."""
+    calls: dict[str, Callable[[str], object]] = {
+        "earn_rules": lambda t: ps.api.ListEarnRules(pp.ListEarnRulesRequest(
+            shop_id=ps.shop_id, page_size=1, page_token=t)),
+        "multipliers": lambda t: ps.api.ListMultipliers(pp.ListMultipliersRequest(
+            shop_id=ps.shop_id, page_size=1, page_token=t)),
+    }
+    for kind, call in calls.items():
+        for body in forged_cursors(kind, ps.shop_id):
+            assert_refused_token(call, forged(body))
+    expiring = forged({"k": "expiring", "a": [7], "s": ps.shop_id})
+    assert_refused_token(lambda t: ps.api.ListExpiringPoints(pp.ListExpiringPointsRequest(
+        shop_id=ps.shop_id, within_days=30, page_token=t)), expiring)
