@@ -25,6 +25,15 @@ def validate_id(value: str, field_name: str, v: Violations, *, required: bool = 
         v.add(field_name, "1-64 characters of A-Z, a-z, 0-9, _ . : or -")
 
 
+def check_ids(shop_id: str, **ids: str) -> Violations:
+    """The shop's and the named ids' violations so far: a command's checks start here."""
+    v = Violations()
+    validate_shop_id(shop_id, v)
+    for name, value in ids.items():
+        validate_id(value, name, v)
+    return v
+
+
 def require_shop(shop_id: str) -> None:
     """INVALID_ARGUMENT unless `shop_id` is a well-formed shop id."""
     v = Violations()

@@ -131,16 +131,12 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
     def _run(self, request: Message, method: str, command: C, handler: Handler[C, T],
              to_proto: Callable[[T], R], response_type: type[R]) -> R:
         """A command's handler in the kit's unit of work, with its idempotency record and outbox."""
-        require_shop(request.shop_id)  # type: ignore[attr-defined]
-        command.validate()
         return idempotent_call(self.ctx.db, request, method, response_type,
                                lambda uow: to_proto(handler(self.ctx, uow, command)))
 
     def _run_sealed(self, request: Message, method: str, command: C, handler: Handler[C, T],
                     to_proto: Callable[[T], R], response_type: type[R], key_id: Callable[[T], str]) -> R:
         """_run() for answers that show a person: stored sealed with the buyer's data key."""
-        require_shop(request.shop_id)  # type: ignore[attr-defined]
-        command.validate()
         fresh: list[tuple[BytesValue, R]] = []
 
         def work(uow: UnitOfWork) -> BytesValue:

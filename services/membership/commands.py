@@ -1,5 +1,5 @@
 """The commands: plain data the servicer builds from requests, one per mutating RPC. Each checks
-its own ids and fields (validate()) before its handler runs; this is the one place where that
+its own ids and fields when it is built (as in every service); this is the one place where that
 happens. Rules that need stored state (a tier level within the shop's ladder, consent already
 given) are checked by the handlers."""
 
@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from services.kit.errors import InvalidArgument, Violations
 from services.kit.timeutil import utcnow
-from services.kit.validation import validate_id, validate_shop_id
+from services.kit.validation import check_ids, validate_id
 from services.membership import domain
 from services.membership.domain import DowngradePolicy, ProfileField, ProfileInput, QualificationMode, Tier
 
@@ -62,9 +62,8 @@ class CreateProgram:
     mode: QualificationMode
     policy: DowngradePolicy
 
-    def validate(self) -> None:
-        v = Violations()
-        validate_shop_id(self.shop_id, v)
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         _name(v, self.name, "name")
         domain.validate_time_zone(self.time_zone, v)
         domain.validate_tiers(list(self.tiers or domain.default_tiers()), v, self.mode)
@@ -80,8 +79,8 @@ class UpdateProgram:
     time_zone: str | None
     require_follow: bool | None
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         if self.name is not None:
             _name(v, self.name, "name")
         if self.time_zone is not None:
@@ -94,8 +93,8 @@ class IssueApiKey:
     shop_id: str
     label: str
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         v.check(len(self.label) <= domain.MAX_NAME, "label", f"at most {domain.MAX_NAME} characters")
         v.raise_if_any()
 
@@ -107,8 +106,8 @@ class ConfigureTiers:
     mode: QualificationMode
     policy: DowngradePolicy
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         domain.validate_tiers(list(self.tiers), v, self.mode)
         v.raise_if_any()
 
@@ -126,8 +125,8 @@ class JoinMember:
     referrer_member_id: str
     follows_shop: bool
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         validate_id(self.buyer_id, "buyer_id", v)
         v.check(self.channel > 0, "join_channel", "required: where the buyer joined")
         validate_id(self.referrer_member_id, "referrer_member_id", v, required=False)
@@ -142,8 +141,8 @@ class UpdateProfile:
     profile: ProfileInput
     new_consent: frozenset[ProfileField]
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         validate_id(self.member_id, "member_id", v)
         v.check(bool(self.profile.given), "update_mask", "name at least one of: " + ", ".join(domain.PROFILE_PATHS))
         v.raise_if_any()
@@ -155,8 +154,8 @@ class LeaveMember:
     member_id: str
     reason: str
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         validate_id(self.member_id, "member_id", v)
         v.check(len(self.reason) <= domain.MAX_NOTE, "reason", f"at most {domain.MAX_NOTE} characters")
         v.raise_if_any()
@@ -181,8 +180,8 @@ class ImportMembers:
     rows: tuple[ImportRow, ...]
     validate_only: bool
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         v.check(0 < len(self.rows) <= MAX_IMPORT_ROWS, "members", f"1..{MAX_IMPORT_ROWS} rows a call")
         v.raise_if_any()
 
@@ -217,8 +216,8 @@ class RecordOrder:
     amount_fen: int
     paid_at: datetime
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         validate_id(self.order_id, "order_id", v)
         validate_id(self.buyer_id, "buyer_id", v)
         v.check(0 <= self.amount_fen <= MAX_AMOUNT_FEN, "amount_fen", f"must be 0..{MAX_AMOUNT_FEN} fen")
@@ -232,8 +231,8 @@ class CompleteOrder:
     order_id: str
     completed_at: datetime
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         validate_id(self.order_id, "order_id", v)
         check_trade_time(self.completed_at, "complete_time", v)
         v.raise_if_any()
@@ -247,8 +246,8 @@ class RefundOrder:
     amount_fen: int
     refunded_at: datetime
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         validate_id(self.order_id, "order_id", v)
         validate_id(self.refund_id, "refund_id", v)
         v.check(0 < self.amount_fen <= MAX_AMOUNT_FEN, "amount_fen", "must be positive")
@@ -267,8 +266,8 @@ class SetTier:
     reason: str
     operator: str
 
-    def validate(self) -> None:
-        v = Violations()
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id)
         validate_id(self.member_id, "member_id", v)
         v.check(0 < len(self.reason.strip()) <= domain.MAX_NOTE, "reason",
                 f"required, at most {domain.MAX_NOTE} characters")
@@ -282,8 +281,8 @@ class ReevaluateTiers:
     shop_id: str
     dry_run: bool
 
-    def validate(self) -> None:
-        """Nothing to check beyond the shop, which the kit checks for every call."""
+    def __post_init__(self) -> None:
+        check_ids(self.shop_id).raise_if_any()
 
 
 Command = (CreateProgram | UpdateProgram | IssueApiKey | ConfigureTiers | JoinMember | UpdateProfile | LeaveMember

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 
 from services.kit.errors import Violations
 from services.kit.timeutil import utcnow
-from services.kit.validation import validate_id, validate_shop_id
+from services.kit.validation import check_ids
 from services.points.domain import MAX_HOLD_SECONDS, MAX_POINTS, RECORDABLE, SUBJECT_ACTIONS, Action, Multiplier, Source
 
 MAX_RULE_ID = 32
@@ -21,14 +21,6 @@ MAX_SUBJECT = 64
 LATE_ACTIONS = timedelta(days=31)  # late reports are accepted for a while; older ones would re-earn caps
 EARLY_ACTIONS = timedelta(minutes=5)  # clocks differ a little
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def _start(shop_id: str, **ids: str) -> Violations:
-    v = Violations()
-    validate_shop_id(shop_id, v)
-    for name, value in ids.items():
-        validate_id(value, name, v)
-    return v
 
 
 def _is_day(text: str) -> bool:
@@ -65,7 +57,7 @@ class UpdateProgram:
     changes: dict[str, object]
 
     def __post_init__(self) -> None:
-        _start(self.shop_id).raise_if_any()
+        check_ids(self.shop_id).raise_if_any()
 
 
 @dataclass(frozen=True)
@@ -77,7 +69,7 @@ class UpsertRule:
     changes: dict[str, object]
 
     def __post_init__(self) -> None:
-        _start(self.shop_id).raise_if_any()
+        check_ids(self.shop_id).raise_if_any()
 
 
 @dataclass(frozen=True)
@@ -86,7 +78,7 @@ class CreateMultiplier:
     multiplier: Multiplier
 
     def __post_init__(self) -> None:
-        _start(self.shop_id).raise_if_any()
+        check_ids(self.shop_id).raise_if_any()
 
 
 @dataclass(frozen=True)
@@ -95,7 +87,7 @@ class DeleteMultiplier:
     multiplier_id: str
 
     def __post_init__(self) -> None:
-        _start(self.shop_id, multiplier_id=self.multiplier_id).raise_if_any()
+        check_ids(self.shop_id, multiplier_id=self.multiplier_id).raise_if_any()
 
 
 # ----- earning and the ledger -----------------------------------------------------------------------
@@ -111,7 +103,7 @@ class Earn:
     source: Source
 
     def __post_init__(self) -> None:
-        v = _start(self.shop_id, member_id=self.member_id)
+        v = check_ids(self.shop_id, member_id=self.member_id)
         _check_points(v, self.points)
         _check_source(v, self.source)
         v.raise_if_any()
@@ -128,7 +120,7 @@ class Adjust:
     reason: str
 
     def __post_init__(self) -> None:
-        v = _start(self.shop_id, member_id=self.member_id)
+        v = check_ids(self.shop_id, member_id=self.member_id)
         v.check(self.points != 0 and abs(self.points) <= MAX_POINTS, "points",
                 f"must be non-zero, at most {MAX_POINTS}")
         v.check(0 < len(self.operator.strip()) <= MAX_OPERATOR, "operator",
@@ -148,7 +140,7 @@ class RecordAction:
     at: datetime
 
     def __post_init__(self) -> None:
-        v = _start(self.shop_id, member_id=self.member_id)
+        v = check_ids(self.shop_id, member_id=self.member_id)
         v.check(self.action in RECORDABLE, "action", "not an action to record (purchases come from orders)")
         v.check(self.action not in SUBJECT_ACTIONS or bool(self.subject), "subject",
                 "required for this action (the reviewed order, the invited friend, the survey)")
@@ -170,7 +162,7 @@ class Spend:
     source: Source
 
     def __post_init__(self) -> None:
-        v = _start(self.shop_id, member_id=self.member_id)
+        v = check_ids(self.shop_id, member_id=self.member_id)
         _check_points(v, self.points)
         _check_source(v, self.source)
         v.raise_if_any()
@@ -187,7 +179,7 @@ class Hold:
     source: Source
 
     def __post_init__(self) -> None:
-        v = _start(self.shop_id, member_id=self.member_id)
+        v = check_ids(self.shop_id, member_id=self.member_id)
         _check_points(v, self.points)
         v.check(0 <= self.ttl_seconds <= MAX_HOLD_SECONDS, "ttl_seconds",
                 f"must be 0..{MAX_HOLD_SECONDS} (0: default)")
@@ -201,7 +193,7 @@ class CaptureHold:
     hold_id: str
 
     def __post_init__(self) -> None:
-        _start(self.shop_id, hold_id=self.hold_id).raise_if_any()
+        check_ids(self.shop_id, hold_id=self.hold_id).raise_if_any()
 
 
 @dataclass(frozen=True)
@@ -211,7 +203,7 @@ class ReleaseHold:
     reason: str = "released"
 
     def __post_init__(self) -> None:
-        _start(self.shop_id, hold_id=self.hold_id).raise_if_any()
+        check_ids(self.shop_id, hold_id=self.hold_id).raise_if_any()
 
 
 # ----- expiry and the daily pool --------------------------------------------------------------------------
@@ -225,7 +217,7 @@ class ExpireShop:
     as_of: datetime
 
     def __post_init__(self) -> None:
-        _start(self.shop_id).raise_if_any()
+        check_ids(self.shop_id).raise_if_any()
 
 
 @dataclass(frozen=True)
@@ -234,7 +226,7 @@ class JoinPool:
     member_id: str
 
     def __post_init__(self) -> None:
-        _start(self.shop_id, member_id=self.member_id).raise_if_any()
+        check_ids(self.shop_id, member_id=self.member_id).raise_if_any()
 
 
 @dataclass(frozen=True)
@@ -245,7 +237,7 @@ class SettlePool:
     day: str = ""
 
     def __post_init__(self) -> None:
-        v = _start(self.shop_id)
+        v = check_ids(self.shop_id)
         if self.day:
             v.check(_is_day(self.day), "day", "a date such as 2026-11-23")
         v.raise_if_any()
@@ -329,7 +321,7 @@ class LedgerQuery:
     end: datetime | None = None
 
     def __post_init__(self) -> None:
-        _start(self.shop_id, member_id=self.member_id).raise_if_any()
+        check_ids(self.shop_id, member_id=self.member_id).raise_if_any()
 
 
 @dataclass(frozen=True)
@@ -342,7 +334,7 @@ class ExpiringQuery:
     after: str | None = None
 
     def __post_init__(self) -> None:
-        v = _start(self.shop_id)
+        v = check_ids(self.shop_id)
         v.check(0 < self.within_days <= 366, "within_days", "must be 1..366")
         v.raise_if_any()
 
@@ -357,7 +349,7 @@ class LiabilityQuery:
     end: datetime | None = None
 
     def __post_init__(self) -> None:
-        _start(self.shop_id).raise_if_any()
+        check_ids(self.shop_id).raise_if_any()
 
 
 @dataclass(frozen=True)
@@ -366,7 +358,7 @@ class MemberQuery:
     member_id: str
 
     def __post_init__(self) -> None:
-        _start(self.shop_id, member_id=self.member_id).raise_if_any()
+        check_ids(self.shop_id, member_id=self.member_id).raise_if_any()
 
 
 @dataclass(frozen=True)
@@ -374,4 +366,4 @@ class ShopQuery:
     shop_id: str
 
     def __post_init__(self) -> None:
-        _start(self.shop_id).raise_if_any()
+        check_ids(self.shop_id).raise_if_any()
