@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from services.kit.auth import SHOP_ID_PATTERN
-from services.kit.errors import Violations
+from services.kit.errors import InvalidArgument, Violations
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -32,6 +35,23 @@ def check_ids(shop_id: str, **ids: str) -> Violations:
     for name, value in ids.items():
         validate_id(value, name, v)
     return v
+
+
+def mask_paths(mask: FieldMask, allowed: Iterable[str], *, full: Iterable[str] | None = None,
+               empty_is_full: bool = False) -> list[str]:
+    """The paths of an AIP-134 update mask, in every service alike: "*" names every field (`full`,
+    by default all of `allowed`); an empty mask does too where `empty_is_full` (calls that were
+    full replacements before they took a mask), else it is refused; an unknown path is refused."""
+    allowed = list(allowed)
+    paths = list(mask.paths)
+    if "*" in paths or (not paths and empty_is_full):
+        return list(full if full is not None else allowed)
+    if not paths:
+        raise InvalidArgument([("update_mask", "name the fields to change (or \"*\" for all): " + ", ".join(allowed))])
+    for path in paths:
+        if path not in allowed:
+            raise InvalidArgument([("update_mask", f"unknown path {path!r}; use " + ", ".join(allowed))])
+    return paths
 
 
 def require_shop(shop_id: str) -> None:

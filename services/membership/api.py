@@ -18,7 +18,7 @@ from services.kit.errors import InvalidArgument, enum_value
 from services.kit.idempotency import idempotent_call, require_request_id
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
-from services.kit.validation import require_shop
+from services.kit.validation import mask_paths, require_shop
 from services.membership import answers, commands, domain, members, orders, programs, tiers, views
 from services.membership.context import Membership
 from services.membership.domain import DowngradePolicy, ProfileField, ProfileInput, QualificationMode, Tier
@@ -27,6 +27,7 @@ from services.membership.programs import Program
 from services.membership.views import MemberView, OrderView
 
 R = TypeVar("R", bound=Message)
+PROGRAM_PATHS = ("name", "time_zone", "join_threshold")  # what UpdateProgram may change
 T = TypeVar("T")
 C = TypeVar("C", bound=commands.Command)
 Handler = Callable[[Membership, UnitOfWork, C], T]
@@ -172,9 +173,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
 
     def UpdateProgram(self, request: pb.UpdateProgramRequest, context: grpc.ServicerContext) -> pb.Program:
         require_request_id(request)
-        paths = set(request.update_mask.paths)
-        if not paths or paths - {"name", "time_zone", "join_threshold"}:
-            raise InvalidArgument([("update_mask", "name paths among name, time_zone, join_threshold")])
+        paths = set(mask_paths(request.update_mask, PROGRAM_PATHS))
         command = commands.UpdateProgram(
             shop_id=request.shop_id, name=request.name if "name" in paths else None,
             time_zone=request.time_zone if "time_zone" in paths else None,
@@ -208,7 +207,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         require_request_id(request)
         command = commands.UpdateProfile(
             shop_id=request.shop_id, member_id=request.member_id,
-            profile=_profile(request.profile, set(request.update_mask.paths)),
+            profile=_profile(request.profile, set(mask_paths(request.update_mask, domain.PROFILE_PATHS))),
             new_consent=_consent(request.consent_fields, "consent_fields"))
         return self._run_sealed(request, "UpdateProfile", command, members.update_profile, member_to_proto,
                                 pb.Member, key_id=lambda m: m.key_id)

@@ -3,11 +3,10 @@ handlers run in the kit's idempotent unit of work, results to responses. No SQL 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
-from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from loyalty.points.v1 import points_service_pb2 as pb
 from loyalty.points.v1 import points_service_pb2_grpc as pb_grpc
@@ -18,6 +17,7 @@ from services.kit.errors import InvalidArgument, PermissionDenied, enum_value
 from services.kit.idempotency import idempotent_call, require_request_id
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
+from services.kit.validation import mask_paths
 from services.points import (
     commands,
     domain,
@@ -107,18 +107,6 @@ def _source(s: pb.Source) -> Source:
                   redemption_id=s.redemption_id, operator=s.operator, reason=s.reason, reference=s.reference)
 
 
-def _mask(mask: FieldMask, allowed: Iterable[str], full: Iterable[str]) -> list[str]:
-    """The paths of an AIP-134 update mask: empty or "*" names every setting (`full`)."""
-    paths = list(mask.paths)
-    if not paths or "*" in paths:
-        return list(full)
-    allowed = list(allowed)
-    for path in paths:
-        if path not in allowed:
-            raise InvalidArgument([("update_mask", f"unknown path {path!r}; use " + ", ".join(allowed))])
-    return paths
-
-
 def _program_changes(request: pb.UpdatePointsProgramRequest) -> dict[str, object]:
     p = request.program
     read = {
@@ -129,7 +117,7 @@ def _program_changes(request: pb.UpdatePointsProgramRequest) -> dict[str, object
         "daily_pool_points": lambda: p.daily_pool_points,
         "default_hold_ttl_seconds": lambda: p.default_hold_ttl_seconds,
     }
-    return {path: read[path]() for path in _mask(request.update_mask, domain.PROGRAM_PATHS, domain.PROGRAM_PATHS)}
+    return {path: read[path]() for path in mask_paths(request.update_mask, domain.PROGRAM_PATHS, empty_is_full=True)}
 
 
 def _rule_changes(request: pb.UpsertEarnRuleRequest) -> dict[str, object]:
@@ -146,7 +134,8 @@ def _rule_changes(request: pb.UpsertEarnRuleRequest) -> dict[str, object]:
         "min_order_fen": lambda: r.min_order_fen,
         "multipliers_apply": lambda: r.multipliers_apply,
     }
-    return {path: read[path]() for path in _mask(request.update_mask, domain.RULE_PATHS, FULL_RULE)}
+    paths = mask_paths(request.update_mask, domain.RULE_PATHS, full=FULL_RULE, empty_is_full=True)
+    return {path: read[path]() for path in paths}
 
 
 def _multiplier(m: pb.Multiplier) -> Multiplier:

@@ -670,3 +670,20 @@ def test_hostile_values_are_invalid_arguments_not_internal_errors(shop: Shop) ->
     err, _, violations = rpc_error(shop.api.GetMember, pb.GetMemberRequest(shop_id=shop.shop_id,
                                                                            member_id="m" * 100_000))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "member_id" in violations
+
+
+def test_an_update_mask_of_star_changes_every_field_named_by_the_resource(shop: Shop) -> None:
+    member = join(shop, "b1")
+    updated = shop.api.UpdateProfile(pb.UpdateProfileRequest(
+        request_id=rid(), shop_id=shop.shop_id, member_id=member.member_id,
+        profile=pb.Profile(name="韩梅梅", region="浙江"), update_mask=field_mask_pb2.FieldMask(paths=["*"]),
+        consent_fields=[pb.PROFILE_FIELD_NAME, pb.PROFILE_FIELD_GENDER, pb.PROFILE_FIELD_PHONE,
+                        pb.PROFILE_FIELD_BIRTHDAY, pb.PROFILE_FIELD_REGION]))
+    assert updated.profile.name == "韩梅梅" and updated.profile.region == "浙江"
+    program = shop.api.UpdateProgram(pb.UpdateProgramRequest(
+        request_id=rid(), shop_id=shop.shop_id, name="全部更新", time_zone="Asia/Shanghai",
+        update_mask=field_mask_pb2.FieldMask(paths=["*"])))
+    assert program.name == "全部更新" and not program.join_threshold.require_follow
+    err, _, violations = rpc_error(shop.api.UpdateProgram, pb.UpdateProgramRequest(
+        request_id=rid(), shop_id=shop.shop_id, name="x"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "update_mask" in violations
