@@ -4,15 +4,18 @@ never grpcio's INTERNAL 'Exception deserializing request!'."""
 
 from __future__ import annotations
 
+import importlib
+
 import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
-from loyalty.membership.v1 import membership_service_pb2
-from loyalty.points.v1 import points_service_pb2
 
+from services import registry
 from tests.conftest import ADMIN_KEY, ServiceUnderTest, failure_of
 
-SERVICES = {"membership": membership_service_pb2, "points": points_service_pb2}
+# Every service of the registry, through its contract (loyalty.<name>.v1.<name>_service).
+SERVICES = {entry.name: importlib.import_module(f"loyalty.{entry.name}.v1.{entry.name}_service_pb2")
+            for entry in registry.SERVICES}
 
 
 def methods() -> list[tuple[str, MethodDescriptor]]:
@@ -65,5 +68,5 @@ def test_an_undecodable_request_is_invalid_argument(
 
 
 def test_an_undecodable_request_without_a_key_is_unauthenticated(suite: dict[str, ServiceUnderTest]) -> None:
-    method = membership_service_pb2.DESCRIPTOR.services_by_name["MembershipService"].methods[0]
+    method = SERVICES["membership"].DESCRIPTOR.services_by_name["MembershipService"].methods[0]
     assert send(suite["membership"].channel, method, b"\x0c", None).code() == grpc.StatusCode.UNAUTHENTICATED
