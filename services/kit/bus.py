@@ -1,6 +1,6 @@
 """The event bus behind one small interface: in-process for the embedded default, Redis
-Streams in production. Delivery is at least once; consumers make effects exactly once with
-their inbox.
+Streams in production. Delivery is at least once, in batches; consumers make effects exactly
+once with their inbox.
 
 On Redis each live consumer keeps a heartbeat key; messages left pending by a consumer whose
 heartbeat is gone are claimed at once by another, and the gone consumer is removed from its
@@ -8,6 +8,7 @@ group. A Redis outage logs one line when it begins and one when it ends."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import socket
@@ -27,6 +28,38 @@ from services.kit.telemetry import Outage
 log = logging.getLogger("loyalty.bus")
 
 Handler = Callable[[bytes], None]
+
+
+class Outcome(enum.Enum):
+    """What became of one message of a batch."""
+
+    DONE = "done"  # handled, or nothing to do: acknowledged
+    FAILED = "failed"  # the handler failed: delivered again later, dead-lettered after repeats
+    HELD = "held"  # a dependency is away: retried in place, never counted as a failure
+
+
+# Takes a batch in stream order and says, for each message, what became of it.
+BatchHandler = Callable[[list[bytes]], list[Outcome]]
+
+
+def one_by_one(handler: Handler, group: str) -> BatchHandler:
+    """A batch handler calling `handler` on each message in turn; an outage holds the rest."""
+
+    def handle(messages: list[bytes]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for message in messages:
+            try:
+                handler(message)
+            except Unavailable:
+                return outcomes + [Outcome.HELD] * (len(messages) - len(outcomes))
+            except Exception:
+                log.exception("consumer %s failed on a message", group)
+                outcomes.append(Outcome.FAILED)
+            else:
+                outcomes.append(Outcome.DONE)
+        return outcomes
+
+    return handle
 
 
 class Subscription(Protocol):
@@ -49,13 +82,15 @@ class Bus(Protocol):
 
     def subscribe(self, stream: str, group: str, handler: Handler) -> Subscription: ...
 
+    def subscribe_batch(self, stream: str, group: str, handler: BatchHandler) -> Subscription: ...
+
     def lag(self, stream: str, group: str) -> Lag: ...
 
     def close(self) -> None: ...
 
 
 class _InProcessSubscription:
-    def __init__(self, bus: InProcessBus, stream: str, group: str, handler: Handler):
+    def __init__(self, bus: InProcessBus, stream: str, group: str, handler: BatchHandler):
         self.stream, self.group, self.handler = stream, group, handler
         self._bus = bus
 
@@ -64,9 +99,10 @@ class _InProcessSubscription:
 
 
 class InProcessBus:
-    """Delivers synchronously inside publish(): publish returns only when every subscriber
-    handled the message, so the relay marks an outbox row sent only after it took effect, and a
-    crash before that re-sends it (the consumers' inboxes make the repeat harmless)."""
+    """Delivers synchronously inside publish(), the whole batch to each subscriber: publish
+    returns only when every subscriber handled it, so the relay marks outbox rows sent only after
+    they took effect, and a crash before that re-sends them (the consumers' inboxes make the
+    repeat harmless)."""
 
     def __init__(self, max_attempts: int = 5, dead_letter_dir: Path | None = None):
         self._subs: dict[str, list[_InProcessSubscription]] = {}
@@ -78,20 +114,27 @@ class InProcessBus:
     def publish(self, stream: str, messages: list[bytes]) -> None:
         with self._lock:
             subs = list(self._subs.get(stream, ()))
-        for message in messages:
-            for sub in subs:
-                self._deliver(sub, message)
+        for sub in subs:
+            self._deliver(sub, messages)
 
-    def _deliver(self, sub: _InProcessSubscription, message: bytes) -> None:
+    def _deliver(self, sub: _InProcessSubscription, messages: list[bytes]) -> None:
+        remaining = messages
         for attempt in range(1, self._max_attempts + 1):
-            try:
-                sub.handler(message)
+            outcomes = sub.handler(remaining)
+            if Outcome.HELD in outcomes:
+                # The consumer's database is away: the relay publishes the batch again later.
+                raise Unavailable("a consumer's database is unreachable", reason="CONSUMER_UNAVAILABLE",
+                                  metadata={"group": sub.group})
+            remaining = [m for m, outcome in zip(remaining, outcomes, strict=True) if outcome is Outcome.FAILED]
+            if not remaining:
                 return
-            except Unavailable:
-                raise  # the consumer's database is away: the relay publishes again later
-            except Exception:
-                log.exception("consumer %s failed on a message from %s (attempt %d)", sub.group, sub.stream, attempt)
-                time.sleep(min(0.05 * 2**attempt, 1.0))
+            log.warning("consumer %s failed on %d messages from %s (attempt %d)", sub.group, len(remaining),
+                        sub.stream, attempt)
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        for message in remaining:
+            self._dead_letter(sub, message)
+
+    def _dead_letter(self, sub: _InProcessSubscription, message: bytes) -> None:
         self.dead_letters.append((sub.stream, sub.group, message))
         where = "in memory"
         if self._dead_letter_dir is not None:
@@ -103,6 +146,9 @@ class InProcessBus:
         log.error("consumer %s gave up on a message from %s; kept as a dead letter (%s)", sub.group, sub.stream, where)
 
     def subscribe(self, stream: str, group: str, handler: Handler) -> Subscription:
+        return self.subscribe_batch(stream, group, one_by_one(handler, group))
+
+    def subscribe_batch(self, stream: str, group: str, handler: BatchHandler) -> Subscription:
         sub = _InProcessSubscription(self, stream, group, handler)
         with self._lock:
             self._subs.setdefault(stream, []).append(sub)
@@ -132,7 +178,7 @@ def _id_ms(message_id: bytes | str) -> int:
 
 
 class _RedisSubscription(threading.Thread):
-    def __init__(self, bus: RedisStreamsBus, stream: str, group: str, handler: Handler):
+    def __init__(self, bus: RedisStreamsBus, stream: str, group: str, handler: BatchHandler):
         super().__init__(name=f"consumer-{group}-{stream}", daemon=True)
         self.bus, self.stream, self.group, self.handler = bus, stream, group, handler
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -160,6 +206,7 @@ class _RedisSubscription(threading.Thread):
         r = self.bus.client
         backoff = 0.1
         ensured = False
+        count = self.bus.read_count
         while not self._stopped.is_set():
             try:
                 if not ensured:
@@ -169,11 +216,11 @@ class _RedisSubscription(threading.Thread):
                     self.bus.beat()
                     ensured = True
                     # Messages this consumer name read but never acked (none for a new name).
-                    self._handle(r.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=100))
+                    self._handle(r.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=count))
                 if time.monotonic() - self._last_claim > self.bus.claim_interval:
                     self._reclaim()
                 self._handle(
-                    r.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=100, block=self.bus.block_ms)
+                    r.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=self.bus.block_ms)
                 )
                 self.bus.outage.recovered()
                 backoff = 0.1
@@ -191,30 +238,36 @@ class _RedisSubscription(threading.Thread):
                 raise
 
     def _handle(self, reply: Any) -> None:
+        """Hands the batch to the handler in stream order and acknowledges what it is done with, in
+        one XACK. Messages held for an outage are offered again in place; failed ones stay pending
+        (XAUTOCLAIM hands them out again after claim_idle_ms)."""
+        r = self.bus.client
+        batch: list[tuple[bytes, bytes]] = []
         for _stream, entries in reply or ():
             for message_id, fields in entries:
-                if self._stopped.is_set():
-                    return  # the rest stays pending; dropping the heartbeat lets another take it
                 if fields is None:  # trimmed away while pending
-                    self.bus.client.xack(self.stream, self.group, message_id)
-                    continue
-                if self._apply(message_id, fields[b"m"]):
-                    self.bus.client.xack(self.stream, self.group, message_id)
+                    r.xack(self.stream, self.group, message_id)
+                else:
+                    batch.append((message_id, fields[b"m"]))
+        while batch and not self._stopped.is_set():
+            outcomes = self._apply([message for _, message in batch])
+            done = [message_id for (message_id, _), o in zip(batch, outcomes, strict=True) if o is Outcome.DONE]
+            if done:
+                r.xack(self.stream, self.group, *done)
+            batch = [entry for entry, o in zip(batch, outcomes, strict=True) if o is Outcome.HELD]
+            # While the consumer's database is away the batch is held here, so an outage never
+            # counts toward dead-lettering; stopping leaves it pending for another consumer.
+            if batch and self._stopped.wait(1.0):
+                return
 
-    def _apply(self, message_id: bytes, message: bytes) -> bool:
-        """Runs the handler; True once it took effect. While the consumer's database is away the
-        message is held and retried here, so an outage never counts toward dead-lettering."""
-        while True:
-            try:
-                self.handler(message)
-                return True
-            except Unavailable:
-                if self._stopped.wait(1.0):
-                    return False
-            except Exception:
-                # Left pending: XAUTOCLAIM hands it out again after claim_idle_ms.
-                log.exception("consumer %s failed on %s %s", self.group, self.stream, message_id)
-                return False
+    def _apply(self, messages: list[bytes]) -> list[Outcome]:
+        try:
+            return self.handler(messages)
+        except Unavailable:
+            return [Outcome.HELD] * len(messages)
+        except Exception:
+            log.exception("consumer %s failed on a batch of %d from %s", self.group, len(messages), self.stream)
+            return [Outcome.FAILED] * len(messages)
 
     def _reclaim(self) -> None:
         """Takes over messages left pending by consumers that are gone (no heartbeat) at once, and
@@ -234,9 +287,8 @@ class _RedisSubscription(threading.Thread):
                 log.info("consumer %s removed from %s on %s", name, self.group, self.stream)
         start = "0-0"
         while True:
-            next_start, claimed, *_ = r.xautoclaim(
-                self.stream, self.group, self.consumer, self.bus.claim_idle_ms, start_id=start, count=100
-            )
+            next_start, claimed, *_ = r.xautoclaim(self.stream, self.group, self.consumer, self.bus.claim_idle_ms,
+                                                   start_id=start, count=self.bus.read_count)
             self._deliver_claimed(claimed)
             if next_start in (b"0-0", "0-0"):
                 return
@@ -245,7 +297,7 @@ class _RedisSubscription(threading.Thread):
     def _take_over(self, gone: str) -> None:
         r = self.bus.client
         while not self._stopped.is_set():
-            pending = r.xpending_range(self.stream, self.group, "-", "+", 100, consumername=gone)
+            pending = r.xpending_range(self.stream, self.group, "-", "+", self.bus.read_count, consumername=gone)
             if not pending:
                 return
             # The idle floor keeps two consumers from taking the same message: the first claim resets it.
@@ -306,11 +358,13 @@ class RedisStreamsBus:
         claim_interval: float = 2.0,
         max_deliveries: int = 10,
         heartbeat_ttl_ms: int = 3000,
+        read_count: int = 256,
     ):
         self.client = redis.Redis.from_url(url, socket_connect_timeout=1.0, health_check_interval=30)
         self.maxlen, self.block_ms = maxlen, block_ms
         self.claim_idle_ms, self.claim_interval, self.max_deliveries = claim_idle_ms, claim_interval, max_deliveries
         self.heartbeat_ttl_ms = heartbeat_ttl_ms
+        self.read_count = read_count  # messages per XREADGROUP: the most a consumer handles in one batch
         self.outage = Outage("redis bus", log)
         self._subs: list[_RedisSubscription] = []
         self._heartbeat: _Heartbeat | None = None
@@ -342,6 +396,9 @@ class RedisStreamsBus:
         self.outage.recovered()
 
     def subscribe(self, stream: str, group: str, handler: Handler) -> Subscription:
+        return self.subscribe_batch(stream, group, one_by_one(handler, group))
+
+    def subscribe_batch(self, stream: str, group: str, handler: BatchHandler) -> Subscription:
         sub = _RedisSubscription(self, stream, group, handler)
         with self._lock:
             self._subs.append(sub)

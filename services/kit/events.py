@@ -7,6 +7,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
@@ -14,15 +15,17 @@ from google.protobuf.message import Message
 from loyalty.common.v1 import envelope_pb2
 from opentelemetry import propagate, trace
 from sqlalchemy import Connection, delete, exists, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from services.kit.bus import Bus, Subscription
+from services.kit.bus import Bus, Outcome, Subscription
 from services.kit.errors import Unavailable
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import utcnow
 
 log = logging.getLogger("loyalty.events")
 tracer = trace.get_tracer("loyalty.events")
+
+_CONTENDED_RETRY_SECONDS = 0.02
 
 
 def stream_name(service: str) -> str:
@@ -31,9 +34,12 @@ def stream_name(service: str) -> str:
 
 
 class OutboxRelay(threading.Thread):
-    """Publishes committed outbox rows in order. Woken right after a commit that emitted events,
-    and polling as a safety net (other processes may have written rows). After a failure it backs
-    off, and a commit's wake-up does not cut the backoff short."""
+    """Publishes committed outbox rows in order, up to `batch` rows per bus round trip and
+    transaction. Woken right after a commit that emitted events, and polling every
+    `poll_seconds` as a safety net only (a commit in another process, a lost wake-up). While
+    another worker's relay holds the stream it looks again shortly, since rows committed here
+    may have missed that relay's batch. After a failure it backs off, and a commit's wake-up does
+    not cut the backoff short."""
 
     def __init__(
         self,
@@ -52,6 +58,7 @@ class OutboxRelay(threading.Thread):
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._last_cleanup = 0.0
+        self._contended = False  # the last attempt found another worker's relay sending
 
     def wake(self) -> None:
         self._wake.set()
@@ -69,6 +76,8 @@ class OutboxRelay(threading.Thread):
                 # Not the wake event: while the bus or the database is away, every commit would
                 # otherwise end the backoff, and the relay would retry (and fail) once per commit.
                 self._stopped.wait(backoff)
+            elif self._contended:
+                self._stopped.wait(_CONTENDED_RETRY_SECONDS)
             else:
                 self._wake.wait(self.poll_seconds)
             self._wake.clear()
@@ -96,7 +105,9 @@ class OutboxRelay(threading.Thread):
             log.error("outbox relay of %s failed; retrying", self.db.service, exc_info=exc)
 
     def relay_once(self) -> int:
-        """Publishes one batch; returns how many rows it sent."""
+        """Publishes one batch; returns how many rows it sent (none while another worker's relay
+        holds the stream)."""
+        self._contended = False
         outbox = self.db.kit.outbox
         pending = outbox.c.published_at.is_(None)
         if not self.db.read(lambda conn: conn.execute(select(exists().where(pending))).scalar()):
@@ -121,6 +132,7 @@ class OutboxRelay(threading.Thread):
             # One publisher per stream at a time, so events leave in the order they were written;
             # the other workers' relays find the lock taken and leave the rows to its holder.
             if not uow.conn.execute(select(func.pg_try_advisory_xact_lock(self._lock_key))).scalar():
+                self._contended = True
                 return 0
             rows = uow.conn.execute(query).all()
             if rows:
@@ -177,9 +189,27 @@ def handle_once(db: Database, consumer: str, event_id: str, effect: Callable[[Un
         return False
 
 
+@dataclass(frozen=True)
+class _Event:
+    envelope: envelope_pb2.EventEnvelope
+    payload: Message
+    fn: EventHandler
+
+
+class _BatchFailed(Exception):
+    """One event of a batch failed: the batch's transaction is rolled back."""
+
+
+# True: took effect now; False: a repeat, or of a type the consumer ignores; an exception: its
+# handler failed, and the bus delivers it again later.
+Result = bool | Exception
+
+
 class EventConsumer:
     """Subscribes one consuming service (a consumer group) to a producer's stream and applies
-    each event type's handler exactly once."""
+    each event type's handler exactly once. A batch read from the bus is applied in one
+    transaction, its inbox rows written with one statement; if one of its events fails, each
+    is applied in its own transaction instead, so that one event does not hold up the others."""
 
     def __init__(
         self, db: Database, bus: Bus, *, consumer: str, producer: str, handlers: dict[type[Message], EventHandler]
@@ -190,7 +220,7 @@ class EventConsumer:
         self._subscription: Subscription | None = None
 
     def start(self) -> None:
-        self._subscription = self.bus.subscribe(self.stream, self.consumer, self.handle)
+        self._subscription = self.bus.subscribe_batch(self.stream, self.consumer, self._deliver)
 
     def stop(self) -> None:
         if self._subscription is not None:
@@ -198,14 +228,96 @@ class EventConsumer:
 
     def handle(self, message: bytes) -> bool:
         """Handles one serialized envelope; True if it took effect now, False if it was a repeat
-        or of a type this consumer ignores."""
+        or of a type this consumer ignores. Raises what its handler raised."""
+        (result,) = self.handle_batch([message])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def handle_batch(self, messages: list[bytes]) -> list[Result]:
+        """Handles serialized envelopes in order; for each, a Result. Raises Unavailable (after
+        applying none or some of them) while the database is away."""
+        results: list[Result | None] = [None] * len(messages)
+        events: dict[int, _Event] = {}
+        for i, message in enumerate(messages):
+            try:
+                event = self._decode(message)
+            except Exception as exc:  # not an envelope, or a payload that does not parse
+                log.error("consumer %s cannot decode a message of %s", self.consumer, self.stream, exc_info=exc)
+                results[i] = exc
+                continue
+            if event is None:
+                results[i] = False
+            else:
+                events[i] = event
+        if len(events) > 1:
+            try:
+                took_effect = self.db.transact(lambda uow: self._apply_together(uow, list(events.values())))
+            except (_BatchFailed, DBAPIError):
+                pass  # one by one below (a duplicate inbox key too): the failing event alone stays for redelivery
+            else:
+                for i, event in events.items():
+                    results[i] = event.envelope.id in took_effect
+                    took_effect.discard(event.envelope.id)  # a second copy in the batch is a repeat
+                return [r for r in results if r is not None]
+        for i, event in events.items():
+            results[i] = self._apply_alone(event)
+        return [r for r in results if r is not None]
+
+    def _decode(self, message: bytes) -> _Event | None:
         envelope = envelope_pb2.EventEnvelope.FromString(message)
         entry = self.handlers.get(envelope.type)
         if entry is None:
-            return False
+            return None
         payload_type, fn = entry
         payload = payload_type()
         envelope.payload.Unpack(payload)
+        return _Event(envelope, payload, fn)
+
+    def _apply_together(self, uow: UnitOfWork, events: list[_Event]) -> set[str]:
+        """Applies the events not yet in the inbox in one transaction; returns their ids."""
+        inbox = self.db.kit.inbox
+        ids = list(dict.fromkeys(e.envelope.id for e in events))
+        seen = set(uow.conn.execute(select(inbox.c.event_id).where(
+            (inbox.c.consumer == self.consumer) & inbox.c.event_id.in_(ids))).scalars())
+        fresh: dict[str, _Event] = {}
+        for event in events:
+            if event.envelope.id not in seen:
+                fresh.setdefault(event.envelope.id, event)
+        if not fresh:
+            return set()
+        now = utcnow()
+        uow.conn.execute(insert(inbox), [{"consumer": self.consumer, "event_id": event_id, "processed_at": now}
+                                         for event_id in fresh])
+        for event in fresh.values():
+            try:
+                self._run(uow, event)
+            except (Unavailable, DBAPIError):
+                raise  # the database's own: retried by transact() (deadlocks) or held by the bus
+            except Exception as exc:
+                raise _BatchFailed from exc
+        return set(fresh)
+
+    def _apply_alone(self, event: _Event) -> Result:
+        try:
+            return handle_once(self.db, self.consumer, event.envelope.id, lambda uow: self._run(uow, event))
+        except Unavailable:
+            raise
+        except Exception as exc:
+            log.error("consumer %s failed on %s %s", self.consumer, event.envelope.type, event.envelope.id,
+                      exc_info=exc)
+            return exc
+
+    def _run(self, uow: UnitOfWork, event: _Event) -> None:
+        envelope = event.envelope
         parent = propagate.extract({"traceparent": envelope.traceparent, "tracestate": envelope.tracestate})
         with tracer.start_as_current_span(f"consume {envelope.type}", context=parent, kind=trace.SpanKind.CONSUMER):
-            return handle_once(self.db, self.consumer, envelope.id, lambda uow: fn(uow, payload, envelope))
+            event.fn(uow, event.payload, envelope)
+
+    def _deliver(self, messages: list[bytes]) -> list[Outcome]:
+        """The bus's side: what became of each message."""
+        try:
+            results = self.handle_batch(messages)
+        except Unavailable:
+            return [Outcome.HELD] * len(messages)
+        return [Outcome.FAILED if isinstance(r, Exception) else Outcome.DONE for r in results]

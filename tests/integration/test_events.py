@@ -21,7 +21,7 @@ from loyalty.membership.v1 import events_pb2
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
 from services.kit.bus import Bus, RedisStreamsBus
-from services.kit.events import EventConsumer, EventHandler, OutboxRelay, stream_name
+from services.kit.events import EventConsumer, EventHandler, OutboxRelay, Result, stream_name
 from services.kit.storage import Database, UnitOfWork
 from services.kit.tables import kit_tables
 from tests.support.services import Backend
@@ -70,16 +70,11 @@ class ProbedConsumer(EventConsumer):
         self.outcomes: list[bool | str] = []
         self._lock = threading.Lock()
 
-    def handle(self, message: bytes) -> bool:
-        try:
-            took_effect = super().handle(message)
-        except Exception:
-            with self._lock:
-                self.outcomes.append("error")
-            raise
+    def handle_batch(self, messages: list[bytes]) -> list[Result]:
+        results = super().handle_batch(messages)
         with self._lock:
-            self.outcomes.append(took_effect)
-        return took_effect
+            self.outcomes.extend("error" if isinstance(r, Exception) else r for r in results)
+        return results
 
 
 @dataclass
