@@ -2,9 +2,12 @@
 Streams in production. Delivery is at least once, in batches; consumers make effects exactly
 once with their inbox.
 
-On Redis each live consumer keeps a heartbeat key; messages left pending by a consumer whose
-heartbeat is gone are claimed at once by another, and the gone consumer is removed from its
-group. A Redis outage logs one line when it begins and one when it ends."""
+On Redis one consumer of a group reads at a time (it holds the group's lease, renewed with its
+heartbeat), so that batches are applied in stream order; the others stand by and one takes the
+lease within a heartbeat of the reader stopping or dying. Each live consumer keeps a heartbeat
+key; messages left pending by a consumer whose heartbeat is gone are claimed by the new reader
+before it reads anything newer, and the gone consumer is removed from its group. A Redis outage
+logs one line when it begins and one when it ends."""
 
 from __future__ import annotations
 
@@ -169,6 +172,13 @@ class InProcessBus:
             self._subs.clear()
 
 
+# Renews or drops a lease only while its holder still holds it.
+_RENEW_LEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0"""
+_RELEASE_LEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0"""
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -183,6 +193,8 @@ class _RedisSubscription(threading.Thread):
         self.bus, self.stream, self.group, self.handler = bus, stream, group, handler
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.heartbeat_key = bus.heartbeat_key(stream, group, self.consumer)
+        self.lease_key = bus.lease_key(stream, group)
+        self.leading = False  # holds the group's lease: the one consumer of the group that reads
         self._stopped = threading.Event()
         self._last_claim = 0.0
 
@@ -196,6 +208,9 @@ class _RedisSubscription(threading.Thread):
         is claimed without waiting), and it leaves the group if it holds nothing."""
         r = self.bus.client
         try:
+            if self.leading:
+                self.leading = False
+                self.bus.release_lease(keys=[self.lease_key], args=[self.consumer])
             r.delete(self.heartbeat_key)
             if not r.xpending_range(self.stream, self.group, "-", "+", 1, consumername=self.consumer):
                 r.xgroup_delconsumer(self.stream, self.group, self.consumer)
@@ -215,6 +230,12 @@ class _RedisSubscription(threading.Thread):
                     # a consumer in the group without one is gone.
                     self.bus.beat()
                     ensured = True
+                if not self.leading:
+                    if not self._take_lead():
+                        self._stopped.wait(self.bus.heartbeat_ttl_ms / 3000)
+                        continue
+                    # What the previous reader left pending is older than anything not yet read.
+                    self._reclaim(new_reader=True)
                     # Messages this consumer name read but never acked (none for a new name).
                     self._handle(r.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=count))
                 if time.monotonic() - self._last_claim > self.bus.claim_interval:
@@ -229,6 +250,13 @@ class _RedisSubscription(threading.Thread):
                 ensured = False
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _take_lead(self) -> bool:
+        """Takes the group's lease if no live consumer holds it."""
+        if self.bus.client.set(self.lease_key, self.consumer, nx=True, px=self.bus.heartbeat_ttl_ms):
+            self.leading = True
+            log.info("consumer %s now reads %s for %s", self.consumer, self.stream, self.group)
+        return self.leading
 
     def _ensure_group(self) -> None:
         try:
@@ -269,15 +297,16 @@ class _RedisSubscription(threading.Thread):
             log.exception("consumer %s failed on a batch of %d from %s", self.group, len(messages), self.stream)
             return [Outcome.FAILED] * len(messages)
 
-    def _reclaim(self) -> None:
+    def _reclaim(self, *, new_reader: bool = False) -> None:
         """Takes over messages left pending by consumers that are gone (no heartbeat) at once, and
         by live ones after claim_idle_ms (a failed handler); removes gone consumers from the group.
-        A message delivered too often goes to the dead-letter stream instead."""
+        A message delivered too often goes to the dead-letter stream instead. A new reader takes
+        over a gone one however recently it read: the lease it held expired with its heartbeat."""
         self._last_claim = time.monotonic()
         r = self.bus.client
         for info in r.xinfo_consumers(self.stream, self.group):
             name = _text(info["name"])
-            if name == self.consumer or info["idle"] < self.bus.heartbeat_ttl_ms:
+            if name == self.consumer or (not new_reader and info["idle"] < self.bus.heartbeat_ttl_ms):
                 continue
             if r.exists(self.bus.heartbeat_key(self.stream, self.group, name)):
                 continue
@@ -366,6 +395,8 @@ class RedisStreamsBus:
         self.heartbeat_ttl_ms = heartbeat_ttl_ms
         self.read_count = read_count  # messages per XREADGROUP: the most a consumer handles in one batch
         self.outage = Outage("redis bus", log)
+        self.renew_lease = self.client.register_script(_RENEW_LEASE)
+        self.release_lease = self.client.register_script(_RELEASE_LEASE)
         self._subs: list[_RedisSubscription] = []
         self._heartbeat: _Heartbeat | None = None
         self._lock = threading.Lock()
@@ -374,15 +405,28 @@ class RedisStreamsBus:
     def heartbeat_key(stream: str, group: str, consumer: str) -> str:
         return f"{stream}:heartbeat:{group}:{consumer}"
 
+    @staticmethod
+    def lease_key(stream: str, group: str) -> str:
+        return f"{stream}:reader:{group}"
+
     def beat(self) -> None:
-        """Marks every subscription of this bus alive for heartbeat_ttl_ms."""
+        """Marks every subscription of this bus alive for heartbeat_ttl_ms, and renews the leases
+        of those that read; one that finds its lease gone stops reading."""
         with self._lock:
             subs = [sub for sub in self._subs if not sub._stopped.is_set()]
-        if subs:
-            pipe = self.client.pipeline(transaction=False)
-            for sub in subs:
-                pipe.set(sub.heartbeat_key, b"1", px=self.heartbeat_ttl_ms)
-            pipe.execute()
+        if not subs:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for sub in subs:
+            pipe.set(sub.heartbeat_key, b"1", px=self.heartbeat_ttl_ms)
+        readers = [sub for sub in subs if sub.leading]
+        for sub in readers:
+            self.renew_lease(keys=[sub.lease_key], args=[sub.consumer, self.heartbeat_ttl_ms], client=pipe)
+        renewed = pipe.execute()[len(subs):]
+        for sub, kept in zip(readers, renewed, strict=True):
+            if not kept and sub.leading:
+                sub.leading = False
+                log.warning("consumer %s lost the lease of %s on %s", sub.consumer, sub.group, sub.stream)
 
     def publish(self, stream: str, messages: list[bytes]) -> None:
         pipe = self.client.pipeline(transaction=False)

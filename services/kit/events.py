@@ -6,7 +6,8 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -205,18 +206,31 @@ class _BatchFailed(Exception):
 Result = bool | Exception
 
 
+def member_of(payload: Message) -> str:
+    """The member an event is about (its `member_id` field), or "" for a shop-wide event."""
+    return getattr(payload, "member_id", "") if "member_id" in payload.DESCRIPTOR.fields_by_name else ""
+
+
 class EventConsumer:
     """Subscribes one consuming service (a consumer group) to a producer's stream and applies
-    each event type's handler exactly once. A batch read from the bus is applied in one
-    transaction, its inbox rows written with one statement; if one of its events fails, each
-    is applied in its own transaction instead, so that one event does not hold up the others."""
+    each event type's handler exactly once.
 
-    def __init__(
-        self, db: Database, bus: Bus, *, consumer: str, producer: str, handlers: dict[type[Message], EventHandler]
-    ):
+    A batch read from the bus is split into `workers` lanes by a hash of (shop, member), applied
+    side by side, each lane in one transaction with its inbox rows written in one statement, so
+    one member's events are applied in stream order. A shop-wide event (no member) waits for the
+    events before it and is applied before those after it. If one event of a lane fails, that
+    lane's events are applied one transaction each instead, so one event does not hold up the
+    others. The bus acknowledges the batch once every lane is done."""
+
+    def __init__(self, db: Database, bus: Bus, *, consumer: str, producer: str,
+                 handlers: dict[type[Message], EventHandler], workers: int = 4):
         self.db, self.bus, self.consumer = db, bus, consumer
         self.stream = stream_name(producer)
         self.handlers = {cls.DESCRIPTOR.full_name: (cls, fn) for cls, fn in handlers.items()}
+        # One SQLite file takes one writer at a time: lanes would only queue on its lock.
+        self.workers = 1 if db.is_sqlite else max(1, workers)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"consumer-{consumer}") \
+            if self.workers > 1 else None
         self._subscription: Subscription | None = None
 
     def start(self) -> None:
@@ -225,6 +239,8 @@ class EventConsumer:
     def stop(self) -> None:
         if self._subscription is not None:
             self._subscription.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def handle(self, message: bytes) -> bool:
         """Handles one serialized envelope; True if it took effect now, False if it was a repeat
@@ -235,10 +251,10 @@ class EventConsumer:
         return result
 
     def handle_batch(self, messages: list[bytes]) -> list[Result]:
-        """Handles serialized envelopes in order; for each, a Result. Raises Unavailable (after
-        applying none or some of them) while the database is away."""
-        results: list[Result | None] = [None] * len(messages)
-        events: dict[int, _Event] = {}
+        """Handles serialized envelopes (in order for each member); for each, a Result. Raises
+        Unavailable (after applying none or some of them) while the database is away."""
+        results: list[Result] = [False] * len(messages)
+        events: list[tuple[int, _Event]] = []
         for i, message in enumerate(messages):
             try:
                 event = self._decode(message)
@@ -246,23 +262,50 @@ class EventConsumer:
                 log.error("consumer %s cannot decode a message of %s", self.consumer, self.stream, exc_info=exc)
                 results[i] = exc
                 continue
-            if event is None:
-                results[i] = False
-            else:
-                events[i] = event
-        if len(events) > 1:
+            if event is not None:  # else of a type this consumer ignores
+                events.append((i, event))
+        for lanes in self._segments(events):
+            if self._pool is None or len(lanes) == 1:
+                for lane in lanes:
+                    self._apply_lane(lane, results)
+                continue
+            running = [self._pool.submit(self._apply_lane, lane, results) for lane in lanes]
+            wait(running)
+            for future in running:
+                future.result()  # Unavailable: the bus offers the whole batch again (repeats are no-ops)
+        return results
+
+    def _segments(self, events: list[tuple[int, _Event]]) -> Iterator[list[list[tuple[int, _Event]]]]:
+        """The batch as runs of lanes to apply side by side, one after the other; a shop-wide
+        event is a run of its own."""
+        lanes: dict[int, list[tuple[int, _Event]]] = {}
+        for i, event in events:
+            member = member_of(event.payload)
+            if not member:
+                if lanes:
+                    yield list(lanes.values())
+                    lanes = {}
+                yield [[(i, event)]]
+                continue
+            lane = zlib.crc32(f"{event.envelope.shop_id}/{member}".encode()) % self.workers
+            lanes.setdefault(lane, []).append((i, event))
+        if lanes:
+            yield list(lanes.values())
+
+    def _apply_lane(self, lane: list[tuple[int, _Event]], results: list[Result]) -> None:
+        """Applies one lane's events in one transaction, or one transaction each if one fails."""
+        if len(lane) > 1:
             try:
-                took_effect = self.db.transact(lambda uow: self._apply_together(uow, list(events.values())))
+                took_effect = self.db.transact(lambda uow: self._apply_together(uow, [e for _, e in lane]))
             except (_BatchFailed, DBAPIError):
                 pass  # one by one below (a duplicate inbox key too): the failing event alone stays for redelivery
             else:
-                for i, event in events.items():
+                for i, event in lane:
                     results[i] = event.envelope.id in took_effect
                     took_effect.discard(event.envelope.id)  # a second copy in the batch is a repeat
-                return [r for r in results if r is not None]
-        for i, event in events.items():
+                return
+        for i, event in lane:
             results[i] = self._apply_alone(event)
-        return [r for r in results if r is not None]
 
     def _decode(self, message: bytes) -> _Event | None:
         envelope = envelope_pb2.EventEnvelope.FromString(message)
