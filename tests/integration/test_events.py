@@ -288,3 +288,42 @@ def test_relay_sends_a_backlog_in_batches_in_emit_order(pipeline: Pipeline) -> N
     wait_until(lambda: pipeline.drained(consumer), "the consumer acknowledged the stream")
     assert pipeline.effect_rows() == [(e, f"member-{i}") for i, e in enumerate(event_ids)]
     assert consumer.outcomes == [True] * 5
+
+
+def test_each_members_events_are_applied_in_the_order_they_were_emitted(pipeline: Pipeline) -> None:
+    consumer = pipeline.consumer()
+    members = [f"member-{i}" for i in range(6)]
+    # One transaction, so that the relay sends them as one batch, split into lanes by member.
+    event_ids = pipeline.emit(*[m for _ in range(5) for m in members])
+    member_of = dict(zip(event_ids, [m for _ in range(5) for m in members], strict=True))
+    assert pipeline.relay.relay_once() == len(event_ids)
+
+    wait_until(lambda: len(pipeline.effect_rows()) == len(event_ids), "every event is applied")
+    wait_until(lambda: pipeline.drained(consumer), "the consumer acknowledged the stream")
+    applied = [event_id for event_id, _ in pipeline.effect_rows()]
+    assert sorted(applied) == sorted(event_ids)
+    for member in members:
+        assert [e for e in applied if member_of[e] == member] == [e for e in event_ids if member_of[e] == member]
+    assert consumer.outcomes == [True] * len(event_ids)
+
+
+def test_one_failing_event_of_a_batch_does_not_hold_up_the_others(pipeline: Pipeline) -> None:
+    attempts: list[str] = []
+
+    def fails_once_for_member_3(uow: UnitOfWork, payload: Message, envelope: envelope_pb2.EventEnvelope) -> None:
+        apply_effect(uow, payload, envelope)
+        if payload.member_id == "member-3":
+            attempts.append(envelope.id)
+            if len(attempts) == 1:
+                raise RuntimeError("transient failure in the consumer")
+
+    consumer = pipeline.consumer(fails_once_for_member_3)
+    event_ids = pipeline.emit(*[f"member-{i}" for i in range(10)])
+    assert pipeline.relay.relay_once() == len(event_ids)
+
+    wait_until(lambda: len(pipeline.effect_rows()) == len(event_ids), "every event is applied")
+    wait_until(lambda: pipeline.drained(consumer), "the consumer acknowledged the stream")
+    assert sorted(e for e, _ in pipeline.effect_rows()) == sorted(event_ids)  # each once
+    assert attempts == [event_ids[3]] * len(attempts) and len(attempts) >= 2
+    assert consumer.outcomes.count(True) == len(event_ids)
+    assert pipeline.inbox_count(consumer) == len(event_ids)
