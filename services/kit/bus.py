@@ -492,5 +492,6 @@ class RedisStreamsBus:
         self.client.close()
 
 
-def make_bus(redis_url: str) -> Bus:
-    return RedisStreamsBus(redis_url) if redis_url else InProcessBus()
+def make_bus(redis_url: str, *, read_count: int = 256) -> Bus:
+    """Redis Streams where a Redis URL is given (up to `read_count` messages a batch), else in-process."""
+    return RedisStreamsBus(redis_url, read_count=read_count) if redis_url else InProcessBus()
