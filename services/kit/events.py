@@ -71,15 +71,18 @@ class OutboxRelay(threading.Thread):
         self.relay_pending()  # what the last in-flight calls committed
 
     def run(self) -> None:
-        backoff = 0.0
+        backoff, contended = 0.0, 0.0
         while not self._stopped.is_set():
             if backoff:
                 # Not the wake event: while the bus or the database is away, every commit would
                 # otherwise end the backoff, and the relay would retry (and fail) once per commit.
                 self._stopped.wait(backoff)
             elif self._contended:
-                self._stopped.wait(_CONTENDED_RETRY_SECONDS)
+                # Soon, but less often the longer the other relay holds on (it may be stuck).
+                contended = min(max(contended * 2, _CONTENDED_RETRY_SECONDS), self.poll_seconds)
+                self._stopped.wait(contended)
             else:
+                contended = 0.0
                 self._wake.wait(self.poll_seconds)
             self._wake.clear()
             try:
