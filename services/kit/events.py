@@ -219,19 +219,22 @@ class EventConsumer:
     each event type's handler exactly once.
 
     A batch read from the bus is split into `workers` lanes by a hash of (shop, member), applied
-    side by side, each lane in one transaction with its inbox rows written in one statement, so
-    one member's events are applied in stream order. A shop-wide event (no member) waits for the
-    events before it and is applied before those after it. If one event of a lane fails, that
-    lane's events are applied one transaction each instead, so one event does not hold up the
-    others. The bus acknowledges the batch once every lane is done."""
+    side by side, each lane in transactions of up to `per_transaction` events with their inbox
+    rows written in one statement, so one member's events are applied in stream order. A
+    shop-wide event (no member) waits for the events before it and is applied before those after
+    it. If one event of a transaction fails, its events are applied one transaction each instead,
+    so one event does not hold up the others (it is delivered again later, after the member's
+    later events of the batch). The bus acknowledges the batch once every lane is done."""
 
     def __init__(self, db: Database, bus: Bus, *, consumer: str, producer: str,
-                 handlers: dict[type[Message], EventHandler], workers: int = 4):
+                 handlers: dict[type[Message], EventHandler], workers: int = 4, per_transaction: int = 50):
         self.db, self.bus, self.consumer = db, bus, consumer
         self.stream = stream_name(producer)
         self.handlers = {cls.DESCRIPTOR.full_name: (cls, fn) for cls, fn in handlers.items()}
         # One SQLite file takes one writer at a time: lanes would only queue on its lock.
         self.workers = 1 if db.is_sqlite else max(1, workers)
+        # Bounds how long a lane's transaction holds its members' rows (and SQLite's write lock).
+        self.per_transaction = max(1, per_transaction)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"consumer-{consumer}") \
             if self.workers > 1 else None
         self._subscription: Subscription | None = None
@@ -296,7 +299,12 @@ class EventConsumer:
             yield list(lanes.values())
 
     def _apply_lane(self, lane: list[tuple[int, _Event]], results: list[Result]) -> None:
-        """Applies one lane's events in one transaction, or one transaction each if one fails."""
+        """Applies one lane's events, up to `per_transaction` in one transaction."""
+        for start in range(0, len(lane), self.per_transaction):
+            self._apply_chunk(lane[start:start + self.per_transaction], results)
+
+    def _apply_chunk(self, lane: list[tuple[int, _Event]], results: list[Result]) -> None:
+        """Applies events in one transaction, or one transaction each if one fails."""
         if len(lane) > 1:
             try:
                 took_effect = self.db.transact(lambda uow: self._apply_together(uow, [e for _, e in lane]))
