@@ -1,13 +1,17 @@
 """The event bus behind one small interface: in-process for the embedded default, Redis
-Streams in production. Delivery is at least once; consumers make effects exactly once with
-their inbox.
+Streams in production. Delivery is at least once, in batches; consumers make effects exactly
+once with their inbox.
 
-On Redis each live consumer keeps a heartbeat key; messages left pending by a consumer whose
-heartbeat is gone are claimed at once by another, and the gone consumer is removed from its
-group. A Redis outage logs one line when it begins and one when it ends."""
+On Redis one consumer of a group reads at a time (it holds the group's lease, renewed with its
+heartbeat), so that batches are applied in stream order; the others stand by and one takes the
+lease within a heartbeat of the reader stopping or dying. Each live consumer keeps a heartbeat
+key; messages left pending by a consumer whose heartbeat is gone are claimed by the new reader
+before it reads anything newer, and the gone consumer is removed from its group. A Redis outage
+logs one line when it begins and one when it ends."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import socket
@@ -27,6 +31,38 @@ from services.kit.telemetry import Outage
 log = logging.getLogger("loyalty.bus")
 
 Handler = Callable[[bytes], None]
+
+
+class Outcome(enum.Enum):
+    """What became of one message of a batch."""
+
+    DONE = "done"  # handled, or nothing to do: acknowledged
+    FAILED = "failed"  # the handler failed: delivered again later, dead-lettered after repeats
+    HELD = "held"  # a dependency is away: retried in place, never counted as a failure
+
+
+# Takes a batch in stream order and says, for each message, what became of it.
+BatchHandler = Callable[[list[bytes]], list[Outcome]]
+
+
+def one_by_one(handler: Handler, group: str) -> BatchHandler:
+    """A batch handler calling `handler` on each message in turn; an outage holds the rest."""
+
+    def handle(messages: list[bytes]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for message in messages:
+            try:
+                handler(message)
+            except Unavailable:
+                return outcomes + [Outcome.HELD] * (len(messages) - len(outcomes))
+            except Exception:
+                log.exception("consumer %s failed on a message", group)
+                outcomes.append(Outcome.FAILED)
+            else:
+                outcomes.append(Outcome.DONE)
+        return outcomes
+
+    return handle
 
 
 class Subscription(Protocol):
@@ -49,13 +85,15 @@ class Bus(Protocol):
 
     def subscribe(self, stream: str, group: str, handler: Handler) -> Subscription: ...
 
+    def subscribe_batch(self, stream: str, group: str, handler: BatchHandler) -> Subscription: ...
+
     def lag(self, stream: str, group: str) -> Lag: ...
 
     def close(self) -> None: ...
 
 
 class _InProcessSubscription:
-    def __init__(self, bus: InProcessBus, stream: str, group: str, handler: Handler):
+    def __init__(self, bus: InProcessBus, stream: str, group: str, handler: BatchHandler):
         self.stream, self.group, self.handler = stream, group, handler
         self._bus = bus
 
@@ -64,9 +102,10 @@ class _InProcessSubscription:
 
 
 class InProcessBus:
-    """Delivers synchronously inside publish(): publish returns only when every subscriber
-    handled the message, so the relay marks an outbox row sent only after it took effect, and a
-    crash before that re-sends it (the consumers' inboxes make the repeat harmless)."""
+    """Delivers synchronously inside publish(), the whole batch to each subscriber: publish
+    returns only when every subscriber handled it, so the relay marks outbox rows sent only after
+    they took effect, and a crash before that re-sends them (the consumers' inboxes make the
+    repeat harmless)."""
 
     def __init__(self, max_attempts: int = 5, dead_letter_dir: Path | None = None):
         self._subs: dict[str, list[_InProcessSubscription]] = {}
@@ -78,20 +117,27 @@ class InProcessBus:
     def publish(self, stream: str, messages: list[bytes]) -> None:
         with self._lock:
             subs = list(self._subs.get(stream, ()))
-        for message in messages:
-            for sub in subs:
-                self._deliver(sub, message)
+        for sub in subs:
+            self._deliver(sub, messages)
 
-    def _deliver(self, sub: _InProcessSubscription, message: bytes) -> None:
+    def _deliver(self, sub: _InProcessSubscription, messages: list[bytes]) -> None:
+        remaining = messages
         for attempt in range(1, self._max_attempts + 1):
-            try:
-                sub.handler(message)
+            outcomes = sub.handler(remaining)
+            if Outcome.HELD in outcomes:
+                # The consumer's database is away: the relay publishes the batch again later.
+                raise Unavailable("a consumer's database is unreachable", reason="CONSUMER_UNAVAILABLE",
+                                  metadata={"group": sub.group})
+            remaining = [m for m, outcome in zip(remaining, outcomes, strict=True) if outcome is Outcome.FAILED]
+            if not remaining:
                 return
-            except Unavailable:
-                raise  # the consumer's database is away: the relay publishes again later
-            except Exception:
-                log.exception("consumer %s failed on a message from %s (attempt %d)", sub.group, sub.stream, attempt)
-                time.sleep(min(0.05 * 2**attempt, 1.0))
+            log.warning("consumer %s failed on %d messages from %s (attempt %d)", sub.group, len(remaining),
+                        sub.stream, attempt)
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        for message in remaining:
+            self._dead_letter(sub, message)
+
+    def _dead_letter(self, sub: _InProcessSubscription, message: bytes) -> None:
         self.dead_letters.append((sub.stream, sub.group, message))
         where = "in memory"
         if self._dead_letter_dir is not None:
@@ -103,6 +149,9 @@ class InProcessBus:
         log.error("consumer %s gave up on a message from %s; kept as a dead letter (%s)", sub.group, sub.stream, where)
 
     def subscribe(self, stream: str, group: str, handler: Handler) -> Subscription:
+        return self.subscribe_batch(stream, group, one_by_one(handler, group))
+
+    def subscribe_batch(self, stream: str, group: str, handler: BatchHandler) -> Subscription:
         sub = _InProcessSubscription(self, stream, group, handler)
         with self._lock:
             self._subs.setdefault(stream, []).append(sub)
@@ -123,6 +172,13 @@ class InProcessBus:
             self._subs.clear()
 
 
+# Renews or drops a lease only while its holder still holds it.
+_RENEW_LEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0"""
+_RELEASE_LEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0"""
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -132,11 +188,13 @@ def _id_ms(message_id: bytes | str) -> int:
 
 
 class _RedisSubscription(threading.Thread):
-    def __init__(self, bus: RedisStreamsBus, stream: str, group: str, handler: Handler):
+    def __init__(self, bus: RedisStreamsBus, stream: str, group: str, handler: BatchHandler):
         super().__init__(name=f"consumer-{group}-{stream}", daemon=True)
         self.bus, self.stream, self.group, self.handler = bus, stream, group, handler
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.heartbeat_key = bus.heartbeat_key(stream, group, self.consumer)
+        self.lease_key = bus.lease_key(stream, group)
+        self.leading = False  # holds the group's lease: the one consumer of the group that reads
         self._stopped = threading.Event()
         self._last_claim = 0.0
 
@@ -150,6 +208,9 @@ class _RedisSubscription(threading.Thread):
         is claimed without waiting), and it leaves the group if it holds nothing."""
         r = self.bus.client
         try:
+            if self.leading:
+                self.leading = False
+                self.bus.release_lease(keys=[self.lease_key], args=[self.consumer])
             r.delete(self.heartbeat_key)
             if not r.xpending_range(self.stream, self.group, "-", "+", 1, consumername=self.consumer):
                 r.xgroup_delconsumer(self.stream, self.group, self.consumer)
@@ -160,6 +221,7 @@ class _RedisSubscription(threading.Thread):
         r = self.bus.client
         backoff = 0.1
         ensured = False
+        count = self.bus.read_count
         while not self._stopped.is_set():
             try:
                 if not ensured:
@@ -168,12 +230,18 @@ class _RedisSubscription(threading.Thread):
                     # a consumer in the group without one is gone.
                     self.bus.beat()
                     ensured = True
+                if not self.leading:
+                    if not self._take_lead():
+                        self._stopped.wait(self.bus.heartbeat_ttl_ms / 3000)
+                        continue
+                    # What the previous reader left pending is older than anything not yet read.
+                    self._reclaim(new_reader=True)
                     # Messages this consumer name read but never acked (none for a new name).
-                    self._handle(r.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=100))
+                    self._handle(r.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=count))
                 if time.monotonic() - self._last_claim > self.bus.claim_interval:
                     self._reclaim()
                 self._handle(
-                    r.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=100, block=self.bus.block_ms)
+                    r.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=self.bus.block_ms)
                 )
                 self.bus.outage.recovered()
                 backoff = 0.1
@@ -183,6 +251,13 @@ class _RedisSubscription(threading.Thread):
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def _take_lead(self) -> bool:
+        """Takes the group's lease if no live consumer holds it."""
+        if self.bus.client.set(self.lease_key, self.consumer, nx=True, px=self.bus.heartbeat_ttl_ms):
+            self.leading = True
+            log.info("consumer %s now reads %s for %s", self.consumer, self.stream, self.group)
+        return self.leading
+
     def _ensure_group(self) -> None:
         try:
             self.bus.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
@@ -191,40 +266,47 @@ class _RedisSubscription(threading.Thread):
                 raise
 
     def _handle(self, reply: Any) -> None:
+        """Hands the batch to the handler in stream order and acknowledges what it is done with, in
+        one XACK. Messages held for an outage are offered again in place; failed ones stay pending
+        (XAUTOCLAIM hands them out again after claim_idle_ms)."""
+        r = self.bus.client
+        batch: list[tuple[bytes, bytes]] = []
         for _stream, entries in reply or ():
             for message_id, fields in entries:
-                if self._stopped.is_set():
-                    return  # the rest stays pending; dropping the heartbeat lets another take it
                 if fields is None:  # trimmed away while pending
-                    self.bus.client.xack(self.stream, self.group, message_id)
-                    continue
-                if self._apply(message_id, fields[b"m"]):
-                    self.bus.client.xack(self.stream, self.group, message_id)
+                    r.xack(self.stream, self.group, message_id)
+                else:
+                    batch.append((message_id, fields[b"m"]))
+        while batch and not self._stopped.is_set():
+            outcomes = self._apply([message for _, message in batch])
+            done = [message_id for (message_id, _), o in zip(batch, outcomes, strict=True) if o is Outcome.DONE]
+            if done:
+                r.xack(self.stream, self.group, *done)
+            batch = [entry for entry, o in zip(batch, outcomes, strict=True) if o is Outcome.HELD]
+            # While the consumer's database is away the batch is held here, so an outage never
+            # counts toward dead-lettering; stopping leaves it pending for another consumer.
+            if batch and self._stopped.wait(1.0):
+                return
 
-    def _apply(self, message_id: bytes, message: bytes) -> bool:
-        """Runs the handler; True once it took effect. While the consumer's database is away the
-        message is held and retried here, so an outage never counts toward dead-lettering."""
-        while True:
-            try:
-                self.handler(message)
-                return True
-            except Unavailable:
-                if self._stopped.wait(1.0):
-                    return False
-            except Exception:
-                # Left pending: XAUTOCLAIM hands it out again after claim_idle_ms.
-                log.exception("consumer %s failed on %s %s", self.group, self.stream, message_id)
-                return False
+    def _apply(self, messages: list[bytes]) -> list[Outcome]:
+        try:
+            return self.handler(messages)
+        except Unavailable:
+            return [Outcome.HELD] * len(messages)
+        except Exception:
+            log.exception("consumer %s failed on a batch of %d from %s", self.group, len(messages), self.stream)
+            return [Outcome.FAILED] * len(messages)
 
-    def _reclaim(self) -> None:
+    def _reclaim(self, *, new_reader: bool = False) -> None:
         """Takes over messages left pending by consumers that are gone (no heartbeat) at once, and
         by live ones after claim_idle_ms (a failed handler); removes gone consumers from the group.
-        A message delivered too often goes to the dead-letter stream instead."""
+        A message delivered too often goes to the dead-letter stream instead. A new reader takes
+        over a gone one however recently it read: the lease it held expired with its heartbeat."""
         self._last_claim = time.monotonic()
         r = self.bus.client
         for info in r.xinfo_consumers(self.stream, self.group):
             name = _text(info["name"])
-            if name == self.consumer or info["idle"] < self.bus.heartbeat_ttl_ms:
+            if name == self.consumer or (not new_reader and info["idle"] < self.bus.heartbeat_ttl_ms):
                 continue
             if r.exists(self.bus.heartbeat_key(self.stream, self.group, name)):
                 continue
@@ -234,9 +316,8 @@ class _RedisSubscription(threading.Thread):
                 log.info("consumer %s removed from %s on %s", name, self.group, self.stream)
         start = "0-0"
         while True:
-            next_start, claimed, *_ = r.xautoclaim(
-                self.stream, self.group, self.consumer, self.bus.claim_idle_ms, start_id=start, count=100
-            )
+            next_start, claimed, *_ = r.xautoclaim(self.stream, self.group, self.consumer, self.bus.claim_idle_ms,
+                                                   start_id=start, count=self.bus.read_count)
             self._deliver_claimed(claimed)
             if next_start in (b"0-0", "0-0"):
                 return
@@ -245,7 +326,7 @@ class _RedisSubscription(threading.Thread):
     def _take_over(self, gone: str) -> None:
         r = self.bus.client
         while not self._stopped.is_set():
-            pending = r.xpending_range(self.stream, self.group, "-", "+", 100, consumername=gone)
+            pending = r.xpending_range(self.stream, self.group, "-", "+", self.bus.read_count, consumername=gone)
             if not pending:
                 return
             # The idle floor keeps two consumers from taking the same message: the first claim resets it.
@@ -306,12 +387,16 @@ class RedisStreamsBus:
         claim_interval: float = 2.0,
         max_deliveries: int = 10,
         heartbeat_ttl_ms: int = 3000,
+        read_count: int = 256,
     ):
         self.client = redis.Redis.from_url(url, socket_connect_timeout=1.0, health_check_interval=30)
         self.maxlen, self.block_ms = maxlen, block_ms
         self.claim_idle_ms, self.claim_interval, self.max_deliveries = claim_idle_ms, claim_interval, max_deliveries
         self.heartbeat_ttl_ms = heartbeat_ttl_ms
+        self.read_count = read_count  # messages per XREADGROUP: the most a consumer handles in one batch
         self.outage = Outage("redis bus", log)
+        self.renew_lease = self.client.register_script(_RENEW_LEASE)
+        self.release_lease = self.client.register_script(_RELEASE_LEASE)
         self._subs: list[_RedisSubscription] = []
         self._heartbeat: _Heartbeat | None = None
         self._lock = threading.Lock()
@@ -320,15 +405,28 @@ class RedisStreamsBus:
     def heartbeat_key(stream: str, group: str, consumer: str) -> str:
         return f"{stream}:heartbeat:{group}:{consumer}"
 
+    @staticmethod
+    def lease_key(stream: str, group: str) -> str:
+        return f"{stream}:reader:{group}"
+
     def beat(self) -> None:
-        """Marks every subscription of this bus alive for heartbeat_ttl_ms."""
+        """Marks every subscription of this bus alive for heartbeat_ttl_ms, and renews the leases
+        of those that read; one that finds its lease gone stops reading."""
         with self._lock:
             subs = [sub for sub in self._subs if not sub._stopped.is_set()]
-        if subs:
-            pipe = self.client.pipeline(transaction=False)
-            for sub in subs:
-                pipe.set(sub.heartbeat_key, b"1", px=self.heartbeat_ttl_ms)
-            pipe.execute()
+        if not subs:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for sub in subs:
+            pipe.set(sub.heartbeat_key, b"1", px=self.heartbeat_ttl_ms)
+        readers = [sub for sub in subs if sub.leading]
+        for sub in readers:
+            self.renew_lease(keys=[sub.lease_key], args=[sub.consumer, self.heartbeat_ttl_ms], client=pipe)
+        renewed = pipe.execute()[len(subs):]
+        for sub, kept in zip(readers, renewed, strict=True):
+            if not kept and sub.leading:
+                sub.leading = False
+                log.warning("consumer %s lost the lease of %s on %s", sub.consumer, sub.group, sub.stream)
 
     def publish(self, stream: str, messages: list[bytes]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -342,6 +440,9 @@ class RedisStreamsBus:
         self.outage.recovered()
 
     def subscribe(self, stream: str, group: str, handler: Handler) -> Subscription:
+        return self.subscribe_batch(stream, group, one_by_one(handler, group))
+
+    def subscribe_batch(self, stream: str, group: str, handler: BatchHandler) -> Subscription:
         sub = _RedisSubscription(self, stream, group, handler)
         with self._lock:
             self._subs.append(sub)
@@ -391,5 +492,6 @@ class RedisStreamsBus:
         self.client.close()
 
 
-def make_bus(redis_url: str) -> Bus:
-    return RedisStreamsBus(redis_url) if redis_url else InProcessBus()
+def make_bus(redis_url: str, *, read_count: int = 256) -> Bus:
+    """Redis Streams where a Redis URL is given (up to `read_count` messages a batch), else in-process."""
+    return RedisStreamsBus(redis_url, read_count=read_count) if redis_url else InProcessBus()

@@ -6,7 +6,9 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
@@ -14,15 +16,17 @@ from google.protobuf.message import Message
 from loyalty.common.v1 import envelope_pb2
 from opentelemetry import propagate, trace
 from sqlalchemy import Connection, delete, exists, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from services.kit.bus import Bus, Subscription
+from services.kit.bus import Bus, Outcome, Subscription
 from services.kit.errors import Unavailable
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import utcnow
 
 log = logging.getLogger("loyalty.events")
 tracer = trace.get_tracer("loyalty.events")
+
+_CONTENDED_RETRY_SECONDS = 0.02
 
 
 def stream_name(service: str) -> str:
@@ -31,9 +35,12 @@ def stream_name(service: str) -> str:
 
 
 class OutboxRelay(threading.Thread):
-    """Publishes committed outbox rows in order. Woken right after a commit that emitted events,
-    and polling as a safety net (other processes may have written rows). After a failure it backs
-    off, and a commit's wake-up does not cut the backoff short."""
+    """Publishes committed outbox rows in order, up to `batch` rows per bus round trip and
+    transaction. Woken right after a commit that emitted events, and polling every
+    `poll_seconds` as a safety net only (a commit in another process, a lost wake-up). While
+    another worker's relay holds the stream it looks again shortly, since rows committed here
+    may have missed that relay's batch. After a failure it backs off, and a commit's wake-up does
+    not cut the backoff short."""
 
     def __init__(
         self,
@@ -52,6 +59,7 @@ class OutboxRelay(threading.Thread):
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._last_cleanup = 0.0
+        self._contended = False  # the last attempt found another worker's relay sending
 
     def wake(self) -> None:
         self._wake.set()
@@ -63,13 +71,18 @@ class OutboxRelay(threading.Thread):
         self.relay_pending()  # what the last in-flight calls committed
 
     def run(self) -> None:
-        backoff = 0.0
+        backoff, contended = 0.0, 0.0
         while not self._stopped.is_set():
             if backoff:
                 # Not the wake event: while the bus or the database is away, every commit would
                 # otherwise end the backoff, and the relay would retry (and fail) once per commit.
                 self._stopped.wait(backoff)
+            elif self._contended:
+                # Soon, but less often the longer the other relay holds on (it may be stuck).
+                contended = min(max(contended * 2, _CONTENDED_RETRY_SECONDS), self.poll_seconds)
+                self._stopped.wait(contended)
             else:
+                contended = 0.0
                 self._wake.wait(self.poll_seconds)
             self._wake.clear()
             try:
@@ -96,7 +109,9 @@ class OutboxRelay(threading.Thread):
             log.error("outbox relay of %s failed; retrying", self.db.service, exc_info=exc)
 
     def relay_once(self) -> int:
-        """Publishes one batch; returns how many rows it sent."""
+        """Publishes one batch; returns how many rows it sent (none while another worker's relay
+        holds the stream)."""
+        self._contended = False
         outbox = self.db.kit.outbox
         pending = outbox.c.published_at.is_(None)
         if not self.db.read(lambda conn: conn.execute(select(exists().where(pending))).scalar()):
@@ -121,6 +136,7 @@ class OutboxRelay(threading.Thread):
             # One publisher per stream at a time, so events leave in the order they were written;
             # the other workers' relays find the lock taken and leave the rows to its holder.
             if not uow.conn.execute(select(func.pg_try_advisory_xact_lock(self._lock_key))).scalar():
+                self._contended = True
                 return 0
             rows = uow.conn.execute(query).all()
             if rows:
@@ -177,35 +193,185 @@ def handle_once(db: Database, consumer: str, event_id: str, effect: Callable[[Un
         return False
 
 
+@dataclass(frozen=True)
+class _Event:
+    envelope: envelope_pb2.EventEnvelope
+    payload: Message
+    fn: EventHandler
+
+
+class _BatchFailed(Exception):
+    """One event of a batch failed: the batch's transaction is rolled back."""
+
+
+# True: took effect now; False: a repeat, or of a type the consumer ignores; an exception: its
+# handler failed, and the bus delivers it again later.
+Result = bool | Exception
+
+
+def member_of(payload: Message) -> str:
+    """The member an event is about (its `member_id` field), or "" for a shop-wide event."""
+    return getattr(payload, "member_id", "") if "member_id" in payload.DESCRIPTOR.fields_by_name else ""
+
+
 class EventConsumer:
     """Subscribes one consuming service (a consumer group) to a producer's stream and applies
-    each event type's handler exactly once."""
+    each event type's handler exactly once.
 
-    def __init__(
-        self, db: Database, bus: Bus, *, consumer: str, producer: str, handlers: dict[type[Message], EventHandler]
-    ):
+    A batch read from the bus is split into `workers` lanes by a hash of (shop, member), applied
+    side by side, each lane in transactions of up to `per_transaction` events with their inbox
+    rows written in one statement, so one member's events are applied in stream order. A
+    shop-wide event (no member) waits for the events before it and is applied before those after
+    it. If one event of a transaction fails, its events are applied one transaction each instead,
+    so one event does not hold up the others (it is delivered again later, after the member's
+    later events of the batch). The bus acknowledges the batch once every lane is done."""
+
+    def __init__(self, db: Database, bus: Bus, *, consumer: str, producer: str,
+                 handlers: dict[type[Message], EventHandler], workers: int = 4, per_transaction: int = 50):
         self.db, self.bus, self.consumer = db, bus, consumer
         self.stream = stream_name(producer)
         self.handlers = {cls.DESCRIPTOR.full_name: (cls, fn) for cls, fn in handlers.items()}
+        # One SQLite file takes one writer at a time: lanes would only queue on its lock.
+        self.workers = 1 if db.is_sqlite else max(1, workers)
+        # Bounds how long a lane's transaction holds its members' rows (and SQLite's write lock).
+        self.per_transaction = max(1, per_transaction)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"consumer-{consumer}") \
+            if self.workers > 1 else None
         self._subscription: Subscription | None = None
 
     def start(self) -> None:
-        self._subscription = self.bus.subscribe(self.stream, self.consumer, self.handle)
+        self._subscription = self.bus.subscribe_batch(self.stream, self.consumer, self._deliver)
 
     def stop(self) -> None:
         if self._subscription is not None:
             self._subscription.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def handle(self, message: bytes) -> bool:
         """Handles one serialized envelope; True if it took effect now, False if it was a repeat
-        or of a type this consumer ignores."""
+        or of a type this consumer ignores. Raises what its handler raised."""
+        (result,) = self.handle_batch([message])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def handle_batch(self, messages: list[bytes]) -> list[Result]:
+        """Handles serialized envelopes (in order for each member); for each, a Result. Raises
+        Unavailable (after applying none or some of them) while the database is away."""
+        results: list[Result] = [False] * len(messages)
+        events: list[tuple[int, _Event]] = []
+        for i, message in enumerate(messages):
+            try:
+                event = self._decode(message)
+            except Exception as exc:  # not an envelope, or a payload that does not parse
+                log.error("consumer %s cannot decode a message of %s", self.consumer, self.stream, exc_info=exc)
+                results[i] = exc
+                continue
+            if event is not None:  # else of a type this consumer ignores
+                events.append((i, event))
+        for lanes in self._segments(events):
+            if self._pool is None or len(lanes) == 1:
+                for lane in lanes:
+                    self._apply_lane(lane, results)
+                continue
+            running = [self._pool.submit(self._apply_lane, lane, results) for lane in lanes]
+            wait(running)
+            for future in running:
+                future.result()  # Unavailable: the bus offers the whole batch again (repeats are no-ops)
+        return results
+
+    def _segments(self, events: list[tuple[int, _Event]]) -> Iterator[list[list[tuple[int, _Event]]]]:
+        """The batch as runs of lanes to apply side by side, one after the other; a shop-wide
+        event is a run of its own."""
+        lanes: dict[int, list[tuple[int, _Event]]] = {}
+        for i, event in events:
+            member = member_of(event.payload)
+            if not member:
+                if lanes:
+                    yield list(lanes.values())
+                    lanes = {}
+                yield [[(i, event)]]
+                continue
+            lane = zlib.crc32(f"{event.envelope.shop_id}/{member}".encode()) % self.workers
+            lanes.setdefault(lane, []).append((i, event))
+        if lanes:
+            yield list(lanes.values())
+
+    def _apply_lane(self, lane: list[tuple[int, _Event]], results: list[Result]) -> None:
+        """Applies one lane's events, up to `per_transaction` in one transaction."""
+        for start in range(0, len(lane), self.per_transaction):
+            self._apply_chunk(lane[start:start + self.per_transaction], results)
+
+    def _apply_chunk(self, lane: list[tuple[int, _Event]], results: list[Result]) -> None:
+        """Applies events in one transaction, or one transaction each if one fails."""
+        if len(lane) > 1:
+            try:
+                took_effect = self.db.transact(lambda uow: self._apply_together(uow, [e for _, e in lane]))
+            except (_BatchFailed, DBAPIError):
+                pass  # one by one below (a duplicate inbox key too): the failing event alone stays for redelivery
+            else:
+                for i, event in lane:
+                    results[i] = event.envelope.id in took_effect
+                    took_effect.discard(event.envelope.id)  # a second copy in the batch is a repeat
+                return
+        for i, event in lane:
+            results[i] = self._apply_alone(event)
+
+    def _decode(self, message: bytes) -> _Event | None:
         envelope = envelope_pb2.EventEnvelope.FromString(message)
         entry = self.handlers.get(envelope.type)
         if entry is None:
-            return False
+            return None
         payload_type, fn = entry
         payload = payload_type()
         envelope.payload.Unpack(payload)
+        return _Event(envelope, payload, fn)
+
+    def _apply_together(self, uow: UnitOfWork, events: list[_Event]) -> set[str]:
+        """Applies the events not yet in the inbox in one transaction; returns their ids."""
+        inbox = self.db.kit.inbox
+        ids = list(dict.fromkeys(e.envelope.id for e in events))
+        seen = set(uow.conn.execute(select(inbox.c.event_id).where(
+            (inbox.c.consumer == self.consumer) & inbox.c.event_id.in_(ids))).scalars())
+        fresh: dict[str, _Event] = {}
+        for event in events:
+            if event.envelope.id not in seen:
+                fresh.setdefault(event.envelope.id, event)
+        if not fresh:
+            return set()
+        now = utcnow()
+        uow.conn.execute(insert(inbox), [{"consumer": self.consumer, "event_id": event_id, "processed_at": now}
+                                         for event_id in fresh])
+        for event in fresh.values():
+            try:
+                self._run(uow, event)
+            except (Unavailable, DBAPIError):
+                raise  # the database's own: retried by transact() (deadlocks) or held by the bus
+            except Exception as exc:
+                raise _BatchFailed from exc
+        return set(fresh)
+
+    def _apply_alone(self, event: _Event) -> Result:
+        try:
+            return handle_once(self.db, self.consumer, event.envelope.id, lambda uow: self._run(uow, event))
+        except Unavailable:
+            raise
+        except Exception as exc:
+            log.error("consumer %s failed on %s %s", self.consumer, event.envelope.type, event.envelope.id,
+                      exc_info=exc)
+            return exc
+
+    def _run(self, uow: UnitOfWork, event: _Event) -> None:
+        envelope = event.envelope
         parent = propagate.extract({"traceparent": envelope.traceparent, "tracestate": envelope.tracestate})
         with tracer.start_as_current_span(f"consume {envelope.type}", context=parent, kind=trace.SpanKind.CONSUMER):
-            return handle_once(self.db, self.consumer, envelope.id, lambda uow: fn(uow, payload, envelope))
+            event.fn(uow, event.payload, envelope)
+
+    def _deliver(self, messages: list[bytes]) -> list[Outcome]:
+        """The bus's side: what became of each message."""
+        try:
+            results = self.handle_batch(messages)
+        except Unavailable:
+            return [Outcome.HELD] * len(messages)
+        return [Outcome.FAILED if isinstance(r, Exception) else Outcome.DONE for r in results]

@@ -15,7 +15,11 @@ from services.points.service import PointsService
 CONSUMER = "points"
 
 
-def membership_consumer(db: Database, bus: Bus, service: PointsService) -> EventConsumer:
+def membership_consumer(db: Database, bus: Bus, service: PointsService, *, workers: int = 4,
+                        per_transaction: int = 50) -> EventConsumer:
+    """Points' consumer of membership's stream: batches in `workers` lanes by member, up to
+    `per_transaction` events a transaction."""
+
     def program_changed(uow: UnitOfWork, e: membership_events.ProgramChanged, _: envelope_pb2.EventEnvelope) -> None:
         program.ensure_program(service, uow, e.shop_id, e.time_zone)
 
@@ -53,4 +57,4 @@ def membership_consumer(db: Database, bus: Bus, service: PointsService) -> Event
         membership_events.OrderCompleted: order_completed,
         membership_events.OrderRefunded: order_refunded,
         membership_events.MemberLeft: member_left,
-    })
+    }, workers=workers, per_transaction=per_transaction)

@@ -21,7 +21,7 @@ from loyalty.membership.v1 import events_pb2
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
 from services.kit.bus import Bus, RedisStreamsBus
-from services.kit.events import EventConsumer, EventHandler, OutboxRelay, stream_name
+from services.kit.events import EventConsumer, EventHandler, OutboxRelay, Result, stream_name
 from services.kit.storage import Database, UnitOfWork
 from services.kit.tables import kit_tables
 from tests.support.services import Backend
@@ -70,16 +70,11 @@ class ProbedConsumer(EventConsumer):
         self.outcomes: list[bool | str] = []
         self._lock = threading.Lock()
 
-    def handle(self, message: bytes) -> bool:
-        try:
-            took_effect = super().handle(message)
-        except Exception:
-            with self._lock:
-                self.outcomes.append("error")
-            raise
+    def handle_batch(self, messages: list[bytes]) -> list[Result]:
+        results = super().handle_batch(messages)
         with self._lock:
-            self.outcomes.append(took_effect)
-        return took_effect
+            self.outcomes.extend("error" if isinstance(r, Exception) else r for r in results)
+        return results
 
 
 @dataclass
@@ -283,13 +278,58 @@ def test_relay_marks_rows_published_and_a_second_relay_sends_nothing(pipeline: P
 
 
 def test_relay_sends_a_backlog_in_batches_in_emit_order(pipeline: Pipeline) -> None:
+    received: list[str] = []
+    pipeline.bus.subscribe(pipeline.stream, f"recorder-{uuid.uuid4().hex[:8]}",
+                           lambda message: received.append(envelope_pb2.EventEnvelope.FromString(message).id))
     consumer = pipeline.consumer()
     relay = OutboxRelay(pipeline.producer, pipeline.bus, batch=2)
     event_ids = [pipeline.emit(f"member-{i}")[0] for i in range(5)]
 
     assert [relay.relay_once() for _ in range(4)] == [2, 2, 1, 0]
 
+    wait_until(lambda: len(received) == 5, "the recorder has all five events")
+    assert received == event_ids
     wait_until(lambda: len(pipeline.effect_rows()) == 5, "all five events are applied")
     wait_until(lambda: pipeline.drained(consumer), "the consumer acknowledged the stream")
-    assert pipeline.effect_rows() == [(e, f"member-{i}") for i, e in enumerate(event_ids)]
+    # Five members: each member's events keep their order, different members' need not.
+    assert sorted(pipeline.effect_rows()) == sorted((e, f"member-{i}") for i, e in enumerate(event_ids))
     assert consumer.outcomes == [True] * 5
+
+
+def test_each_members_events_are_applied_in_the_order_they_were_emitted(pipeline: Pipeline) -> None:
+    consumer = pipeline.consumer()
+    members = [f"member-{i}" for i in range(6)]
+    # One transaction, so that the relay sends them as one batch, split into lanes by member.
+    event_ids = pipeline.emit(*[m for _ in range(5) for m in members])
+    member_of = dict(zip(event_ids, [m for _ in range(5) for m in members], strict=True))
+    assert pipeline.relay.relay_once() == len(event_ids)
+
+    wait_until(lambda: len(pipeline.effect_rows()) == len(event_ids), "every event is applied")
+    wait_until(lambda: pipeline.drained(consumer), "the consumer acknowledged the stream")
+    applied = [event_id for event_id, _ in pipeline.effect_rows()]
+    assert sorted(applied) == sorted(event_ids)
+    for member in members:
+        assert [e for e in applied if member_of[e] == member] == [e for e in event_ids if member_of[e] == member]
+    assert consumer.outcomes == [True] * len(event_ids)
+
+
+def test_one_failing_event_of_a_batch_does_not_hold_up_the_others(pipeline: Pipeline) -> None:
+    attempts: list[str] = []
+
+    def fails_once_for_member_3(uow: UnitOfWork, payload: Message, envelope: envelope_pb2.EventEnvelope) -> None:
+        apply_effect(uow, payload, envelope)
+        if payload.member_id == "member-3":
+            attempts.append(envelope.id)
+            if len(attempts) == 1:
+                raise RuntimeError("transient failure in the consumer")
+
+    consumer = pipeline.consumer(fails_once_for_member_3)
+    event_ids = pipeline.emit(*[f"member-{i}" for i in range(10)])
+    assert pipeline.relay.relay_once() == len(event_ids)
+
+    wait_until(lambda: len(pipeline.effect_rows()) == len(event_ids), "every event is applied")
+    wait_until(lambda: pipeline.drained(consumer), "the consumer acknowledged the stream")
+    assert sorted(e for e, _ in pipeline.effect_rows()) == sorted(event_ids)  # each once
+    assert attempts == [event_ids[3]] * len(attempts) and len(attempts) >= 2
+    assert consumer.outcomes.count(True) == len(event_ids)
+    assert pipeline.inbox_count(consumer) == len(event_ids)
