@@ -66,6 +66,9 @@ class Settings:
     queue_wait_seconds: float = 0.5  # how long a queued call waits before it is refused
     db_retry_seconds: float = 1.0  # how long a call retries a lost database before UNAVAILABLE
     lag_warning_seconds: float = 60.0  # a consumer group this far behind is logged
+    bus_read_count: int = 256  # events a consumer reads at once
+    consumer_workers: int = 4  # lanes a consumer applies a batch in, by (shop, member)
+    consumer_per_transaction: int = 50  # events a lane applies in one transaction
 
     def db_url(self, service: str) -> str:
         url = _env(f"LOYALTY_{service.upper()}_DB_URL")
@@ -124,6 +127,9 @@ class Settings:
             queue_wait_seconds=float(_number("LOYALTY_QUEUE_WAIT_SECONDS", "0.5", float)),
             db_retry_seconds=float(_number("LOYALTY_DB_RETRY_SECONDS", "1", float)),
             lag_warning_seconds=float(_number("LOYALTY_LAG_WARNING_SECONDS", "60", float, minimum=1)),
+            bus_read_count=int(_number("LOYALTY_BUS_READ_COUNT", "256", int, minimum=1)),
+            consumer_workers=int(_number("LOYALTY_CONSUMER_WORKERS", "4", int, minimum=1)),
+            consumer_per_transaction=int(_number("LOYALTY_CONSUMER_PER_TRANSACTION", "50", int, minimum=1)),
         )
         for entry in entries:  # refuse a bad per-service value now, not when the service is built
             settings.port(entry.name)

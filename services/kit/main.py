@@ -64,7 +64,7 @@ def service_main(name: str, build_app: AppBuilder, argv: list[str] | None = None
         # Everything gRPC is created here, after the fork.
         setup_tracing(name, settings.trace_exporter)
         cache = make_cache(settings.redis_url)
-        bus = make_bus(settings.redis_url)
+        bus = make_bus(settings.redis_url, read_count=settings.bus_read_count)
         keyring = KeyRing(settings.admin_key, settings.auth_secret)
         app = build_app(settings, cache=cache, keyring=keyring, bus=bus)
         running = create_server(app, bus=bus, keyring=keyring, host=settings.host, port=settings.port(name),

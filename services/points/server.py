@@ -36,5 +36,6 @@ def build_app(
     jobs = settings.scheduled_jobs(NAME)
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=service.db, servicer=PointsApi(service),
                       add_to_server=pb_grpc.add_PointsServiceServicer_to_server,
-                      consumers=[membership_consumer(service.db, bus, service)],
+                      consumers=[membership_consumer(service.db, bus, service, workers=settings.consumer_workers,
+                                                     per_transaction=settings.consumer_per_transaction)],
                       background=[Periodic(periodic_jobs(service, batch_jobs=jobs), name="points-jobs")])
