@@ -1,6 +1,6 @@
-"""Cache-aside for hot reads: an in-process LRU with TTL, or Redis. Keys carry the shop as a
-Redis Cluster hash tag. Redis unavailable means slower, not broken: reads miss, and deletes that
-could not be sent are retried once Redis answers again.
+"""Cache-aside for hot reads: an in-process LRU with TTL, or Redis with an in-process near-cache
+in front of it. Keys carry the shop as a Redis Cluster hash tag. Redis unavailable means slower,
+not broken: reads miss, and deletes that could not be sent are retried once Redis answers again.
 
 A write fences its keys before it commits and deletes them after: while fenced, reads miss and
 cannot fill the cache, so a value read before the commit is never served after it. Readers fill
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,8 +23,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("loyalty.cache")
 
 
+KEY_PREFIX = "loyalty:"
+
+
 def cache_key(shop_id: str, *parts: str) -> str:
-    return "loyalty:{" + shop_id + "}:" + ":".join(parts)
+    return KEY_PREFIX + "{" + shop_id + "}:" + ":".join(parts)
 
 
 FENCE_SECONDS = 5.0  # how long a fence outlives a writer that never got to lift it
@@ -105,12 +109,155 @@ class LocalCache:
                 self._data.pop(key, None)
 
 
+class NearCache:
+    """The values this process last read from Redis, kept until Redis says they changed.
+
+    A dedicated RESP3 connection has CLIENT TRACKING on in broadcast mode for every key under
+    KEY_PREFIX, so Redis pushes an invalidation for each write, delete or expiry of such a key,
+    by any process. Every lookup first applies the invalidations already received (one poll of
+    that socket when there are none): a write that returned in one process is seen by the next
+    read in any other, since Redis sends the invalidation before the writer can commit. A value
+    read from Redis is kept only if no invalidation of its key arrived meanwhile, and only until
+    its Redis TTL. While the tracking connection is down nothing is served from here."""
+
+    def __init__(self, client: redis.Redis, *, max_entries: int, drain_seconds: float = 1.0):
+        self._client = client
+        self._max = max_entries
+        self._values: dict[str, tuple[float, bytes]] = {}  # key -> (monotonic expiry, value)
+        self._filling: dict[str, object] = {}  # key -> token of the read in flight
+        self._lock = threading.Lock()
+        self._conn: redis.Connection | None = None
+        self._stopped = threading.Event()
+        # Applies invalidations while no call does, so an idle process never lets them pile up.
+        self_ref = weakref.ref(self)
+        threading.Thread(target=_drain_periodically, args=(self_ref, self._stopped, drain_seconds),
+                         name="near-cache", daemon=True).start()
+
+    def connect(self) -> bool:
+        """Opens the tracking connection (with an empty cache); False if Redis does not answer."""
+        kwargs = dict(self._client.connection_pool.connection_kwargs)
+        kwargs["protocol"] = 3
+        conn = redis.Connection(**kwargs)
+        try:
+            conn.connect()
+            conn._parser.set_invalidation_push_handler(self._invalidated)
+            conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", KEY_PREFIX)
+            conn.read_response()
+        except redis.RedisError:
+            conn.disconnect()
+            return False
+        with self._lock:
+            self._values.clear()
+            self._filling.clear()
+            self._conn = conn
+        return True
+
+    @property
+    def live(self) -> bool:
+        return self._conn is not None
+
+    def close(self) -> None:
+        self._stopped.set()
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        """Forgets everything (under the lock): invalidations may have been missed."""
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._conn = None
+        self._values.clear()
+        self._filling.clear()
+
+    def _invalidated(self, push: list) -> None:
+        keys = push[1]
+        if keys is None:  # FLUSHDB / FLUSHALL
+            self._values.clear()
+            self._filling.clear()
+            return
+        for key in keys:
+            key = key.decode() if isinstance(key, bytes) else key
+            self._values.pop(key, None)
+            self._filling.pop(key, None)
+
+    def _drain(self) -> bool:
+        """Applies the invalidations received (under the lock); False if tracking is down."""
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            while conn.can_read(timeout=0):
+                # Data is waiting: a message is never left half-read (that would desynchronise it).
+                conn.read_response(push_request=True, timeout=1.0)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("near-cache invalidations lost (%s); reading through to redis", exc)
+            self._drop()
+            return False
+        return True
+
+    def drain(self) -> bool:
+        with self._lock:
+            return self._drain()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            if not self._drain():
+                return None
+            entry = self._values.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def begin_fill(self, key: str) -> object | None:
+        """A token for a read from Redis about to start, or None if tracking is down."""
+        token = object()
+        with self._lock:
+            if not self._drain():
+                return None
+            self._filling[key] = token
+        return token
+
+    def end_fill(self, key: str, token: object, value: bytes, ttl_ms: int) -> None:
+        """Keeps the value read unless its key was invalidated since begin_fill()."""
+        with self._lock:
+            if not self._drain() or self._filling.get(key) is not token:
+                return
+            del self._filling[key]
+            if ttl_ms == -1:  # no expiry in Redis: still re-read now and then
+                ttl_ms = 60_000
+            if ttl_ms <= 0:
+                return
+            self._values[key] = (time.monotonic() + ttl_ms / 1000, value)
+            if len(self._values) > self._max:
+                del self._values[next(iter(self._values))]  # the oldest fill goes first
+
+    def forget(self, keys: tuple[str, ...]) -> None:
+        """This process's own writes leave its near-cache at once, before Redis's push arrives."""
+        with self._lock:
+            for key in keys:
+                self._values.pop(key, None)
+                self._filling.pop(key, None)
+
+
+def _drain_periodically(ref: weakref.ref, stopped: threading.Event, seconds: float) -> None:
+    while not stopped.wait(seconds):
+        near = ref()
+        if near is None:
+            return
+        near.drain()
+        del near
+
+
 class RedisCache:
     """Shared by every process and replica. After a failure it stops asking Redis for a short
-    while, so an outage costs one timeout, not one per call."""
+    while, so an outage costs one timeout, not one per call. Keys under KEY_PREFIX are also kept
+    in a NearCache of `near_entries` values (0 turns it off)."""
 
     def __init__(
-        self, url: str, *, timeout: float = 0.1, pause_seconds: float = 2.0, max_pending_deletes: int = 100_000
+        self, url: str, *, timeout: float = 0.1, pause_seconds: float = 2.0, max_pending_deletes: int = 100_000,
+        near_entries: int = 50_000,
     ):
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._pause_seconds = pause_seconds
@@ -118,6 +265,27 @@ class RedisCache:
         self._pending_deletes: set[str] = set()
         self._max_pending = max_pending_deletes
         self._lock = threading.Lock()
+        self.near = NearCache(self.client, max_entries=near_entries) if near_entries else None
+        self._near_retry_at = 0.0
+
+    def close(self) -> None:
+        if self.near is not None:
+            self.near.close()
+        self.client.close()
+
+    def _near(self, key: str) -> NearCache | None:
+        """The near-cache if it serves this key now (reconnecting it after a pause if it is down)."""
+        near = self.near
+        if near is None or not key.startswith(KEY_PREFIX):
+            return None
+        if not near.live:
+            now = time.monotonic()
+            if now < self._near_retry_at:
+                return None
+            self._near_retry_at = now + self._pause_seconds
+            if not near.connect():
+                return None
+        return near
 
     def _available(self) -> bool:
         if self._down_until == 0.0:
@@ -157,12 +325,27 @@ class RedisCache:
     def get(self, key: str) -> bytes | None:
         if not self._available():
             return None
+        near = self._near(key)
+        token = None
+        if near is not None:
+            value = near.get(key)
+            if value is not None:
+                return value
+            token = near.begin_fill(key)
         try:
-            value = self.client.get(key)
+            if token is None:
+                value = self.client.get(key)
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                value, ttl_ms = pipe.get(key).pttl(key).execute()
         except redis.RedisError as exc:
             self._failed(exc)
             return None
-        return None if value == _FENCE else value
+        if value is None or value == _FENCE:
+            return None
+        if token is not None:
+            near.end_fill(key, token, value, ttl_ms)
+        return value
 
     def add(self, key: str, value: bytes, ttl: float) -> None:
         if not self._available():
@@ -175,6 +358,8 @@ class RedisCache:
     def fence(self, *keys: str, seconds: float = FENCE_SECONDS) -> None:
         if not keys:
             return
+        if self.near is not None:
+            self.near.forget(keys)
         if self._available():
             try:
                 pipe = self.client.pipeline(transaction=False)
@@ -187,6 +372,8 @@ class RedisCache:
         self._keep_for_later(keys)
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
+        if self.near is not None:
+            self.near.forget((key,))
         if not self._available():
             return
         try:
@@ -197,6 +384,8 @@ class RedisCache:
     def delete(self, *keys: str) -> None:
         if not keys:
             return
+        if self.near is not None:
+            self.near.forget(keys)
         if self._available():
             try:
                 self.client.delete(*keys)
