@@ -24,6 +24,7 @@ from services.kit.cache import LocalCache, RedisCache, cache_key, invalidate_on_
 from services.kit.config import Settings
 from services.membership import server as membership_server
 from services.membership.pii import PiiKeys
+from services.membership.tiers import TIER_CODEC
 from tests.support.services import ADMIN_KEY, Authed, Backend, Shop, create_shop, start_service, stop_service
 
 REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS_URL", "")
@@ -341,7 +342,7 @@ def _tier_level(shop: Shop, request: mpb.GetTierRequest) -> int:
 
 def _cached_level(raw: redis.Redis, key: str) -> int | None:
     value = raw.get(key)
-    return None if value is None else int(value.decode().split("|")[1])
+    return None if value is None else TIER_CODEC.decode(value).level
 
 
 @pytest.mark.production
