@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -188,3 +190,26 @@ def test_a_failed_load_is_not_memoised(db: Database) -> None:
         with pytest.raises(LookupError):
             memo.get("nope")
     assert calls == ["nope", "nope"]
+
+
+def test_when_the_ttl_ends_one_caller_reloads_while_the_others_keep_the_old_value() -> None:
+    names = iter(["first", "second"])
+    release, loading, loads = threading.Event(), threading.Event(), []
+
+    def load(shop_id: str, conn: object) -> str:
+        loads.append(shop_id)
+        if len(loads) == 2:  # the reload waits until the other callers were served
+            loading.set()
+            release.wait(5)
+        return next(names)
+
+    memo = ShopMemo(load, ttl=0.05)
+    assert memo.get("s1") == "first"
+    time.sleep(0.06)
+    reloader = threading.Thread(target=memo.get, args=("s1",))
+    reloader.start()
+    assert loading.wait(5)
+    assert [memo.get("s1") for _ in range(3)] == ["first"] * 3  # no stampede of loads
+    release.set()
+    reloader.join(5)
+    assert memo.get("s1") == "second" and len(loads) == 2
