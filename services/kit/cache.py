@@ -9,6 +9,7 @@ with add() (only where nothing, not even a fence, is)."""
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 import weakref
@@ -127,6 +128,7 @@ class NearCache:
         self._filling: dict[str, object] = {}  # key -> token of the read in flight
         self._lock = threading.Lock()
         self._conn: redis.Connection | None = None
+        self._poll = select.poll()
         self._stopped = threading.Event()
         # Applies invalidations while no call does, so an idle process never lets them pile up.
         self_ref = weakref.ref(self)
@@ -150,7 +152,9 @@ class NearCache:
             self._values.clear()
             self._filling.clear()
             self._conn = conn
-        return True
+            self._poll = select.poll()
+            self._poll.register(conn._sock.fileno(), select.POLLIN)
+            return self._drain(poll=False)  # pushes may have come in with the reply
 
     @property
     def live(self) -> bool:
@@ -180,11 +184,15 @@ class NearCache:
             self._values.pop(key, None)
             self._filling.pop(key, None)
 
-    def _drain(self) -> bool:
+    def _drain(self, *, poll: bool = True) -> bool:
         """Applies the invalidations received (under the lock); False if tracking is down."""
         conn = self._conn
         if conn is None:
             return False
+        # Each drain ends with the parser's buffer empty, so nothing new is waiting unless the
+        # socket has data: one poll() instead of redis-py's non-blocking read attempt.
+        if poll and not self._poll.poll(0):
+            return True
         try:
             while conn.can_read(timeout=0):
                 # Data is waiting: a message is never left half-read (that would desynchronise it).
