@@ -129,6 +129,8 @@ class NearCache:
         self._lock = threading.Lock()
         self._conn: redis.Connection | None = None
         self._poll = select.poll()
+        self._local = threading.local()  # each thread's poll object (one may not be shared)
+        self._draining = False
         self._stopped = threading.Event()
         # Applies invalidations while no call does, so an idle process never lets them pile up.
         self_ref = weakref.ref(self)
@@ -193,6 +195,7 @@ class NearCache:
         # socket has data: one poll() instead of redis-py's non-blocking read attempt.
         if poll and not self._poll.poll(0):
             return True
+        self._draining = True  # lookups without the lock wait for it (see get)
         try:
             while conn.can_read(timeout=0):
                 # Data is waiting: a message is never left half-read (that would desynchronise it).
@@ -201,17 +204,36 @@ class NearCache:
             log.warning("near-cache invalidations lost (%s); reading through to redis", exc)
             self._drop()
             return False
+        finally:
+            self._draining = False
         return True
+
+    def _waiting(self, conn: redis.Connection) -> bool:
+        """Whether invalidations may be waiting on the socket, asked without the lock."""
+        local = self._local
+        if getattr(local, "conn", None) is not conn:
+            local.poll = select.poll()
+            local.poll.register(conn._sock.fileno(), select.POLLIN)
+            local.conn = conn
+        return bool(local.poll.poll(0))
 
     def drain(self) -> bool:
         with self._lock:
             return self._drain()
 
     def get(self, key: str) -> bytes | None:
-        with self._lock:
-            if not self._drain():
-                return None
-            entry = self._values.get(key)
+        # The lock only when invalidations are waiting or being applied: a thread holding it
+        # while poll() releases the GIL would otherwise queue every other lookup behind it. The
+        # socket is polled before the flag is read, and a drain sets the flag before it reads
+        # the socket, so a lookup never misses an invalidation that has arrived.
+        conn = self._conn
+        if conn is None:
+            return None
+        if self._waiting(conn) or self._draining:
+            with self._lock:
+                if not self._drain():
+                    return None
+        entry = self._values.get(key)
         if entry is None:
             return None
         if entry[0] < time.monotonic():
