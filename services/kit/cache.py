@@ -249,12 +249,16 @@ class NearCache:
             self._filling[key] = token
         return token
 
-    def end_fill(self, key: str, token: object, value: bytes, ttl_ms: int) -> None:
-        """Keeps the value read unless its key was invalidated since begin_fill()."""
+    def end_fill(self, key: str, token: object, value: bytes | None, ttl_ms: int) -> None:
+        """Keeps the value read (None: there was none) unless its key was invalidated since
+        begin_fill()."""
         with self._lock:
-            if not self._drain() or self._filling.get(key) is not token:
-                return
+            self._drain()  # a lost connection empties _filling: nothing is kept then
+            if self._filling.get(key) is not token:
+                return  # invalidated meanwhile, or a later read of the key took over
             del self._filling[key]
+            if value is None:
+                return
             if ttl_ms == -1:  # no expiry in Redis: still re-read now and then
                 ttl_ms = 60_000
             if ttl_ms <= 0:
@@ -362,6 +366,7 @@ class RedisCache:
             if value is not None:
                 return value
             token = near.begin_fill(key)
+        value, ttl_ms = None, 0
         try:
             if token is None:
                 value = self.client.get(key)
@@ -370,9 +375,8 @@ class RedisCache:
                 value, ttl_ms = pipe.get(key).pttl(key).execute()
         except redis.RedisError as exc:
             self._failed(exc)
-            return None
-        if value is None or value == _FENCE:
-            return None
+        if value == _FENCE:
+            value = None
         if token is not None:
             near.end_fill(key, token, value, ttl_ms)
         return value
@@ -436,5 +440,6 @@ class RedisCache:
             self._flush_pending_deletes()
 
 
-def make_cache(redis_url: str) -> Cache:
-    return RedisCache(redis_url) if redis_url else LocalCache()
+def make_cache(redis_url: str, *, near_entries: int = 50_000) -> Cache:
+    """Redis (with a near-cache of `near_entries` values, 0 for none) if configured, else local."""
+    return RedisCache(redis_url, near_entries=near_entries) if redis_url else LocalCache()
