@@ -171,6 +171,20 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self.access_log = AccessLog(sample=access_log_sample, slow_ms=slow_call_ms) if access_log else None
         self.admission = admission
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._tracing = _traced()
+        self._tracing_checked_at = time.monotonic()
+
+    def _tracing_on(self) -> bool:
+        """Whether calls get spans. Asking OpenTelemetry costs an environment lookup per call
+        while no provider is set, so it is asked at most once a second until one is (a provider,
+        once set, cannot be replaced)."""
+        if self._tracing:
+            return True
+        now = time.monotonic()
+        if now - self._tracing_checked_at >= 1.0:
+            self._tracing_checked_at = now
+            self._tracing = _traced()
+        return self._tracing
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
         method = handler_call_details.method
@@ -227,7 +241,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             metadata = self._enter(admin_only, request, context)
             with tracer.start_as_current_span(
                 method, context=_parent(metadata), kind=trace.SpanKind.SERVER
-            ) if _traced() else _NOOP:
+            ) if self._tracing_on() else _NOOP:
                 return inner(request, context)
         except Exception as exc:
             code, status, error_id = self._failure(method, exc)
