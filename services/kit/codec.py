@@ -62,9 +62,11 @@ def _converters(hint: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
 
 class DataclassCodec(Generic[T]):
     """A dataclass (fields of int, str, float, bool, datetime, date, Enum, nested dataclasses,
-    lists/tuples of those, or Optional of any) as compact bytes and back."""
+    lists/tuples of those, or Optional of any) as compact bytes and back. Values of a frozen
+    class are decoded once per distinct bytes and shared (`decoded` of them are remembered):
+    a near-cache hands out the same bytes again and again."""
 
-    def __init__(self, cls: type[T]):
+    def __init__(self, cls: type[T], *, decoded: int = 10_000):
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls!r} is not a dataclass")
         self.cls = cls
@@ -76,6 +78,10 @@ class DataclassCodec(Generic[T]):
         # keep as they are, and pass the values by position where the class allows it.
         self._loads = [(i, load) for i, (_, load) in enumerate(self._convert) if load is not _same]
         self._positional = not any(f.kw_only for f in fields)
+        self._shared = cls.__dataclass_params__.frozen and not any(
+            typing.get_origin(hints[f.name]) in (list, set) for f in fields)
+        self._decoded: dict[bytes, T] = {}
+        self._max_decoded = decoded
         shape = f"{cls.__qualname__}:" + ",".join(f"{f.name}={hints[f.name]!r}" for f in fields)
         self.fingerprint = hashlib.sha256(shape.encode()).hexdigest()[:8]
 
@@ -99,6 +105,17 @@ class DataclassCodec(Generic[T]):
 
     def decode(self, raw: bytes) -> T:
         """The value, or CodecError for bytes of another shape."""
+        value = self._decoded.get(raw)
+        if value is not None:
+            return value
+        value = self._decode(raw)
+        if self._shared:
+            if len(self._decoded) >= self._max_decoded:
+                self._decoded.clear()
+            self._decoded[raw] = value
+        return value
+
+    def _decode(self, raw: bytes) -> T:
         try:
             data = json.loads(raw)
             if type(data) is not list or not data or data[0] != self.fingerprint:

@@ -59,6 +59,20 @@ def test_empty_optionals_round_trip() -> None:
     assert codec.decode(codec.encode(value)) == value  # a "|" in a value is just text
 
 
+def test_values_of_a_frozen_class_are_decoded_once_and_shared_but_mutable_ones_never() -> None:
+    codec = DataclassCodec(Balance)
+    raw = codec.encode(VALUE)
+    assert codec.decode(raw) is codec.decode(bytes(raw))
+
+    @dataclass
+    class Draft:
+        member_id: str
+
+    drafts = DataclassCodec(Draft)
+    raw = drafts.encode(Draft("m-1"))
+    assert drafts.decode(raw) == drafts.decode(raw) and drafts.decode(raw) is not drafts.decode(raw)
+
+
 def test_the_bytes_are_compact() -> None:
     assert len(DataclassCodec(Balance).encode(VALUE)) < 100
 
