@@ -43,9 +43,15 @@ def set_principal(principal: Principal) -> None:
 
 
 class KeyRing:
-    def __init__(self, admin_key: str, secret: bytes):
+    """Issues and verifies keys. A verified shop key is remembered (a bounded memo of key →
+    Principal), so the HMAC runs once per key and process, not once per call; keys not in the
+    memo are still checked in constant time."""
+
+    def __init__(self, admin_key: str, secret: bytes, *, remembered: int = 10_000):
         self._admin_key = admin_key.encode()
         self._secret = secret
+        self._verified: dict[str, Principal] = {}
+        self._remembered = remembered
 
     def _signature(self, shop_id: str, key_id: str) -> str:
         digest = hmac.new(self._secret, f"{shop_id}.{key_id}".encode(), hashlib.sha256).digest()
@@ -64,15 +70,25 @@ class KeyRing:
             raise Unauthenticated(
                 "missing API key: send 'authorization: Bearer <key>'", reason="MISSING_CREDENTIALS"
             )
+        # Only keys that verified are in the memo, so a lookup reveals nothing about a wrong key
+        # (its timing is that of a dict miss, whatever the key).
+        principal = self._verified.get(key)
+        if principal is not None:
+            return principal
         if hmac.compare_digest(key.encode(), self._admin_key):
-            return ADMIN
-        if key.startswith(_KEY_PREFIX):
+            principal = ADMIN
+        elif key.startswith(_KEY_PREFIX):
             parts = key[len(_KEY_PREFIX) :].split(".")
             if len(parts) == 3:
                 shop_id, key_id, signature = parts
                 if hmac.compare_digest(signature.encode(), self._signature(shop_id, key_id).encode()):
-                    return Principal(shop_id=shop_id, key_id=key_id)
-        raise Unauthenticated("invalid API key", reason="INVALID_CREDENTIALS")
+                    principal = Principal(shop_id=shop_id, key_id=key_id)
+        if principal is None:
+            raise Unauthenticated("invalid API key", reason="INVALID_CREDENTIALS")
+        if len(self._verified) >= self._remembered:
+            self._verified.clear()  # a flood of distinct valid keys costs HMACs again, never memory
+        self._verified[key] = principal
+        return principal
 
 
 def authorize(principal: Principal, shop_id: str | None, *, admin_only: bool) -> None:

@@ -1,6 +1,6 @@
-"""Cache-aside for hot reads: an in-process LRU with TTL, or Redis. Keys carry the shop as a
-Redis Cluster hash tag. Redis unavailable means slower, not broken: reads miss, and deletes that
-could not be sent are retried once Redis answers again.
+"""Cache-aside for hot reads: an in-process LRU with TTL, or Redis with an in-process near-cache
+in front of it. Keys carry the shop as a Redis Cluster hash tag. Redis unavailable means slower,
+not broken: reads miss, and deletes that could not be sent are retried once Redis answers again.
 
 A write fences its keys before it commits and deletes them after: while fenced, reads miss and
 cannot fill the cache, so a value read before the commit is never served after it. Readers fill
@@ -16,14 +16,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 
+from services.kit.near_cache import NearCache
+
 if TYPE_CHECKING:
     from services.kit.storage import UnitOfWork
 
 log = logging.getLogger("loyalty.cache")
 
 
+KEY_PREFIX = "loyalty:"
+
+
 def cache_key(shop_id: str, *parts: str) -> str:
-    return "loyalty:{" + shop_id + "}:" + ":".join(parts)
+    return KEY_PREFIX + "{" + shop_id + "}:" + ":".join(parts)
 
 
 FENCE_SECONDS = 5.0  # how long a fence outlives a writer that never got to lift it
@@ -107,10 +112,12 @@ class LocalCache:
 
 class RedisCache:
     """Shared by every process and replica. After a failure it stops asking Redis for a short
-    while, so an outage costs one timeout, not one per call."""
+    while, so an outage costs one timeout, not one per call. Keys under KEY_PREFIX are also kept
+    in a NearCache of `near_entries` values (0 turns it off)."""
 
     def __init__(
-        self, url: str, *, timeout: float = 0.1, pause_seconds: float = 2.0, max_pending_deletes: int = 100_000
+        self, url: str, *, timeout: float = 0.1, pause_seconds: float = 2.0, max_pending_deletes: int = 100_000,
+        near_entries: int = 50_000,
     ):
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._pause_seconds = pause_seconds
@@ -118,6 +125,27 @@ class RedisCache:
         self._pending_deletes: set[str] = set()
         self._max_pending = max_pending_deletes
         self._lock = threading.Lock()
+        self.near = NearCache(self.client, prefix=KEY_PREFIX, max_entries=near_entries) if near_entries else None
+        self._near_retry_at = 0.0
+
+    def close(self) -> None:
+        if self.near is not None:
+            self.near.close()
+        self.client.close()
+
+    def _near(self, key: str) -> NearCache | None:
+        """The near-cache if it serves this key now (reconnecting it after a pause if it is down)."""
+        near = self.near
+        if near is None or not key.startswith(KEY_PREFIX):
+            return None
+        if not near.live:
+            now = time.monotonic()
+            if now < self._near_retry_at:
+                return None
+            self._near_retry_at = now + self._pause_seconds
+            if not near.connect():
+                return None
+        return near
 
     def _available(self) -> bool:
         if self._down_until == 0.0:
@@ -157,12 +185,27 @@ class RedisCache:
     def get(self, key: str) -> bytes | None:
         if not self._available():
             return None
+        near = self._near(key)
+        token = None
+        if near is not None:
+            value = near.get(key)
+            if value is not None:
+                return value
+            token = near.begin_fill(key)
+        value, ttl_ms = None, 0
         try:
-            value = self.client.get(key)
+            if token is None:
+                value = self.client.get(key)
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                value, ttl_ms = pipe.get(key).pttl(key).execute()
         except redis.RedisError as exc:
             self._failed(exc)
-            return None
-        return None if value == _FENCE else value
+        if value == _FENCE:
+            value = None
+        if token is not None:
+            near.end_fill(key, token, value, ttl_ms)
+        return value
 
     def add(self, key: str, value: bytes, ttl: float) -> None:
         if not self._available():
@@ -175,6 +218,8 @@ class RedisCache:
     def fence(self, *keys: str, seconds: float = FENCE_SECONDS) -> None:
         if not keys:
             return
+        if self.near is not None:
+            self.near.forget(keys)
         if self._available():
             try:
                 pipe = self.client.pipeline(transaction=False)
@@ -187,6 +232,8 @@ class RedisCache:
         self._keep_for_later(keys)
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
+        if self.near is not None:
+            self.near.forget((key,))
         if not self._available():
             return
         try:
@@ -197,6 +244,8 @@ class RedisCache:
     def delete(self, *keys: str) -> None:
         if not keys:
             return
+        if self.near is not None:
+            self.near.forget(keys)
         if self._available():
             try:
                 self.client.delete(*keys)
@@ -217,5 +266,6 @@ class RedisCache:
             self._flush_pending_deletes()
 
 
-def make_cache(redis_url: str) -> Cache:
-    return RedisCache(redis_url) if redis_url else LocalCache()
+def make_cache(redis_url: str, *, near_entries: int = 50_000) -> Cache:
+    """Redis (with a near-cache of `near_entries` values, 0 for none) if configured, else local."""
+    return RedisCache(redis_url, near_entries=near_entries) if redis_url else LocalCache()

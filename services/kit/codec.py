@@ -31,8 +31,12 @@ class CodecError(ValueError):
     """Bytes that are not a value of this codec's class (another version, or corrupt)."""
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 def _converters(hint: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    """(to JSON, from JSON) for one field type."""
+    """(to JSON, from JSON) for one field type; `_same` for types JSON keeps as they are."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         (inner,) = [a for a in args if a is not type(None)]
@@ -52,15 +56,17 @@ def _converters(hint: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
         codec = DataclassCodec(hint)
         return codec.to_list, codec.from_list
     if hint in (int, str, float, bool, Any):
-        return (lambda v: v), (lambda v: v)
+        return _same, _same
     raise TypeError(f"no cache encoding for fields of type {hint!r}")
 
 
 class DataclassCodec(Generic[T]):
     """A dataclass (fields of int, str, float, bool, datetime, date, Enum, nested dataclasses,
-    lists/tuples of those, or Optional of any) as compact bytes and back."""
+    lists/tuples of those, or Optional of any) as compact bytes and back. Values of a frozen
+    class are decoded once per distinct bytes and shared (`decoded` of them are remembered):
+    a near-cache hands out the same bytes again and again."""
 
-    def __init__(self, cls: type[T]):
+    def __init__(self, cls: type[T], *, decoded: int = 10_000):
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls!r} is not a dataclass")
         self.cls = cls
@@ -68,6 +74,14 @@ class DataclassCodec(Generic[T]):
         fields = [f for f in dataclasses.fields(cls) if f.init]
         self._names = [f.name for f in fields]
         self._convert = [_converters(hints[f.name]) for f in fields]
+        # Decoding is on the hot path of every cached read: convert only the fields JSON does not
+        # keep as they are, and pass the values by position where the class allows it.
+        self._loads = [(i, load) for i, (_, load) in enumerate(self._convert) if load is not _same]
+        self._positional = not any(f.kw_only for f in fields)
+        self._shared = cls.__dataclass_params__.frozen and not any(
+            typing.get_origin(hints[f.name]) in (list, set) for f in fields)
+        self._decoded: dict[bytes, T] = {}
+        self._max_decoded = decoded
         shape = f"{cls.__qualname__}:" + ",".join(f"{f.name}={hints[f.name]!r}" for f in fields)
         self.fingerprint = hashlib.sha256(shape.encode()).hexdigest()[:8]
 
@@ -77,8 +91,13 @@ class DataclassCodec(Generic[T]):
     def from_list(self, values: list[Any]) -> T:
         if not isinstance(values, list) or len(values) != len(self._names):
             raise CodecError(f"not a {self.cls.__qualname__}")
-        return self.cls(**{name: load(v) for name, (_, load), v in zip(self._names, self._convert, values,
-                                                                         strict=True)})
+        if self._loads:
+            values = list(values)
+            for i, load in self._loads:
+                values[i] = load(values[i])
+        if self._positional:
+            return self.cls(*values)
+        return self.cls(**dict(zip(self._names, values, strict=True)))
 
     def encode(self, value: T) -> bytes:
         return json.dumps([self.fingerprint, *self.to_list(value)], separators=(",", ":"),
@@ -86,9 +105,20 @@ class DataclassCodec(Generic[T]):
 
     def decode(self, raw: bytes) -> T:
         """The value, or CodecError for bytes of another shape."""
+        value = self._decoded.get(raw)
+        if value is not None:
+            return value
+        value = self._decode(raw)
+        if self._shared:
+            if len(self._decoded) >= self._max_decoded:
+                self._decoded.clear()
+            self._decoded[raw] = value
+        return value
+
+    def _decode(self, raw: bytes) -> T:
         try:
             data = json.loads(raw)
-            if not isinstance(data, list) or not data or data[0] != self.fingerprint:
+            if type(data) is not list or not data or data[0] != self.fingerprint:
                 raise CodecError(f"not a {self.cls.__qualname__} of this version")
             return self.from_list(data[1:])
         except (ValueError, TypeError) as exc:
@@ -109,7 +139,9 @@ class TypedCache(Generic[T]):
         try:
             return self.codec.decode(raw)
         except CodecError:
-            log.info("cache value of another shape at %s; reading through", key)
+            # Left for its TTL (deleting it could lift a writer's fence); debug, as every read of
+            # it comes here during a rolling deploy.
+            log.debug("cache value of another shape at %s; reading through", key)
             return None
 
     def add(self, key: str, value: T, ttl: float) -> None:

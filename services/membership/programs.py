@@ -12,8 +12,8 @@ from sqlalchemy import Connection, insert, literal, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-from services.kit.cache import LocalCache
 from services.kit.errors import AlreadyExists, NotFound
+from services.kit.memo import ShopMemo
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.membership import commands, domain, reasons, tiers
@@ -22,9 +22,6 @@ from services.membership.tables import api_keys, members, programs
 
 if TYPE_CHECKING:
     from services.membership.context import Membership
-
-PROGRAM_MEMO_SECONDS = 2.0
-
 
 @dataclass(frozen=True)
 class Program:
@@ -67,24 +64,22 @@ def _not_found(shop_id: str) -> NotFound:
 
 
 class ProgramMemo:
-    """Programs change rarely and are read on every call: a short per-process memo."""
+    """Programs change rarely and are read on every call: the kit's per-shop memo of them."""
 
     def __init__(self, db: Database):
         self._db = db
-        self._memo = LocalCache(max_entries=10_000)
+        self._memo: ShopMemo[Program] = ShopMemo(self._load)
 
     def get(self, shop_id: str, conn: Connection | None = None) -> Program:
         """The shop's program (memoised for a moment); NOT_FOUND when the shop has none."""
-        memo = self._memo.get(shop_id)
-        if memo is not None:
-            return memo
+        return self._memo.get(shop_id, conn)
+
+    def _load(self, shop_id: str, conn: Connection | None) -> Program:
         query = select(programs).where(programs.c.shop_id == shop_id)
         row = conn.execute(query).first() if conn is not None else self._db.read(lambda c: c.execute(query).first())
         if row is None:
             raise _not_found(shop_id)
-        program = _program(row)
-        self._memo.set(shop_id, program, PROGRAM_MEMO_SECONDS)
-        return program
+        return _program(row)
 
     def for_update(self, uow: UnitOfWork, shop_id: str) -> Program:
         """The program, locked until the unit of work ends (changes to it and its ladder queue)."""
@@ -94,8 +89,8 @@ class ProgramMemo:
         return _program(row)
 
     def forget(self, uow: UnitOfWork, shop_id: str) -> None:
-        self._memo.delete(shop_id)
-        uow.after_commit(lambda: self._memo.delete(shop_id))
+        """For a transaction that changes the program: not memoised until it committed."""
+        self._memo.invalidate(uow, shop_id)
 
 
 def create_program(ctx: Membership, uow: UnitOfWork, cmd: commands.CreateProgram) -> tuple[Program, IssuedKey]:

@@ -11,6 +11,7 @@ from loyalty.membership.v1 import events_pb2
 from sqlalchemy import ColumnElement, Connection, and_, case, func, insert, literal, select, update
 
 from services.kit.cache import cache_key, invalidate_on_commit
+from services.kit.codec import DataclassCodec, TypedCache
 from services.kit.errors import InvalidArgument
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
@@ -27,6 +28,19 @@ class TierView:
     member_id: str
     tier: Tier
     since: datetime
+
+
+@dataclass(frozen=True)
+class CachedTier:
+    """What the cache keeps of a member's tier: the level, resolved against the current ladder
+    when read, so a ladder change needs no invalidation of every member."""
+
+    member_id: str
+    level: int
+    since: datetime
+
+
+TIER_CODEC = DataclassCodec(CachedTier)
 
 
 @dataclass(frozen=True)
@@ -73,17 +87,17 @@ def get_tier(ctx: Membership, shop_id: str, *, member_id: str, buyer_id: str) ->
     program = ctx.programs.get(shop_id)
     buyer_hash = ctx.pii.buyer_hash(shop_id, buyer_id) if buyer_id else ""
     key = cache_key(shop_id, "tier", "m", member_id) if member_id else cache_key(shop_id, "tier", "b", buyer_hash)
-    cached = ctx.cache.get(key)
+    tiers = TypedCache(ctx.cache, TIER_CODEC)
+    cached = tiers.get(key)
     if cached is not None:
-        mid, level, since = cached.decode().split("|")
-        return TierView(mid, program.ladder.tier(int(level)), datetime.fromisoformat(since))
+        return TierView(cached.member_id, program.ladder.tier(cached.level), cached.since)
     query = select(members.c.member_id, members.c.tier_level, members.c.tier_since).where(
         members.c.shop_id == shop_id, members.c.status == MemberStatus.ACTIVE,
         members.c.member_id == member_id if member_id else members.c.buyer_hash == buyer_hash)
     row = ctx.db.read(lambda conn: conn.execute(query).first())
     if row is None:
         raise views.member_not_found(member_id, buyer_id)
-    ctx.cache.add(key, f"{row.member_id}|{row.tier_level}|{row.tier_since.isoformat()}".encode(), ctx.cache_ttl)
+    tiers.add(key, CachedTier(row.member_id, row.tier_level, row.tier_since), ctx.cache_ttl)
     return TierView(row.member_id, program.ladder.tier(row.tier_level), row.tier_since)
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.errors import NotFound
-from services.kit.storage import UnitOfWork
+from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import utcnow
 from services.points import commands, domain, reasons
 from services.points.domain import (
@@ -25,10 +28,12 @@ from services.points.domain import (
     MultiplierKind,
     Program,
 )
-from services.points.service import PointsService
 from services.points.tables import earn_rules, multipliers, programs
 
-PROGRAM_MEMO_SECONDS = 2.0
+if TYPE_CHECKING:
+    from services.points.service import PointsService
+
+T = TypeVar("T")
 
 
 def _program_from_row(row: Row) -> Program:
@@ -79,22 +84,42 @@ def _no_program(shop_id: str) -> NotFound:
                     metadata={"shop_id": shop_id})
 
 
-def load_program(svc: PointsService, shop_id: str, conn: Connection | None = None) -> Program:
-    """The shop's program (memoized for a moment), or NOT_FOUND for a shop points never heard of."""
-    memo = svc.programs.get(shop_id)
-    if memo is not None:
-        return memo
-    program = _read_program(conn, shop_id) if conn is not None else svc.db.read(
-        lambda c: _read_program(c, shop_id))
+def _on(db: Database, conn: Connection | None, read: Callable[[Connection], T]) -> T:
+    """`read` in the caller's transaction if it has one, else in a read of its own."""
+    return read(conn) if conn is not None else db.read(read)
+
+
+def read_program(db: Database, shop_id: str, conn: Connection | None) -> Program:
+    """The shop's program from the database, or NOT_FOUND (the loader of PointsService.programs)."""
+    program = _on(db, conn, lambda c: _read_program(c, shop_id))
     if program is None:
         raise _no_program(shop_id)
-    svc.programs.set(shop_id, program, PROGRAM_MEMO_SECONDS)
     return program
 
 
-def _forget_program(svc: PointsService, uow: UnitOfWork, shop_id: str) -> None:
-    svc.programs.delete(shop_id)
-    uow.after_commit(lambda: svc.programs.delete(shop_id))
+def read_rules(db: Database, shop_id: str, conn: Connection | None) -> Mapping[Action, EarnRule]:
+    """The shop's earn rules by action, read-only (the loader of PointsService.earn_rules)."""
+    return MappingProxyType(_on(db, conn, lambda c: rules(c, shop_id)))
+
+
+def read_multipliers(db: Database, shop_id: str, conn: Connection | None) -> tuple[Multiplier, ...]:
+    """The shop's multipliers, oldest first (the loader of PointsService.multipliers)."""
+    return tuple(_on(db, conn, lambda c: shop_multipliers(c, shop_id)))
+
+
+def load_program(svc: PointsService, shop_id: str, conn: Connection | None = None) -> Program:
+    """The shop's program (memoised for a moment), or NOT_FOUND for a shop points never heard of."""
+    return svc.programs.get(shop_id, conn)
+
+
+def earn_rules_of(svc: PointsService, shop_id: str, conn: Connection | None = None) -> Mapping[Action, EarnRule]:
+    """The shop's earn rules by action, memoised like the program (events read them one by one)."""
+    return svc.earn_rules.get(shop_id, conn)
+
+
+def multipliers_of(svc: PointsService, shop_id: str, conn: Connection | None = None) -> tuple[Multiplier, ...]:
+    """The shop's multipliers, oldest first, memoised like the program."""
+    return svc.multipliers.get(shop_id, conn)
 
 
 def ensure_program(svc: PointsService, uow: UnitOfWork, shop_id: str, time_zone: str = "") -> Program:
@@ -105,11 +130,13 @@ def ensure_program(svc: PointsService, uow: UnitOfWork, shop_id: str, time_zone:
         if time_zone and program.time_zone != time_zone:
             uow.conn.execute(update(programs).where(programs.c.shop_id == shop_id)
                              .values(time_zone=time_zone, updated_at=utcnow()))
-            _forget_program(svc, uow, shop_id)
+            svc.programs.invalidate(uow, shop_id)
             return dataclasses.replace(program, time_zone=time_zone)
         return program
     now = utcnow()
     created = domain.default_program(shop_id, time_zone)
+    for memo in (svc.programs, svc.earn_rules, svc.multipliers):
+        memo.invalidate(uow, shop_id)
     try:
         with uow.conn.begin_nested():  # another worker may be creating it from another event
             uow.conn.execute(insert(programs), {"shop_id": shop_id, "created_at": now, "updated_at": now,
@@ -133,7 +160,7 @@ def update_program(svc: PointsService, uow: UnitOfWork, cmd: commands.UpdateProg
     values = _program_values(program)
     del values["time_zone"]  # it follows the membership program
     uow.conn.execute(update(programs).where(programs.c.shop_id == cmd.shop_id).values(updated_at=utcnow(), **values))
-    _forget_program(svc, uow, cmd.shop_id)
+    svc.programs.invalidate(uow, cmd.shop_id)
     return program
 
 
@@ -156,6 +183,7 @@ def upsert_rule(svc: PointsService, uow: UnitOfWork, cmd: commands.UpsertRule) -
         uow.conn.execute(update(earn_rules).where(key).values(**values))
     else:
         uow.conn.execute(insert(earn_rules), {"shop_id": cmd.shop_id, **values})
+    svc.earn_rules.invalidate(uow, cmd.shop_id)
     return rule
 
 
@@ -172,6 +200,7 @@ def create_multiplier(svc: PointsService, uow: UnitOfWork, cmd: commands.CreateM
     created = dataclasses.replace(cmd.multiplier, multiplier_id="x_" + secrets.token_hex(6))
     uow.conn.execute(insert(multipliers), {"shop_id": cmd.shop_id, "created_at": utcnow(),
                                            **_multiplier_values(created)})
+    svc.multipliers.invalidate(uow, cmd.shop_id)
     return created
 
 
@@ -186,6 +215,7 @@ def delete_multiplier(svc: PointsService, uow: UnitOfWork, cmd: commands.DeleteM
                                                        multipliers.c.multiplier_id == cmd.multiplier_id))
     if gone.rowcount == 0:
         raise NotFound(f"no multiplier {cmd.multiplier_id!r}", reason=reasons.MULTIPLIER_NOT_FOUND)
+    svc.multipliers.invalidate(uow, cmd.shop_id)
     return Deleted(cmd.multiplier_id)
 
 

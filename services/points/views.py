@@ -11,6 +11,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.sql import ColumnElement
 
 from services.kit.cache import cache_key
+from services.kit.codec import DataclassCodec, TypedCache
 from services.kit.errors import NotFound
 from services.kit.timeutil import utcnow
 from services.points import commands, reasons
@@ -43,6 +44,9 @@ class Entry:
     source: Source
     created_at: datetime
     expires_at: datetime | None
+
+
+BALANCE_CODEC = DataclassCodec(BalanceView)
 
 
 def total(column: ColumnElement) -> ColumnElement:
@@ -79,21 +83,18 @@ def balance(svc: PointsService, query: commands.MemberQuery) -> BalanceView:
     """Cached until the next write or the next expiry, whichever comes first. Lots past their
     date never count, even before the expiry job wrote them off."""
     key = balance_key(query.shop_id, query.member_id)
-    cached = svc.cache.get(key)
-    now = utcnow()
+    balances = TypedCache(svc.cache, BALANCE_CODEC)
+    cached = balances.get(key)
     if cached is not None:
-        available, held, lifetime, expiry, amount = cached.decode().split("|")
-        return BalanceView(query.shop_id, query.member_id, int(available), int(held), int(lifetime),
-                           datetime.fromisoformat(expiry) if expiry else None, int(amount))
+        return cached
+    now = utcnow()
     load_program(svc, query.shop_id)
     view = svc.db.read(lambda conn: balance_in(conn, query.shop_id, query.member_id, now))
     ttl = svc.cache_ttl
     if view.next_expiry_at is not None:
         ttl = min(ttl, (view.next_expiry_at - now).total_seconds())
     if ttl > 0:
-        expiry = view.next_expiry_at.isoformat() if view.next_expiry_at else ""
-        svc.cache.add(key, f"{view.available}|{view.held}|{view.lifetime_earned}|{expiry}|"
-                           f"{view.next_expiry_amount}".encode(), ttl)
+        balances.add(key, view, ttl)
     return view
 
 

@@ -1,5 +1,7 @@
-"""The caches: the in-process LRU (unit level, on a controlled clock), RedisCache against a real
-Redis, and the membership service answering GetTier correctly through a Redis outage."""
+"""The caches: the in-process LRU (unit level, on a controlled clock), RedisCache and its
+near-cache against a real Redis (a write through one process's cache is seen by the next read
+through another's), and the membership service answering GetTier correctly through a Redis
+outage."""
 
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from loyalty.membership.v1 import membership_service_pb2_grpc as mgrpc
 from redis.crc import key_slot
 
 from services.kit import cache as cache_module
-from services.kit.cache import LocalCache, RedisCache, cache_key
+from services.kit.cache import LocalCache, RedisCache, cache_key, invalidate_on_commit
 from services.kit.config import Settings
 from services.membership import server as membership_server
 from services.membership.pii import PiiKeys
+from services.membership.tiers import TIER_CODEC
 from tests.support.services import ADMIN_KEY, Authed, Backend, Shop, create_shop, start_service, stop_service
 
 REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS_URL", "")
@@ -150,6 +153,67 @@ def test_redis_cache_entry_expires_after_its_ttl() -> None:
     cache.client.close()
 
 
+def _redis_gets(raw: redis.Redis) -> int:
+    return raw.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+
+
+class _Committed:
+    """Stands for a unit of work whose transaction committed: runs after-commit work at once."""
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        action()
+
+
+@pytest.mark.production
+@needs_redis
+def test_a_near_cached_value_is_served_without_asking_redis(shared_redis: redis.Redis) -> None:
+    writer, reader = RedisCache(REDIS_URL), RedisCache(REDIS_URL)
+    key = cache_key(f"shop-{uuid.uuid4().hex[:8]}", "tier", "m", "member-1")
+    writer.add(key, b"v1", ttl=30)
+    assert reader.get(key) == b"v1"
+    gets = _redis_gets(shared_redis)
+    assert [reader.get(key) for _ in range(20)] == [b"v1"] * 20
+    assert _redis_gets(shared_redis) == gets
+    writer.close()
+    reader.close()
+
+
+@pytest.mark.production
+@needs_redis
+def test_a_write_through_one_process_cache_is_seen_by_the_next_read_through_another() -> None:
+    # Two caches with their own connections stand for two worker processes.
+    writer, reader = RedisCache(REDIS_URL), RedisCache(REDIS_URL)
+    key = cache_key(f"shop-{uuid.uuid4().hex[:8]}", "points", "balance", "member-1")
+    for round_ in range(200):
+        value = f"balance-{round_}".encode()
+        writer.add(key, value, ttl=30)
+        assert reader.get(key) == value and reader.get(key) == value  # read from redis, then near
+        change = round_ % 3
+        if change == 0:
+            invalidate_on_commit(_Committed(), writer, [key])  # fence before, fence after commit
+        elif change == 1:
+            writer.delete(key)
+        else:
+            writer.fence(key)
+        assert reader.get(key) is None
+        writer.delete(key)
+    writer.close()
+    reader.close()
+
+
+@pytest.mark.production
+@needs_redis
+def test_a_near_cached_value_lives_no_longer_than_in_redis() -> None:
+    writer, reader = RedisCache(REDIS_URL), RedisCache(REDIS_URL)
+    key = cache_key(f"shop-{uuid.uuid4().hex[:8]}", "points", "balance", "member-1")
+    writer.add(key, b"until the next lot expires", ttl=0.3)
+    assert reader.get(key) == b"until the next lot expires"
+    time.sleep(0.35)
+    assert reader.get(key) is None
+    writer.close()
+    reader.close()
+
+
 # ----- Redis outages, on a redis-server of our own --------------------------------------------------
 
 
@@ -237,6 +301,34 @@ def test_redis_cache_serves_misses_while_redis_is_down_and_applies_invalidations
     cache.client.close()
 
 
+@pytest.mark.production
+@needs_redis_server
+def test_the_near_cache_serves_nothing_it_may_have_missed_an_invalidation_for(own_redis: RedisServer) -> None:
+    writer = RedisCache(own_redis.url, pause_seconds=0.2)
+    reader = RedisCache(own_redis.url, pause_seconds=0.2)
+    key, other = cache_key("shop-1", "tier", "m", "member-1"), cache_key("shop-1", "tier", "m", "member-2")
+    writer.add(key, b"old", ttl=60)
+    assert reader.get(key) == b"old"  # now in the reader's near-cache
+    own_redis.kill()
+
+    assert reader.get(key) is None  # slower, not stale
+    writer.delete(key)  # cannot be sent: kept for later
+    own_redis.start()
+    raw = own_redis.client()
+    assert raw.get(key) == b"old"  # the stale entry survived the restart
+
+    def writer_back() -> bool:
+        writer.add(other, b"x", ttl=60)
+        return writer.get(other) == b"x"
+
+    wait_until(writer_back, "the writer uses redis again and sends what it kept")
+    wait_until(lambda: reader.get(other) == b"x", "the reader uses redis again")
+    assert (raw.get(key), reader.get(key)) == (None, None)
+    raw.close()
+    writer.close()
+    reader.close()
+
+
 @pytest.fixture
 def postgres_backend(backend: Backend) -> Backend:
     if backend.name != "postgres":
@@ -250,7 +342,7 @@ def _tier_level(shop: Shop, request: mpb.GetTierRequest) -> int:
 
 def _cached_level(raw: redis.Redis, key: str) -> int | None:
     value = raw.get(key)
-    return None if value is None else int(value.decode().split("|")[1])
+    return None if value is None else TIER_CODEC.decode(value).level
 
 
 @pytest.mark.production

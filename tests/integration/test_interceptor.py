@@ -73,8 +73,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, spans: InMemorySpanExporter
         finally:
             engine.dispose()
 
+    def fine(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return b""
+
     handlers = {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in
-                (("Boom", boom), ("Missing", missing), ("Emit", emit), ("Away", away), ("Refused", refused))}
+                (("Boom", boom), ("Missing", missing), ("Emit", emit), ("Away", away), ("Refused", refused),
+                 ("Fine", fine))}
     srv = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[ServiceInterceptor(
         service="probe", keyring=KeyRing(KEY, b"s"), admin_methods=frozenset(), access_log=True)])
     srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Probe", handlers)])
@@ -123,6 +127,23 @@ def test_every_call_is_logged_as_one_json_line(server: Probe, caplog: pytest.Log
     record = next(r for r in caplog.records if r.name == "loyalty.access")
     line = json.loads(JsonFormatter().format(record))
     assert line["method"] == "/test.Probe/Missing" and line["code"] == "NOT_FOUND" and line["ms"] >= 0
+
+
+def test_successful_calls_are_sampled_and_each_line_says_how_many_calls_it_stands_for(
+    server: Probe, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel, _ = server
+    with caplog.at_level(logging.INFO, logger="loyalty.access"):
+        for _ in range(200):
+            call(channel, "Fine")
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError):
+                call(channel, "Missing")
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "loyalty.access"]
+    fine = [line for line in lines if line["method"] == "/test.Probe/Fine"]
+    failed = [line for line in lines if line["method"] == "/test.Probe/Missing"]
+    assert len(fine) == 2 and all(line["code"] == "OK" and line["sampled"] == 100 for line in fine)
+    assert len(failed) == 3 and all(line["sampled"] == 1 for line in failed)  # every failure is logged
 
 
 def test_trace_context_flows_from_the_caller_into_the_span_and_the_event(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -55,6 +57,20 @@ def test_empty_optionals_round_trip() -> None:
     codec = DataclassCodec(Balance)
     value = Balance("m|2", 0, 0.0, True, Kind.SILVER, None, None, ())
     assert codec.decode(codec.encode(value)) == value  # a "|" in a value is just text
+
+
+def test_values_of_a_frozen_class_are_decoded_once_and_shared_but_mutable_ones_never() -> None:
+    codec = DataclassCodec(Balance)
+    raw = codec.encode(VALUE)
+    assert codec.decode(raw) is codec.decode(bytes(raw))
+
+    @dataclass
+    class Draft:
+        member_id: str
+
+    drafts = DataclassCodec(Draft)
+    raw = drafts.encode(Draft("m-1"))
+    assert drafts.decode(raw) == drafts.decode(raw) and drafts.decode(raw) is not drafts.decode(raw)
 
 
 def test_the_bytes_are_compact() -> None:
@@ -188,3 +204,26 @@ def test_a_failed_load_is_not_memoised(db: Database) -> None:
         with pytest.raises(LookupError):
             memo.get("nope")
     assert calls == ["nope", "nope"]
+
+
+def test_when_the_ttl_ends_one_caller_reloads_while_the_others_keep_the_old_value() -> None:
+    names = iter(["first", "second"])
+    release, loading, loads = threading.Event(), threading.Event(), []
+
+    def load(shop_id: str, conn: object) -> str:
+        loads.append(shop_id)
+        if len(loads) == 2:  # the reload waits until the other callers were served
+            loading.set()
+            release.wait(5)
+        return next(names)
+
+    memo = ShopMemo(load, ttl=0.05)
+    assert memo.get("s1") == "first"
+    time.sleep(0.06)
+    reloader = threading.Thread(target=memo.get, args=("s1",))
+    reloader.start()
+    assert loading.wait(5)
+    assert [memo.get("s1") for _ in range(3)] == ["first"] * 3  # no stampede of loads
+    release.set()
+    reloader.join(5)
+    assert memo.get("s1") == "second" and len(loads) == 2
