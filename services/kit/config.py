@@ -44,6 +44,13 @@ def _number(name: str, default: str, kind: type[int] | type[float], *, minimum: 
     return value
 
 
+def _share(name: str, default: str) -> float:
+    value = float(_number(name, default, float))
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name} must be more than 0 and at most 1 (got {value})")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -67,6 +74,9 @@ class Settings:
     db_retry_seconds: float = 1.0  # how long a call retries a lost database before UNAVAILABLE
     lag_warning_seconds: float = 60.0  # a consumer group this far behind is logged
     bus_read_count: int = 256  # events a consumer reads at once
+    access_log_sample: float = 0.01  # the share of successful fast calls logged (1: every call)
+    slow_call_ms: float = 250.0  # a call this slow is always logged
+    near_cache_entries: int = 50_000  # values each process keeps in front of Redis (0: none)
     consumer_workers: int = 4  # lanes a consumer applies a batch in, by (shop, member)
     consumer_per_transaction: int = 50  # events a lane applies in one transaction
 
@@ -128,6 +138,9 @@ class Settings:
             db_retry_seconds=float(_number("LOYALTY_DB_RETRY_SECONDS", "1", float)),
             lag_warning_seconds=float(_number("LOYALTY_LAG_WARNING_SECONDS", "60", float, minimum=1)),
             bus_read_count=int(_number("LOYALTY_BUS_READ_COUNT", "256", int, minimum=1)),
+            access_log_sample=_share("LOYALTY_ACCESS_LOG_SAMPLE", "0.01"),
+            slow_call_ms=float(_number("LOYALTY_SLOW_CALL_MS", "250", float)),
+            near_cache_entries=int(_number("LOYALTY_NEAR_CACHE_ENTRIES", "50000", int)),
             consumer_workers=int(_number("LOYALTY_CONSUMER_WORKERS", "4", int, minimum=1)),
             consumer_per_transaction=int(_number("LOYALTY_CONSUMER_PER_TRANSACTION", "50", int, minimum=1)),
         )

@@ -63,7 +63,7 @@ def service_main(name: str, build_app: AppBuilder, argv: list[str] | None = None
     def serve() -> None:
         # Everything gRPC is created here, after the fork.
         setup_tracing(name, settings.trace_exporter)
-        cache = make_cache(settings.redis_url)
+        cache = make_cache(settings.redis_url, near_entries=settings.near_cache_entries)
         bus = make_bus(settings.redis_url, read_count=settings.bus_read_count)
         keyring = KeyRing(settings.admin_key, settings.auth_secret)
         app = build_app(settings, cache=cache, keyring=keyring, bus=bus)

@@ -160,7 +160,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
     """create_server()'s limits and switches as the settings give them."""
     return {"threads": settings.threads, "max_in_flight": settings.max_in_flight or None,
             "max_queued": settings.max_queued or None, "queue_wait": settings.queue_wait_seconds,
-            "access_log": settings.access_log, "auto_migrate": settings.auto_migrate,
+            "access_log": settings.access_log, "access_log_sample": settings.access_log_sample,
+            "slow_call_ms": settings.slow_call_ms, "auto_migrate": settings.auto_migrate,
             "lag_warning_seconds": settings.lag_warning_seconds}
 
 
@@ -177,6 +178,8 @@ def create_server(
     queue_wait: float = 0.5,
     reuse_port: bool = False,
     access_log: bool = True,
+    access_log_sample: float = 0.01,
+    slow_call_ms: float = 250.0,
     auto_migrate: bool = True,
     health_interval: float = 1.0,
     lag_warning_seconds: float = 60.0,
@@ -195,8 +198,8 @@ def create_server(
     queued = threads if max_queued is None else max_queued
     admission = Admission(service=app.name, limit=in_flight, queue=queued, wait=queue_wait)
     interceptor = ServiceInterceptor(
-        service=app.name, keyring=keyring, admin_methods=app.admin_methods, access_log=access_log, admission=admission
-    )
+        service=app.name, keyring=keyring, admin_methods=app.admin_methods, access_log=access_log, admission=admission,
+        access_log_sample=access_log_sample, slow_call_ms=slow_call_ms)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=in_flight + queued + _SPARE_THREADS,
                                    thread_name_prefix=f"{app.name}-rpc"),
