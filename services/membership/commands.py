@@ -16,17 +16,16 @@ from services.membership.domain import DowngradePolicy, ProfileField, ProfileInp
 
 MAX_IMPORT_ROWS = 1000
 MAX_AMOUNT_FEN = 10**13  # 100 billion yuan: anything above is a unit mistake
-# Trades are reported as they happen: a time far from now is a bug upstream, and one near the ends
-# of the calendar cannot be turned into a shop-local day by the services that use it.
-LATE_TRADES = timedelta(days=366)
-EARLY_TRADES = timedelta(minutes=5)  # clocks differ a little
-EARLIEST_JOIN = datetime(2000, 1, 1)
+# A trade time outside these bounds is a bug upstream, and one near the ends of the calendar cannot
+# be turned into a shop-local day by the services that use it.
+EARLIEST_TRADE = datetime(2000, 1, 1)
+LATEST_TRADE_AHEAD = timedelta(days=366)
+EARLIEST_JOIN = EARLIEST_TRADE
 
 
 def check_trade_time(at: datetime, field: str, v: Violations) -> None:
-    now = utcnow()
-    v.check(now - LATE_TRADES <= at <= now + EARLY_TRADES, field,
-            "must be within the last 366 days and not in the future")
+    v.check(EARLIEST_TRADE <= at <= utcnow() + LATEST_TRADE_AHEAD, field,
+            "must be after 2000-01-01 and within a year from now")
 
 
 def _name(v: Violations, value: str, field_name: str) -> None:
