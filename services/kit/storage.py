@@ -150,7 +150,8 @@ class Database:
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No pre-ping (a `SELECT 1` per checkout): a connection found dead is retried by
+            # _with_retries, and SQLAlchemy then drops every pooled connection older than it.
             pool_recycle=1800,
             pool_timeout=30,
             # An unreachable host fails in seconds instead of waiting out TCP's own timeouts.
@@ -201,7 +202,8 @@ class Database:
                     first_lost = first_lost or now
                     if self.outage.down or now - first_lost >= self.retry_seconds:
                         raise self._unreachable(exc) from exc
-                    time.sleep(min(0.05 * 2 ** (attempt - 1), 0.4))
+                    if attempt > 1:  # the first loss is most often a pooled connection of a restarted server
+                        time.sleep(min(0.05 * 2 ** (attempt - 2), 0.4))
                     continue
                 if attempt >= attempts or not self._retryable(exc):
                     raise
