@@ -41,8 +41,9 @@ def run_idempotent(
     without a record (for RPCs whose natural key already makes them idempotent). `subject` names
     whom a response is about, so that erase_responses() can forget it.
 
-    The record is written once, with the response, at the end of the transaction: a retry finds
-    it with one read; a concurrent twin's insert finds the key taken and rolls back its work."""
+    The record is written once, with the response, at the end of the transaction, by one
+    statement that finds the key taken when a first call committed before: then this one's work
+    is rolled back and the first answer read instead (a refusal, too, looks for a first answer)."""
     request_id: str = request.request_id  # type: ignore[attr-defined]
     if len(request_id) > MAX_REQUEST_ID:
         raise InvalidArgument([("request_id", f"at most {MAX_REQUEST_ID} characters")])
@@ -61,9 +62,6 @@ def run_idempotent(
         return response_type.FromString(row.response)
 
     def attempt(uow: UnitOfWork) -> R:
-        row = uow.conn.execute(query, key).first()
-        if row is not None:
-            return stored(row)
         response = work(uow)
         written = uow.conn.execute(record, {
             **key, "fingerprint": fingerprint, "response": response.SerializeToString(),
@@ -77,7 +75,8 @@ def run_idempotent(
     except _Duplicate:
         pass
     except (ServiceError, IntegrityError):
-        # A refusal may come from a twin's effect (its spend took the points): then its answer is ours.
+        # A retry may be refused by the first call's own effect (its spend took the points): the
+        # first answer is then the answer.
         row = db.read(lambda conn: conn.execute(query, key).first())
         if row is None:
             raise
@@ -87,7 +86,7 @@ def run_idempotent(
 
 @functools.cache
 def _statements(table: Table, sqlite: bool) -> tuple[Select, Insert]:
-    """The record's lookup and its insert-unless-taken, built once (their SQL is then cached too)."""
+    """The record's lookup and its insert-unless-taken, built once (their compiled SQL is cached too)."""
     query = select(table.c.fingerprint, table.c.response).where(
         table.c.shop_id == bindparam("shop_id"), table.c.method == bindparam("method"),
         table.c.request_id == bindparam("request_id"))
