@@ -98,7 +98,7 @@ class UnitOfWork:
                     "created_at": now,
                 }
             )
-        self.conn.execute(insert(self.db.kit.outbox), rows)
+        self.conn.execute(self.db.outbox_insert, rows)
         self.emitted += len(rows)
         return [row["event_id"] for row in rows]
 
@@ -113,6 +113,7 @@ class Database:
         self.url = url
         self.service = service
         self.kit = kit
+        self.outbox_insert = insert(kit.outbox)  # built once: its compiled SQL is found without re-keying
         self.is_sqlite = url.startswith("sqlite")
         self.on_events_committed: Callable[[], None] | None = None
         # Told True/False when the database comes back or goes away (the health watcher listens).

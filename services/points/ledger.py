@@ -27,7 +27,6 @@ from services.points.views import (
     balance_key,
     balance_of,
     entry,
-    member_lots,
     no_account,
 )
 
@@ -38,6 +37,23 @@ class Posted:
 
     entry: Entry
     balance: BalanceView
+
+
+# The hot statements, built once: SQLAlchemy then finds their compiled SQL without rebuilding
+# and re-keying an expression on every call.
+_MEMBER = {"shop_id": bindparam("shop_id"), "member_id": bindparam("member_id")}
+_LOCK = select(accounts).where(accounts.c.shop_id == _MEMBER["shop_id"],
+                               accounts.c.member_id == _MEMBER["member_id"]).with_for_update()
+# Every lot with points left, overdue or not: sweep_expired() tells them apart.
+_LOTS = (select(lots.c.id, lots.c.remaining, lots.c.expires_at, lots.c.order_id)
+         .where(lots.c.shop_id == _MEMBER["shop_id"], lots.c.member_id == _MEMBER["member_id"], lots.c.remaining > 0)
+         .order_by(lots.c.id).with_for_update())
+# SET takes the columns given at execution (what changed of the account).
+_SAVE = update(accounts).where(accounts.c.shop_id == bindparam("key_shop_id"),
+                               accounts.c.member_id == bindparam("key_member_id"))
+_APPEND = insert(ledger)
+_NEW_LOT = insert(lots)
+_TAKE = update(lots).where(lots.c.id == bindparam("lot_id")).values(remaining=bindparam("left"))
 
 
 def posted(uow: UnitOfWork, acct: Account, made: Entry, now: datetime, live: list[Lot] | None = None) -> Posted:
@@ -73,8 +89,7 @@ def open_account(uow: UnitOfWork, shop_id: str, member_id: str, *, birth_month: 
 
 def lock(uow: UnitOfWork, shop_id: str, member_id: str) -> Account:
     """The member's account under its row lock, or MEMBER_NOT_FOUND."""
-    row = uow.conn.execute(select(accounts).where(accounts.c.shop_id == shop_id,
-                                                  accounts.c.member_id == member_id).with_for_update()).first()
+    row = uow.conn.execute(_LOCK, {"shop_id": shop_id, "member_id": member_id}).first()
     if row is None:
         raise no_account(shop_id, member_id)
     return Account(row.shop_id, row.member_id, row.closed, row.available, row.held, row.debt,
@@ -86,8 +101,7 @@ def save(svc: PointsService, uow: UnitOfWork, acct: Account) -> None:
     """Writes what changed of the account, and keeps its cached balance out until the commit held."""
     values = {name: getattr(acct, name) for name in acct.dirty}
     if values:
-        uow.conn.execute(update(accounts).where(accounts.c.shop_id == acct.shop_id,
-                                                accounts.c.member_id == acct.member_id).values(**values))
+        uow.conn.execute(_SAVE, {"key_shop_id": acct.shop_id, "key_member_id": acct.member_id, **values})
         acct.dirty.clear()
     invalidate_on_commit(uow, svc.cache, [balance_key(acct.shop_id, acct.member_id)])
 
@@ -102,7 +116,7 @@ def post(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delt
 def _append(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delta: int, source: Source,
             at: datetime, expires_at: datetime | None = None) -> Entry:
     """Appends the entry of a change the account already made (its id comes back by RETURNING)."""
-    result = uow.conn.execute(insert(ledger), {
+    result = uow.conn.execute(_APPEND, {
         "shop_id": acct.shop_id, "member_id": acct.member_id, "kind": int(kind), "amount": amount,
         "held_delta": held_delta, "balance_after": acct.available, "order_id": source.order_id,
         "action": source.action, "rule_id": source.rule_id, "multiplier_id": source.multiplier_id,
@@ -119,7 +133,7 @@ def credit(uow: UnitOfWork, program: Program, acct: Account, kind: EntryKind, po
     into_lot = acct.credit(points)
     made = _append(uow, acct, kind, points, 0, source, at, expires_at)
     if into_lot:
-        uow.conn.execute(insert(lots), {
+        uow.conn.execute(_NEW_LOT, {
             "shop_id": acct.shop_id, "member_id": acct.member_id, "entry_id": made.entry_id,
             "order_id": source.order_id, "amount": into_lot, "remaining": into_lot, "earned_at": at,
             "expires_at": expires_at})
@@ -152,14 +166,11 @@ def take(uow: UnitOfWork, acct: Account, points: int, now: datetime, live: list[
     return taken, uncovered
 
 
-_TAKE = update(lots).where(lots.c.id == bindparam("lot_id")).values(remaining=bindparam("left"))
-
 
 def sweep_expired(uow: UnitOfWork, acct: Account, now: datetime) -> list[Lot]:
     """The member's lots with points left, locked, with one query; those past their date are
     expired first (an EXPIRE entry, before any spend decides). Returns the live ones."""
-    rows = uow.conn.execute(select(lots.c.id, lots.c.remaining, lots.c.expires_at, lots.c.order_id).where(
-        member_lots(acct.shop_id, acct.member_id), lots.c.remaining > 0).order_by(lots.c.id).with_for_update()).all()
+    rows = uow.conn.execute(_LOTS, {"shop_id": acct.shop_id, "member_id": acct.member_id}).all()
     held = [Lot(r.id, r.remaining, r.expires_at, r.order_id) for r in rows]
     overdue = [lot for lot in held if not lot.live(now)]
     if overdue:
