@@ -15,7 +15,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.errors import InvalidArgument, ServiceError
-from services.kit.storage import Database, UnitOfWork
+from services.kit.storage import PREPARED, Database, UnitOfWork
 from services.kit.timeutil import utcnow
 from services.kit.validation import require_shop
 
@@ -90,7 +90,8 @@ def _statements(table: Table, sqlite: bool) -> tuple[Select, Insert]:
     query = select(table.c.fingerprint, table.c.response).where(
         table.c.shop_id == bindparam("shop_id"), table.c.method == bindparam("method"),
         table.c.request_id == bindparam("request_id"))
-    record = (sqlite_insert if sqlite else pg_insert)(table).on_conflict_do_nothing().returning(table.c.request_id)
+    record = (sqlite_insert if sqlite else pg_insert)(table).on_conflict_do_nothing().returning(
+        table.c.request_id).execution_options(**PREPARED)
     return query, record
 
 

@@ -13,22 +13,14 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.cache import invalidate_on_commit
-from services.kit.storage import UnitOfWork
+from services.kit.storage import PREPARED, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.points import commands, domain
 from services.points.domain import Account, EntryKind, Lot, Program, Source
 from services.points.program import load_program
 from services.points.service import PointsService
 from services.points.tables import accounts, ledger, lots
-from services.points.views import (
-    BalanceView,
-    Entry,
-    balance_after,
-    balance_key,
-    balance_of,
-    entry,
-    no_account,
-)
+from services.points.views import BalanceView, Entry, balance_after, balance_key, balance_of, entry, no_account
 
 
 @dataclass(frozen=True)
@@ -39,21 +31,23 @@ class Posted:
     balance: BalanceView
 
 
-# The hot statements, built once: SQLAlchemy then finds their compiled SQL without rebuilding
-# and re-keying an expression on every call.
+# The hot statements, built once (SQLAlchemy then finds their compiled SQL without rebuilding
+# and re-keying an expression on every call) and run prepared on PostgreSQL.
 _MEMBER = {"shop_id": bindparam("shop_id"), "member_id": bindparam("member_id")}
 _LOCK = select(accounts).where(accounts.c.shop_id == _MEMBER["shop_id"],
-                               accounts.c.member_id == _MEMBER["member_id"]).with_for_update()
+                               accounts.c.member_id == _MEMBER["member_id"]).with_for_update().execution_options(
+                                   **PREPARED)
 # Every lot with points left, overdue or not: sweep_expired() tells them apart.
 _LOTS = (select(lots.c.id, lots.c.remaining, lots.c.expires_at, lots.c.order_id)
          .where(lots.c.shop_id == _MEMBER["shop_id"], lots.c.member_id == _MEMBER["member_id"], lots.c.remaining > 0)
-         .order_by(lots.c.id).with_for_update())
+         .order_by(lots.c.id).with_for_update().execution_options(**PREPARED))
 # SET takes the columns given at execution (what changed of the account).
 _SAVE = update(accounts).where(accounts.c.shop_id == bindparam("key_shop_id"),
-                               accounts.c.member_id == bindparam("key_member_id"))
-_APPEND = insert(ledger)
-_NEW_LOT = insert(lots)
-_TAKE = update(lots).where(lots.c.id == bindparam("lot_id")).values(remaining=bindparam("left"))
+                               accounts.c.member_id == bindparam("key_member_id")).execution_options(**PREPARED)
+_APPEND = insert(ledger).execution_options(**PREPARED)
+_NEW_LOT = insert(lots).execution_options(**PREPARED)
+_TAKE = (update(lots).where(lots.c.id == bindparam("lot_id")).values(remaining=bindparam("left"))
+         .execution_options(**PREPARED))
 
 
 def posted(uow: UnitOfWork, acct: Account, made: Entry, now: datetime, live: list[Lot] | None = None) -> Posted:
@@ -161,8 +155,8 @@ def take(uow: UnitOfWork, acct: Account, points: int, now: datetime, live: list[
     if taken:
         left = dict(taken)
         live[:] = [dataclasses.replace(lot, remaining=lot.remaining - left.get(lot.lot_id, 0)) for lot in live]
-        uow.conn.execute(_TAKE, [{"lot_id": lot.lot_id, "left": lot.remaining} for lot in live
-                                 if lot.lot_id in left])
+        changes = [{"lot_id": lot.lot_id, "left": lot.remaining} for lot in live if lot.lot_id in left]
+        uow.conn.execute(_TAKE, changes[0] if len(changes) == 1 else changes)
     return taken, uncovered
 
 
