@@ -1,6 +1,7 @@
 """SQLAlchemy 2 on a SQLite file or PostgreSQL, chosen by URL, with short explicit
 transactions. A unit of work commits the change, its outbox rows and its idempotency record
 together, and runs after-commit actions (cache invalidation, relay wake-up) only once it held.
+Hot statements marked PREPARED run as server-side prepared statements on PostgreSQL.
 
 A database that cannot be reached is retried briefly, then answered with `Unavailable`; while it
 stays away, calls fail at once (one trial every half second, and the health watcher's probe)
@@ -56,6 +57,7 @@ def is_connection_error(exc: BaseException) -> bool:
 
 PREPARED = {"loyalty_prepared": True}  # execution options of a statement to run prepared on PostgreSQL
 _PARAMETER = re.compile(r"%\((\w+)\)s")
+_MAX_PREPARED = 64  # per connection: beyond it (a statement whose text varies), statements run unprepared
 
 
 def _run_prepared(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
@@ -67,6 +69,8 @@ def _run_prepared(conn: Connection, cursor: Any, statement: str, parameters: Any
     prepared: dict[str, str] = conn.connection.info.setdefault("loyalty_prepared", {})
     execute = prepared.get(statement)
     if execute is None:
+        if len(prepared) >= _MAX_PREPARED:
+            return statement, parameters
         names: list[str] = []
 
         def number(match: re.Match[str]) -> str:
