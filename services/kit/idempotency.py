@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from services.kit.errors import InvalidArgument, ServiceError
+from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.kit.storage import PREPARED, Database, UnitOfWork
 from services.kit.timeutil import utcnow
 from services.kit.validation import require_shop
@@ -74,7 +74,7 @@ def run_idempotent(
         return db.transact(attempt)
     except _Duplicate:
         pass
-    except (ServiceError, IntegrityError):
+    except (FailedPrecondition, AlreadyExists, NotFound, IntegrityError):
         # A retry may be refused by the first call's own effect (its spend took the points): the
         # first answer is then the answer.
         row = db.read(lambda conn: conn.execute(query, key).first())
