@@ -3,16 +3,19 @@ transaction as the change, so a retry returns the first response and changes not
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Insert, Row, Select, Table, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from services.kit.errors import InvalidArgument
-from services.kit.storage import Database, UnitOfWork
+from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.kit.storage import PREPARED, Database, UnitOfWork
 from services.kit.timeutil import utcnow
 from services.kit.validation import require_shop
 
@@ -21,7 +24,7 @@ MAX_REQUEST_ID = 128
 
 
 class _Duplicate(Exception):
-    """Another transaction holds this request_id; read its answer instead."""
+    """A concurrent twin committed this request_id first; answer with its response instead."""
 
 
 def run_idempotent(
@@ -36,16 +39,19 @@ def run_idempotent(
 ) -> R:
     """Runs `work` once per (shop, method, request.request_id). An empty request_id runs it
     without a record (for RPCs whose natural key already makes them idempotent). `subject` names
-    whom a response is about, so that erase_responses() can forget it."""
+    whom a response is about, so that erase_responses() can forget it.
+
+    The record is written once, with the response, at the end of the transaction, by one
+    statement that finds the key taken when a first call committed before: then this one's work
+    is rolled back and the first answer read instead (a refusal, too, looks for a first answer)."""
     request_id: str = request.request_id  # type: ignore[attr-defined]
     if len(request_id) > MAX_REQUEST_ID:
         raise InvalidArgument([("request_id", f"at most {MAX_REQUEST_ID} characters")])
     if not request_id:
         return db.transact(work)
     fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-    table = db.kit.idempotency
-    key = (table.c.shop_id == shop_id) & (table.c.method == method) & (table.c.request_id == request_id)
-    query = select(table.c.fingerprint, table.c.response).where(key)
+    query, record = _statements(db.kit.idempotency, db.is_sqlite)
+    key = {"shop_id": shop_id, "method": method, "request_id": request_id}
 
     def stored(row: Row) -> R:
         if row.fingerprint != fingerprint:
@@ -56,32 +62,37 @@ def run_idempotent(
         return response_type.FromString(row.response)
 
     def attempt(uow: UnitOfWork) -> R:
-        row = uow.conn.execute(query).first()
-        if row is not None:
-            return stored(row)
-        try:
-            uow.conn.execute(
-                insert(table),
-                {
-                    "shop_id": shop_id,
-                    "method": method,
-                    "request_id": request_id,
-                    "fingerprint": fingerprint,
-                    "response": b"",
-                    "created_at": utcnow(),
-                },
-            )
-        except IntegrityError as exc:  # a concurrent twin committed first
-            raise _Duplicate from exc
         response = work(uow)
-        uow.conn.execute(update(table).where(key).values(
-            response=response.SerializeToString(), subject=subject(response) if subject else ""))
+        written = uow.conn.execute(record, {
+            **key, "fingerprint": fingerprint, "response": response.SerializeToString(),
+            "subject": subject(response) if subject else "", "created_at": utcnow()}).first()
+        if written is None:
+            raise _Duplicate
         return response
 
     try:
         return db.transact(attempt)
     except _Duplicate:
-        return db.read(lambda conn: stored(conn.execute(query).one()))
+        pass
+    except (FailedPrecondition, AlreadyExists, NotFound, IntegrityError):
+        # A retry may be refused by the first call's own effect (its spend took the points): the
+        # first answer is then the answer.
+        row = db.read(lambda conn: conn.execute(query, key).first())
+        if row is None:
+            raise
+        return stored(row)
+    return db.read(lambda conn: stored(conn.execute(query, key).one()))
+
+
+@functools.cache
+def _statements(table: Table, sqlite: bool) -> tuple[Select, Insert]:
+    """The record's lookup and its insert-unless-taken, built once (their compiled SQL is cached too)."""
+    query = select(table.c.fingerprint, table.c.response).where(
+        table.c.shop_id == bindparam("shop_id"), table.c.method == bindparam("method"),
+        table.c.request_id == bindparam("request_id"))
+    record = (sqlite_insert if sqlite else pg_insert)(table).on_conflict_do_nothing().returning(
+        table.c.request_id).execution_options(**PREPARED)
+    return query, record
 
 
 def erase_responses(uow: UnitOfWork, shop_id: str, subject: str) -> None:

@@ -1,6 +1,7 @@
 """SQLAlchemy 2 on a SQLite file or PostgreSQL, chosen by URL, with short explicit
 transactions. A unit of work commits the change, its outbox rows and its idempotency record
 together, and runs after-commit actions (cache invalidation, relay wake-up) only once it held.
+Hot statements marked PREPARED run as server-side prepared statements on PostgreSQL.
 
 A database that cannot be reached is retried briefly, then answered with `Unavailable`; while it
 stays away, calls fail at once (one trial every half second, and the health watcher's probe)
@@ -9,11 +10,12 @@ instead of each waiting out its own retries."""
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg2
 from google.protobuf.any_pb2 import Any as AnyProto
@@ -51,6 +53,36 @@ def is_connection_error(exc: BaseException) -> bool:
         return code in _UNREACHABLE_PG_CODES or code.startswith("08")
     # Without a SQLSTATE, psycopg2 reports a refused, dropped or closed connection this way.
     return isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
+
+
+PREPARED = {"loyalty_prepared": True}  # execution options of a statement to run prepared on PostgreSQL
+_PARAMETER = re.compile(r"%\((\w+)\)s")
+_MAX_PREPARED = 64  # per connection: beyond it (a statement whose text varies), statements run unprepared
+
+
+def _run_prepared(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
+                  executemany: bool) -> tuple[str, Any]:
+    """Runs a statement marked PREPARED as a server-side prepared statement (psycopg2 has none of
+    its own): each connection PREPAREs it once, then PostgreSQL neither parses nor plans it again."""
+    if executemany or context is None or not context.execution_options.get("loyalty_prepared"):
+        return statement, parameters
+    prepared: dict[str, str] = conn.connection.info.setdefault("loyalty_prepared", {})
+    execute = prepared.get(statement)
+    if execute is None:
+        if len(prepared) >= _MAX_PREPARED:
+            return statement, parameters
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        name = f"loyalty_{len(prepared)}"
+        cursor.execute(f"PREPARE {name} AS " + _PARAMETER.sub(number, statement).replace("%%", "%"))
+        execute = prepared[statement] = f"EXECUTE {name}" + (
+            "(" + ", ".join(f"%({n})s" for n in names) + ")" if names else "")
+    return execute, parameters
 
 
 class UnitOfWork:
@@ -98,7 +130,7 @@ class UnitOfWork:
                     "created_at": now,
                 }
             )
-        self.conn.execute(insert(self.db.kit.outbox), rows)
+        self.conn.execute(self.db.outbox_insert, rows[0] if len(rows) == 1 else rows)
         self.emitted += len(rows)
         return [row["event_id"] for row in rows]
 
@@ -113,6 +145,8 @@ class Database:
         self.url = url
         self.service = service
         self.kit = kit
+        # Built once: its compiled SQL is found without re-keying, and it runs prepared.
+        self.outbox_insert = insert(kit.outbox).execution_options(**PREPARED)
         self.is_sqlite = url.startswith("sqlite")
         self.on_events_committed: Callable[[], None] | None = None
         # Told True/False when the database comes back or goes away (the health watcher listens).
@@ -146,17 +180,20 @@ class Database:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No pre-ping (a `SELECT 1` per checkout): a connection found dead is retried by
+            # _with_retries, and SQLAlchemy then drops every pooled connection older than it.
             pool_recycle=1800,
             pool_timeout=30,
             # An unreachable host fails in seconds instead of waiting out TCP's own timeouts.
             connect_args={"connect_timeout": 2, "keepalives_idle": 10, "keepalives_interval": 5,
                           "keepalives_count": 3},
         )
+        event.listen(engine, "before_cursor_execute", _run_prepared, retval=True)
+        return engine
 
     def transact(self, work: Callable[[UnitOfWork], T], *, attempts: int = 4) -> T:
         """Runs `work` in one write transaction, retrying on deadlocks, serialization failures
@@ -201,7 +238,8 @@ class Database:
                     first_lost = first_lost or now
                     if self.outage.down or now - first_lost >= self.retry_seconds:
                         raise self._unreachable(exc) from exc
-                    time.sleep(min(0.05 * 2 ** (attempt - 1), 0.4))
+                    if attempt > 1:  # the first loss is most often a pooled connection of a restarted server
+                        time.sleep(min(0.05 * 2 ** (attempt - 2), 0.4))
                     continue
                 if attempt >= attempts or not self._retryable(exc):
                     raise

@@ -35,10 +35,10 @@ def close_account(svc: PointsService, uow: UnitOfWork, cmd: commands.CloseAccoun
     for hold_id in spending.held_by(uow.conn, cmd.shop_id, cmd.member_id):
         spending.release(uow, acct, hold_id, cmd.at, reason=LEFT)
     if program.leave_policy is LeavePolicy.FORFEIT:
-        ledger.sweep_expired(uow, acct, cmd.at)
+        live = ledger.sweep_expired(uow, acct, cmd.at)
         if acct.available > 0:
             points = acct.available
-            ledger.take(uow, acct, points, cmd.at)
+            ledger.take(uow, acct, points, cmd.at, live)
             ledger.post(uow, acct, EntryKind.FORFEIT, -points, 0, Source(reason=LEFT), cmd.at)
             uow.emit(cmd.shop_id, events_pb2.PointsAdjusted(
                 shop_id=cmd.shop_id, member_id=cmd.member_id, points=-points, kind=int(EntryKind.FORFEIT),

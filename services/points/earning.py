@@ -18,7 +18,7 @@ from services.points.domain import Account, Action, EarnRule, EntryKind, Program
 from services.points.program import ensure_program, load_program, rules, shop_multipliers
 from services.points.service import PointsService
 from services.points.tables import action_counts, action_subjects, order_earnings
-from services.points.views import BalanceView, balance_in
+from services.points.views import BalanceView, balance_after
 
 
 class EventOutOfOrder(Exception):
@@ -39,9 +39,10 @@ def earn(svc: PointsService, uow: UnitOfWork, cmd: commands.Earn) -> ledger.Post
     program = load_program(svc, cmd.shop_id, uow.conn)
     acct = ledger.lock(uow, cmd.shop_id, cmd.member_id)
     acct.refuse_if_closed()
-    entry_id = ledger.earn_points(uow, program, acct, cmd.points, cmd.source, utcnow())
+    now = utcnow()
+    made = ledger.earn_points(uow, program, acct, cmd.points, cmd.source, now)
     ledger.save(svc, uow, acct)
-    return ledger.posted(uow, acct, entry_id)
+    return ledger.posted(uow, acct, made, now)
 
 
 def record_action(svc: PointsService, uow: UnitOfWork, cmd: commands.RecordAction) -> ActionOutcome:
@@ -50,7 +51,7 @@ def record_action(svc: PointsService, uow: UnitOfWork, cmd: commands.RecordActio
     acct = ledger.lock(uow, cmd.shop_id, cmd.member_id)
 
     def nothing(reason: str, streak_days: int = 0, multiplier_milli: int = domain.MILLI) -> ActionOutcome:
-        return ActionOutcome(0, reason, multiplier_milli, streak_days, balance_in(uow.conn, cmd.shop_id, cmd.member_id))
+        return ActionOutcome(0, reason, multiplier_milli, streak_days, balance_after(uow.conn, acct, utcnow()))
 
     if acct.closed:
         return nothing(reasons.ACCOUNT_CLOSED)
@@ -81,7 +82,7 @@ def record_action(svc: PointsService, uow: UnitOfWork, cmd: commands.RecordActio
                                                               multiplier_id=multiplier_id, reference=cmd.subject),
                            cmd.at)
     ledger.save(svc, uow, acct)
-    return ActionOutcome(points, "", multiplier, streak, balance_in(uow.conn, cmd.shop_id, cmd.member_id))
+    return ActionOutcome(points, "", multiplier, streak, balance_after(uow.conn, acct, utcnow()))
 
 
 def _cap_refusal(conn: Connection, acct: Account, rule: EarnRule, subject: str, day: date) -> str:
@@ -206,8 +207,8 @@ def claw_back(svc: PointsService, uow: UnitOfWork, cmd: commands.ClawBack) -> No
     acct = ledger.lock(uow, cmd.shop_id, earning.member_id)
     if acct.closed:
         return
-    ledger.sweep_expired(uow, acct, cmd.at)
-    _, uncovered = ledger.take(uow, acct, points, cmd.at, prefer_order=cmd.order_id)
+    live = ledger.sweep_expired(uow, acct, cmd.at)
+    _, uncovered = ledger.take(uow, acct, points, cmd.at, live, prefer_order=cmd.order_id)
     acct.owe(uncovered)
     reason = "order refunded"
     ledger.post(uow, acct, EntryKind.CLAWBACK, -points, 0,

@@ -4,22 +4,23 @@ rules themselves are the domain's Account; this module loads it, posts, and save
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
 from loyalty.points.v1 import events_pb2
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.cache import invalidate_on_commit
-from services.kit.storage import UnitOfWork
+from services.kit.storage import PREPARED, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.points import commands, domain
 from services.points.domain import Account, EntryKind, Lot, Program, Source
 from services.points.program import load_program
 from services.points.service import PointsService
 from services.points.tables import accounts, ledger, lots
-from services.points.views import BalanceView, Entry, balance_in, balance_key, entry, member_lots, no_account, total
+from services.points.views import BalanceView, Entry, balance_after, balance_key, balance_of, entry, no_account
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,35 @@ class Posted:
     balance: BalanceView
 
 
-def posted(uow: UnitOfWork, acct: Account, entry_id: int) -> Posted:
-    return Posted(entry(uow.conn, entry_id), balance_in(uow.conn, acct.shop_id, acct.member_id))
+# The hot statements, built once (SQLAlchemy then finds their compiled SQL without rebuilding
+# and re-keying an expression on every call) and run prepared on PostgreSQL.
+_MEMBER = {"shop_id": bindparam("shop_id"), "member_id": bindparam("member_id")}
+_LOCK = select(accounts).where(accounts.c.shop_id == _MEMBER["shop_id"],
+                               accounts.c.member_id == _MEMBER["member_id"]).with_for_update().execution_options(
+                                   **PREPARED)
+# Every lot with points left, overdue or not: sweep_expired() tells them apart.
+_LOTS = (select(lots.c.id, lots.c.remaining, lots.c.expires_at, lots.c.order_id)
+         .where(lots.c.shop_id == _MEMBER["shop_id"], lots.c.member_id == _MEMBER["member_id"], lots.c.remaining > 0)
+         .order_by(lots.c.id).with_for_update().execution_options(**PREPARED))
+# SET takes the columns given at execution (what changed of the account).
+_SAVE = update(accounts).where(accounts.c.shop_id == bindparam("key_shop_id"),
+                               accounts.c.member_id == bindparam("key_member_id")).execution_options(**PREPARED)
+_APPEND = insert(ledger).execution_options(**PREPARED)
+_NEW_LOT = insert(lots).execution_options(**PREPARED)
+_TAKE = (update(lots).where(lots.c.id == bindparam("lot_id")).values(remaining=bindparam("left"))
+         .execution_options(**PREPARED))
+
+
+def posted(uow: UnitOfWork, acct: Account, made: Entry, now: datetime, live: list[Lot] | None = None) -> Posted:
+    """The answer of a write that made the entry `made`; with the account's `live` lots known
+    (a debit loaded them all), without a query."""
+    balance = balance_of(acct, live, now) if live is not None else balance_after(uow.conn, acct, now)
+    return Posted(made, balance)
+
+
+def posted_before(uow: UnitOfWork, acct: Account, entry_id: int) -> Posted:
+    """The answer of a write done before (a repeated capture or release): its entry, read back."""
+    return Posted(entry(uow.conn, entry_id), balance_after(uow.conn, acct, utcnow()))
 
 
 def open_account(uow: UnitOfWork, shop_id: str, member_id: str, *, birth_month: int = 0, birth_day: int = 0,
@@ -55,8 +83,7 @@ def open_account(uow: UnitOfWork, shop_id: str, member_id: str, *, birth_month: 
 
 def lock(uow: UnitOfWork, shop_id: str, member_id: str) -> Account:
     """The member's account under its row lock, or MEMBER_NOT_FOUND."""
-    row = uow.conn.execute(select(accounts).where(accounts.c.shop_id == shop_id,
-                                                  accounts.c.member_id == member_id).with_for_update()).first()
+    row = uow.conn.execute(_LOCK, {"shop_id": shop_id, "member_id": member_id}).first()
     if row is None:
         raise no_account(shop_id, member_id)
     return Account(row.shop_id, row.member_id, row.closed, row.available, row.held, row.debt,
@@ -68,95 +95,101 @@ def save(svc: PointsService, uow: UnitOfWork, acct: Account) -> None:
     """Writes what changed of the account, and keeps its cached balance out until the commit held."""
     values = {name: getattr(acct, name) for name in acct.dirty}
     if values:
-        uow.conn.execute(update(accounts).where(accounts.c.shop_id == acct.shop_id,
-                                                accounts.c.member_id == acct.member_id).values(**values))
+        uow.conn.execute(_SAVE, {"key_shop_id": acct.shop_id, "key_member_id": acct.member_id, **values})
         acct.dirty.clear()
     invalidate_on_commit(uow, svc.cache, [balance_key(acct.shop_id, acct.member_id)])
 
 
 def post(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delta: int, source: Source,
-         at: datetime) -> int:
-    """Moves the account by one ledger entry and appends it; returns the entry id."""
+         at: datetime) -> Entry:
+    """Moves the account by one ledger entry and appends it."""
     acct.move(amount, held_delta)
     return _append(uow, acct, kind, amount, held_delta, source, at)
 
 
 def _append(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delta: int, source: Source,
-            at: datetime, expires_at: datetime | None = None) -> int:
-    """Appends the entry of a change the account already made."""
-    result = uow.conn.execute(insert(ledger), {
+            at: datetime, expires_at: datetime | None = None) -> Entry:
+    """Appends the entry of a change the account already made (its id comes back by RETURNING)."""
+    result = uow.conn.execute(_APPEND, {
         "shop_id": acct.shop_id, "member_id": acct.member_id, "kind": int(kind), "amount": amount,
         "held_delta": held_delta, "balance_after": acct.available, "order_id": source.order_id,
         "action": source.action, "rule_id": source.rule_id, "multiplier_id": source.multiplier_id,
         "redemption_id": source.redemption_id, "hold_id": source.hold_id, "operator": source.operator,
         "reason": source.reason, "reference": source.reference, "expires_at": expires_at, "created_at": at})
-    return int(result.inserted_primary_key[0])
+    return Entry(int(result.inserted_primary_key[0]), int(kind), amount, held_delta, acct.available,
+                 dataclasses.replace(source), at, expires_at)
 
 
 def credit(uow: UnitOfWork, program: Program, acct: Account, kind: EntryKind, points: int, source: Source,
-           at: datetime) -> tuple[int, datetime | None]:
-    """Adds points as a new lot (a debt is paid off first); returns (entry id, expiry)."""
+           at: datetime) -> Entry:
+    """Adds points as a new lot (a debt is paid off first); returns the entry (with the lot's expiry)."""
     expires_at = domain.expiry_for(at, program.zone, program.expiry_policy, program.expiry_months)
     into_lot = acct.credit(points)
-    entry_id = _append(uow, acct, kind, points, 0, source, at, expires_at)
+    made = _append(uow, acct, kind, points, 0, source, at, expires_at)
     if into_lot:
-        uow.conn.execute(insert(lots), {
-            "shop_id": acct.shop_id, "member_id": acct.member_id, "entry_id": entry_id, "order_id": source.order_id,
-            "amount": into_lot, "remaining": into_lot, "earned_at": at, "expires_at": expires_at})
-    return entry_id, expires_at
+        uow.conn.execute(_NEW_LOT, {
+            "shop_id": acct.shop_id, "member_id": acct.member_id, "entry_id": made.entry_id,
+            "order_id": source.order_id, "amount": into_lot, "remaining": into_lot, "earned_at": at,
+            "expires_at": expires_at})
+    return made
 
 
-def earn_points(uow: UnitOfWork, program: Program, acct: Account, points: int, source: Source, at: datetime) -> int:
-    """Credits earned points and announces them; returns the entry id."""
-    entry_id, expires_at = credit(uow, program, acct, EntryKind.EARN, points, source, at)
+def earn_points(uow: UnitOfWork, program: Program, acct: Account, points: int, source: Source, at: datetime
+                ) -> Entry:
+    """Credits earned points and announces them; returns the entry."""
+    made = credit(uow, program, acct, EntryKind.EARN, points, source, at)
     acct.count_earned(points)
     uow.emit(acct.shop_id, events_pb2.PointsEarned(
         shop_id=acct.shop_id, member_id=acct.member_id, points=points, action=source.action,
-        order_id=source.order_id, balance_after=acct.available, expire_time=to_timestamp(expires_at),
+        order_id=source.order_id, balance_after=acct.available, expire_time=to_timestamp(made.expires_at),
         occurred_at=to_timestamp(at)))
-    return entry_id
+    return made
 
 
-def take(uow: UnitOfWork, acct: Account, points: int, now: datetime, *, prefer_order: str = ""
+def take(uow: UnitOfWork, acct: Account, points: int, now: datetime, live: list[Lot], *, prefer_order: str = ""
          ) -> tuple[list[tuple[int, int]], int]:
-    """Takes points from the member's live lots as the domain chooses them; returns
-    [(lot_id, taken)] and what the lots could not cover."""
-    live = and_(member_lots(acct.shop_id, acct.member_id), lots.c.remaining > 0,
-                lots.c.expires_at.is_(None) | (lots.c.expires_at > now))
-    rows = uow.conn.execute(select(lots.c.id, lots.c.remaining, lots.c.expires_at, lots.c.order_id).where(live)
-                            .order_by(lots.c.id).with_for_update()).all()
-    taken, uncovered = domain.lots_to_take([Lot(r.id, r.remaining, r.expires_at, r.order_id) for r in rows], points,
-                                           now, prefer_order=prefer_order)
-    remaining = {r.id: r.remaining for r in rows}
-    for lot_id, amount in taken:
-        uow.conn.execute(update(lots).where(lots.c.id == lot_id).values(remaining=remaining[lot_id] - amount))
+    """Takes points from the member's `live` lots (from sweep_expired) as the domain chooses
+    them, with one statement; returns [(lot_id, taken)] and what the lots could not cover, and
+    leaves `live` as the lots are after."""
+    taken, uncovered = domain.lots_to_take(live, points, now, prefer_order=prefer_order)
+    if taken:
+        left = dict(taken)
+        live[:] = [dataclasses.replace(lot, remaining=lot.remaining - left.get(lot.lot_id, 0)) for lot in live]
+        changes = [{"lot_id": lot.lot_id, "left": lot.remaining} for lot in live if lot.lot_id in left]
+        uow.conn.execute(_TAKE, changes[0] if len(changes) == 1 else changes)
     return taken, uncovered
 
 
-def sweep_expired(uow: UnitOfWork, acct: Account, now: datetime) -> None:
-    """Expires the member's lots that are past their date (before any spend decides)."""
-    due = and_(member_lots(acct.shop_id, acct.member_id), lots.c.remaining > 0, lots.c.expires_at <= now)
-    points = uow.conn.execute(select(total(lots.c.remaining)).where(due)).scalar()
-    if not points:
-        return
-    uow.conn.execute(update(lots).where(due).values(remaining=0))
-    post(uow, acct, EntryKind.EXPIRE, -points, 0, Source(), now)
-    uow.emit(acct.shop_id, events_pb2.PointsExpired(shop_id=acct.shop_id, member_id=acct.member_id, points=points,
-                                                    balance_after=acct.available, occurred_at=to_timestamp(now)))
+
+def sweep_expired(uow: UnitOfWork, acct: Account, now: datetime) -> list[Lot]:
+    """The member's lots with points left, locked, with one query; those past their date are
+    expired first (an EXPIRE entry, before any spend decides). Returns the live ones."""
+    rows = uow.conn.execute(_LOTS, {"shop_id": acct.shop_id, "member_id": acct.member_id}).all()
+    held = [Lot(r.id, r.remaining, r.expires_at, r.order_id) for r in rows]
+    overdue = [lot for lot in held if not lot.live(now)]
+    if overdue:
+        points = sum(lot.remaining for lot in overdue)
+        uow.conn.execute(update(lots).where(lots.c.id.in_([lot.lot_id for lot in overdue])).values(remaining=0))
+        post(uow, acct, EntryKind.EXPIRE, -points, 0, Source(), now)
+        uow.emit(acct.shop_id, events_pb2.PointsExpired(shop_id=acct.shop_id, member_id=acct.member_id,
+                                                        points=points, balance_after=acct.available,
+                                                        occurred_at=to_timestamp(now)))
+    return [lot for lot in held if lot.live(now)]
 
 
 def debit(svc: PointsService, uow: UnitOfWork, shop_id: str, member_id: str, points: int, now: datetime
-          ) -> tuple[Account, list[tuple[int, int]]]:
-    """Locks the account and takes `points` from its live lots, or refuses with the shortfall."""
+          ) -> tuple[Account, list[tuple[int, int]], list[Lot]]:
+    """Locks the account and takes `points` from its live lots, or refuses with the shortfall.
+    Returns the account, what was taken from which lot, and the live lots as they are after."""
     load_program(svc, shop_id, uow.conn)
     acct = lock(uow, shop_id, member_id)
     acct.refuse_if_closed()
-    sweep_expired(uow, acct, now)
+    live = sweep_expired(uow, acct, now)
     acct.require_spendable(points)
-    taken, uncovered = take(uow, acct, points, now)
+    taken, uncovered = take(uow, acct, points, now, live)
     if uncovered:  # cannot happen while available = Σ live lots − debt; never hide it if it does
         raise RuntimeError(f"lots of {shop_id}/{member_id} do not cover the balance ({uncovered} short)")
-    return acct, taken
+    return acct, taken, live
 
 
 def adjust(svc: PointsService, uow: UnitOfWork, cmd: commands.Adjust) -> Posted:
@@ -168,12 +201,12 @@ def adjust(svc: PointsService, uow: UnitOfWork, cmd: commands.Adjust) -> Posted:
         program = load_program(svc, cmd.shop_id, uow.conn)
         acct = lock(uow, cmd.shop_id, cmd.member_id)
         acct.refuse_if_closed()
-        entry_id, _ = credit(uow, program, acct, EntryKind.ADJUST, cmd.points, source, now)
+        made, live = credit(uow, program, acct, EntryKind.ADJUST, cmd.points, source, now), None
     else:
-        acct, _ = debit(svc, uow, cmd.shop_id, cmd.member_id, -cmd.points, now)
-        entry_id = post(uow, acct, EntryKind.ADJUST, cmd.points, 0, source, now)
+        acct, _, live = debit(svc, uow, cmd.shop_id, cmd.member_id, -cmd.points, now)
+        made = post(uow, acct, EntryKind.ADJUST, cmd.points, 0, source, now)
     save(svc, uow, acct)
     uow.emit(cmd.shop_id, events_pb2.PointsAdjusted(
         shop_id=cmd.shop_id, member_id=cmd.member_id, points=cmd.points, kind=int(EntryKind.ADJUST),
         operator=cmd.operator, reason=cmd.reason, balance_after=acct.available, occurred_at=to_timestamp(now)))
-    return posted(uow, acct, entry_id)
+    return posted(uow, acct, made, now, live)

@@ -21,7 +21,7 @@ from services.points.domain import Account, EntryKind, HoldStatus, Source
 from services.points.program import load_program
 from services.points.service import PointsService
 from services.points.tables import hold_lots, holds, lots
-from services.points.views import BalanceView, balance_in
+from services.points.views import BalanceView, Entry, balance_of
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,13 @@ class HoldPlaced:
 
 def spend(svc: PointsService, uow: UnitOfWork, cmd: commands.Spend) -> ledger.Posted:
     now = utcnow()
-    acct, _ = ledger.debit(svc, uow, cmd.shop_id, cmd.member_id, cmd.points, now)
-    entry_id = ledger.post(uow, acct, EntryKind.SPEND, -cmd.points, 0, cmd.source, now)
+    acct, _, live = ledger.debit(svc, uow, cmd.shop_id, cmd.member_id, cmd.points, now)
+    made = ledger.post(uow, acct, EntryKind.SPEND, -cmd.points, 0, cmd.source, now)
     ledger.save(svc, uow, acct)
     uow.emit(cmd.shop_id, events_pb2.PointsSpent(
         shop_id=cmd.shop_id, member_id=cmd.member_id, points=cmd.points, kind=int(EntryKind.SPEND),
         redemption_id=cmd.source.redemption_id, balance_after=acct.available, occurred_at=to_timestamp(now)))
-    return ledger.posted(uow, acct, entry_id)
+    return ledger.posted(uow, acct, made, now, live)
 
 
 def hold(svc: PointsService, uow: UnitOfWork, cmd: commands.Hold) -> HoldPlaced:
@@ -47,7 +47,7 @@ def hold(svc: PointsService, uow: UnitOfWork, cmd: commands.Hold) -> HoldPlaced:
     released, or the TTL passes (then they are released by themselves)."""
     now = utcnow()
     ttl = cmd.ttl_seconds or load_program(svc, cmd.shop_id, uow.conn).default_hold_ttl_seconds
-    acct, taken = ledger.debit(svc, uow, cmd.shop_id, cmd.member_id, cmd.points, now)
+    acct, taken, live = ledger.debit(svc, uow, cmd.shop_id, cmd.member_id, cmd.points, now)
     hold_id = "h_" + secrets.token_hex(10)
     expires_at = now + timedelta(seconds=ttl)
     uow.conn.execute(insert(holds), {"shop_id": cmd.shop_id, "hold_id": hold_id, "member_id": cmd.member_id,
@@ -59,7 +59,7 @@ def hold(svc: PointsService, uow: UnitOfWork, cmd: commands.Hold) -> HoldPlaced:
     source = dataclasses.replace(cmd.source, hold_id=hold_id)
     ledger.post(uow, acct, EntryKind.HOLD, -cmd.points, cmd.points, source, now)
     ledger.save(svc, uow, acct)
-    return HoldPlaced(hold_id, expires_at, balance_in(uow.conn, cmd.shop_id, cmd.member_id))
+    return HoldPlaced(hold_id, expires_at, balance_of(acct, live, now))
 
 
 def _hold_row(conn: Connection, shop_id: str, hold_id: str) -> Row:
@@ -81,35 +81,38 @@ def capture_hold(svc: PointsService, uow: UnitOfWork, cmd: commands.CaptureHold)
     held = _hold_row(uow.conn, cmd.shop_id, cmd.hold_id)  # read again under the account lock
     now = utcnow()
     if held.status == HoldStatus.CAPTURED:
-        return ledger.posted(uow, acct, held.settled_entry_id)
+        return ledger.posted_before(uow, acct, held.settled_entry_id)
     if held.status == HoldStatus.RELEASED:
         raise FailedPrecondition("the hold was released", reason=reasons.HOLD_RELEASED, subject=f"hold/{cmd.hold_id}")
     if held.expires_at <= now:
         raise FailedPrecondition("the hold expired; its points are being released", reason=reasons.HOLD_EXPIRED,
                                  subject=f"hold/{cmd.hold_id}")
-    entry_id = ledger.post(uow, acct, EntryKind.CAPTURE, 0, -held.amount,
-                           Source(hold_id=cmd.hold_id, redemption_id=held.redemption_id), now)
+    made = ledger.post(uow, acct, EntryKind.CAPTURE, 0, -held.amount,
+                       Source(hold_id=cmd.hold_id, redemption_id=held.redemption_id), now)
     uow.conn.execute(update(holds).where(holds.c.shop_id == cmd.shop_id, holds.c.hold_id == cmd.hold_id).values(
-        status=int(HoldStatus.CAPTURED), settled_entry_id=entry_id))
+        status=int(HoldStatus.CAPTURED), settled_entry_id=made.entry_id))
     ledger.save(svc, uow, acct)
     uow.emit(cmd.shop_id, events_pb2.PointsSpent(
         shop_id=cmd.shop_id, member_id=acct.member_id, points=held.amount, kind=int(EntryKind.CAPTURE),
         redemption_id=held.redemption_id, balance_after=acct.available, occurred_at=to_timestamp(now)))
-    return ledger.posted(uow, acct, entry_id)
+    return ledger.posted(uow, acct, made, now)
 
 
 def release_hold(svc: PointsService, uow: UnitOfWork, cmd: commands.ReleaseHold) -> ledger.Posted:
     """Phase two, the other way: the held points go back to where they came from."""
     load_program(svc, cmd.shop_id, uow.conn)
     acct = _lock_holder(uow, cmd.shop_id, cmd.hold_id)
-    entry_id = release(uow, acct, cmd.hold_id, utcnow(), reason=cmd.reason)
+    now = utcnow()
+    made = release(uow, acct, cmd.hold_id, now, reason=cmd.reason)
     ledger.save(svc, uow, acct)
-    return ledger.posted(uow, acct, entry_id)
+    if isinstance(made, int):
+        return ledger.posted_before(uow, acct, made)
+    return ledger.posted(uow, acct, made, now)
 
 
-def release(uow: UnitOfWork, acct: Account, hold_id: str, now: datetime, *, reason: str) -> int:
+def release(uow: UnitOfWork, acct: Account, hold_id: str, now: datetime, *, reason: str) -> Entry | int:
     """Gives held points back to the lots they came from (the account is locked); returns the
-    RELEASE entry's id (the first one, when released already)."""
+    RELEASE entry (or the first one's id, when released already)."""
     held = _hold_row(uow.conn, acct.shop_id, hold_id)
     if held.status == HoldStatus.RELEASED:
         return held.settled_entry_id
@@ -118,11 +121,11 @@ def release(uow: UnitOfWork, acct: Account, hold_id: str, now: datetime, *, reas
     for part in uow.conn.execute(select(hold_lots.c.lot_id, hold_lots.c.amount).where(
             hold_lots.c.shop_id == acct.shop_id, hold_lots.c.hold_id == hold_id)).all():
         uow.conn.execute(update(lots).where(lots.c.id == part.lot_id).values(remaining=lots.c.remaining + part.amount))
-    entry_id = ledger.post(uow, acct, EntryKind.RELEASE, held.amount, -held.amount,
-                           Source(hold_id=hold_id, redemption_id=held.redemption_id, reason=reason), now)
+    made = ledger.post(uow, acct, EntryKind.RELEASE, held.amount, -held.amount,
+                       Source(hold_id=hold_id, redemption_id=held.redemption_id, reason=reason), now)
     uow.conn.execute(update(holds).where(holds.c.shop_id == acct.shop_id, holds.c.hold_id == hold_id).values(
-        status=int(HoldStatus.RELEASED), settled_entry_id=entry_id))
-    return entry_id
+        status=int(HoldStatus.RELEASED), settled_entry_id=made.entry_id))
+    return made
 
 
 def held_by(conn: Connection, shop_id: str, member_id: str) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Connection, and_, cast, func, select
+from sqlalchemy import BigInteger, Connection, and_, case, cast, func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.sql import ColumnElement
 
@@ -15,7 +15,7 @@ from services.kit.codec import DataclassCodec, TypedCache
 from services.kit.errors import NotFound
 from services.kit.timeutil import utcnow
 from services.points import commands, reasons
-from services.points.domain import Source
+from services.points.domain import Account, Lot, Source
 from services.points.program import load_program
 from services.points.service import PointsService
 from services.points.tables import accounts, ledger, lots
@@ -102,18 +102,36 @@ def balance_in(conn: Connection, shop_id: str, member_id: str, now: datetime | N
     """The balance as `conn`'s transaction sees it (a write answers with it: the cache may not
     know it yet)."""
     now = now or utcnow()
-    row = conn.execute(select(accounts).where(accounts.c.shop_id == shop_id,
-                                              accounts.c.member_id == member_id)).first()
+    row = conn.execute(select(accounts.c.available, accounts.c.held, accounts.c.lifetime_earned).where(
+        accounts.c.shop_id == shop_id, accounts.c.member_id == member_id)).first()
     if row is None:
         raise no_account(shop_id, member_id)
-    mine = member_lots(shop_id, member_id)
-    overdue = conn.execute(select(total(lots.c.remaining)).where(
-        mine, lots.c.remaining > 0, lots.c.expires_at <= now)).scalar()
-    upcoming = conn.execute(select(lots.c.expires_at, total(lots.c.remaining)).where(
-        mine, lots.c.remaining > 0, lots.c.expires_at > now).group_by(lots.c.expires_at)
-        .order_by(lots.c.expires_at).limit(1)).first()
-    return BalanceView(shop_id, member_id, row.available - overdue, row.held, row.lifetime_earned,
-                       upcoming[0] if upcoming else None, int(upcoming[1]) if upcoming else 0)
+    return _with_lots(conn, shop_id, member_id, row.available, row.held, row.lifetime_earned, now)
+
+
+def balance_after(conn: Connection, acct: Account, now: datetime) -> BalanceView:
+    """The balance of an account this transaction holds locked (and saved), with one query of its lots."""
+    return _with_lots(conn, acct.shop_id, acct.member_id, acct.available, acct.held, acct.lifetime_earned, now)
+
+
+def balance_of(acct: Account, live: list[Lot], now: datetime) -> BalanceView:
+    """The balance of a locked account whose live lots are all in `live` (none overdue): no query."""
+    dated = [lot for lot in live if lot.live(now) and lot.expires_at is not None]
+    next_at = min((lot.expires_at for lot in dated), default=None)
+    amount = sum(lot.remaining for lot in dated if lot.expires_at == next_at)
+    return BalanceView(acct.shop_id, acct.member_id, acct.available, acct.held, acct.lifetime_earned, next_at, amount)
+
+
+def _with_lots(conn: Connection, shop_id: str, member_id: str, available: int, held: int, lifetime: int,
+               now: datetime) -> BalanceView:
+    """Lots past their date taken off `available`, and the next expiry, in one statement."""
+    mine = and_(member_lots(shop_id, member_id), lots.c.remaining > 0)
+    next_at = select(func.min(lots.c.expires_at)).where(mine, lots.c.expires_at > now).scalar_subquery()
+    overdue, upcoming_at, upcoming = conn.execute(select(
+        total(case((lots.c.expires_at <= now, lots.c.remaining), else_=0)), next_at,
+        total(case((lots.c.expires_at == next_at, lots.c.remaining), else_=0))).where(mine)).one()
+    return BalanceView(shop_id, member_id, available - overdue, held, lifetime, upcoming_at if upcoming else None,
+                       upcoming)
 
 
 def ledger_page(svc: PointsService, query: commands.LedgerQuery) -> list[Entry]:

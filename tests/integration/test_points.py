@@ -6,10 +6,12 @@ Events are asynchronous, so tests wait (with a deadline) for the state they expe
 from __future__ import annotations
 
 import calendar
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -31,7 +33,7 @@ from loyalty.membership.v1 import membership_service_pb2 as mpb
 from loyalty.points.v1 import events_pb2 as pev
 from loyalty.points.v1 import points_service_pb2 as pp
 from loyalty.points.v1 import points_service_pb2_grpc
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from services.membership.tables import kit as membership_kit
 from services.points.earning import EventOutOfOrder
@@ -1141,6 +1143,58 @@ def test_concurrent_holds_never_overdraw(ps: PointsShop) -> None:
     assert set(refused) == {(grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_POINTS")}
     balance = assert_consistent(ps, member)
     assert (balance.available, balance.held) == (10, 990)
+
+
+def test_concurrent_copies_of_a_request_all_get_the_first_answer(ps: PointsShop) -> None:
+    member = join(ps)  # 100 points
+    first, second = spend_request(ps, member, 30), spend_request(ps, member, 30)
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(ps.api.Spend, [first, second] * 10))
+    assert all(a == answers[0] for a in answers[0::2]) and all(a == answers[1] for a in answers[1::2])
+    assert answers[0].entry.entry_id != answers[1].entry.entry_id
+    assert len(entries(ps, member, E.ENTRY_KIND_SPEND)) == 2
+    balance = assert_consistent(ps, member)
+    assert balance.available == 40 == min(answers[0].balance.available, answers[1].balance.available)
+
+
+@contextmanager
+def round_trips(points: Any) -> Iterator[list[str]]:
+    """The statements (with BEGIN and COMMIT) of the write transactions made meanwhile."""
+    engine, seen = points.running.app.db.engine, []
+    by_thread: dict[int, list[str]] = {}
+
+    def on_begin(_conn: Any) -> None:
+        by_thread[threading.get_ident()] = ["BEGIN"]
+
+    def on_statement(_conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, *_: Any) -> None:
+        statement = context.statement if context is not None else statement  # as written, not as prepared
+        if statement.startswith("BEGIN"):  # SQLite's, counted above
+            return
+        by_thread.setdefault(threading.get_ident(), []).append(statement[:60])
+
+    def on_commit(_conn: Any) -> None:
+        statements = by_thread.pop(threading.get_ident(), [])
+        if any(s.startswith("INSERT INTO ledger") for s in statements):
+            seen.extend([*statements, "COMMIT"])
+
+    listeners = [("begin", on_begin), ("before_cursor_execute", on_statement), ("commit", on_commit)]
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+    try:
+        yield seen
+    finally:
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
+
+
+def test_a_spend_is_a_handful_of_statements(points: Any, ps: PointsShop) -> None:
+    member = join(ps)
+    ps.api.Spend(spend_request(ps, member, 1))  # the program is remembered from here on
+    with round_trips(points) as statements:
+        ps.api.Spend(spend_request(ps, member, 1))
+    # BEGIN, the account lock, its lots, the lot taken, the entry, the account, the outbox,
+    # the idempotency record, COMMIT.
+    assert 0 < len(statements) <= 9, statements
 
 
 # ----- the invariant under random operations -------------------------------------------------------------
