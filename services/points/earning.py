@@ -15,7 +15,7 @@ from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.points import commands, domain, ledger, reasons
 from services.points.domain import Account, Action, EarnRule, EntryKind, Program, Source
-from services.points.program import ensure_program, load_program, rules, shop_multipliers
+from services.points.program import earn_rules_of, ensure_program, load_program, multipliers_of
 from services.points.service import PointsService
 from services.points.tables import action_counts, action_subjects, order_earnings
 from services.points.views import BalanceView, balance_after
@@ -55,7 +55,7 @@ def record_action(svc: PointsService, uow: UnitOfWork, cmd: commands.RecordActio
 
     if acct.closed:
         return nothing(reasons.ACCOUNT_CLOSED)
-    rule = rules(uow.conn, cmd.shop_id).get(cmd.action)
+    rule = earn_rules_of(svc, cmd.shop_id, uow.conn).get(cmd.action)
     if rule is None or not rule.enabled:
         return nothing(reasons.RULE_DISABLED)
     day = domain.local_date(cmd.at, program.zone)
@@ -69,7 +69,7 @@ def record_action(svc: PointsService, uow: UnitOfWork, cmd: commands.RecordActio
         return nothing(refusal, streak)
     points, multiplier, multiplier_id = rule.points, domain.MILLI, ""
     if rule.multipliers_apply:
-        multiplier, multiplier_id = domain.best_multiplier(shop_multipliers(uow.conn, cmd.shop_id), cmd.action,
+        multiplier, multiplier_id = domain.best_multiplier(multipliers_of(svc, cmd.shop_id, uow.conn), cmd.action,
                                                            cmd.at, program.zone, acct.birthday)
         points = points * multiplier // domain.MILLI
     if cmd.action is Action.DAILY_SIGN_IN:
@@ -117,7 +117,7 @@ def welcome(svc: PointsService, uow: UnitOfWork, cmd: commands.OpenAccount) -> N
     program = ensure_program(svc, uow, cmd.shop_id)
     ledger.open_account(uow, cmd.shop_id, cmd.member_id, birth_month=cmd.birth_month, birth_day=cmd.birth_day,
                         referrer_member_id=cmd.referrer_member_id)
-    rule = rules(uow.conn, cmd.shop_id).get(Action.JOIN)
+    rule = earn_rules_of(svc, cmd.shop_id, uow.conn).get(Action.JOIN)
     if cmd.imported or rule is None or not rule.enabled or rule.points <= 0:
         return
     acct = ledger.lock(uow, cmd.shop_id, cmd.member_id)
@@ -139,7 +139,7 @@ def credit_purchase(svc: PointsService, uow: UnitOfWork, cmd: commands.CreditPur
             order_earnings.c.shop_id == cmd.shop_id, order_earnings.c.order_id == cmd.order_id)).first():
         return
     acct = ledger.lock(uow, cmd.shop_id, cmd.member_id)
-    shop_rules = rules(uow.conn, cmd.shop_id)
+    shop_rules = earn_rules_of(svc, cmd.shop_id, uow.conn)
     rule = shop_rules.get(Action.PURCHASE)
     earns = not acct.closed and rule is not None and rule.enabled
     multiplier, multiplier_id, per_yuan, points = domain.MILLI, "", 0, 0
@@ -148,7 +148,7 @@ def credit_purchase(svc: PointsService, uow: UnitOfWork, cmd: commands.CreditPur
         if rule.multipliers_apply:
             birthday = (cmd.birth_month, cmd.birth_day) if cmd.birth_month and cmd.birth_day else acct.birthday
             multiplier, multiplier_id = domain.best_multiplier(
-                shop_multipliers(uow.conn, cmd.shop_id), Action.PURCHASE, cmd.completed_at, program.zone, birthday)
+                multipliers_of(svc, cmd.shop_id, uow.conn), Action.PURCHASE, cmd.completed_at, program.zone, birthday)
         points = domain.purchase_points(cmd.amount_fen, per_yuan, cmd.rate_milli, multiplier)
     # Recorded even when nothing is earned: a refund of the order then knows the completion was seen.
     uow.conn.execute(insert(order_earnings), {

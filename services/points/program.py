@@ -125,6 +125,11 @@ def multipliers_of(svc: PointsService, shop_id: str, conn: Connection | None = N
 def ensure_program(svc: PointsService, uow: UnitOfWork, shop_id: str, time_zone: str = "") -> Program:
     """The shop's points program, created with the default rules the first time a shop shows up
     (by its ProgramChanged event, or any later event); the time zone follows membership's."""
+    if not time_zone:  # every event of a known shop: the memo answers
+        try:
+            return load_program(svc, shop_id, uow.conn)
+        except NotFound:
+            pass
     program = _read_program(uow.conn, shop_id)
     if program is not None:
         if time_zone and program.time_zone != time_zone:
