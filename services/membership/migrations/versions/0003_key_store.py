@@ -20,7 +20,7 @@ branch_labels = None
 depends_on = None
 
 old_keys = sa.table("data_keys", sa.column("shop_id"), sa.column("key_id"), sa.column("buyer_hash"),
-                    sa.column("wrapped_key"), sa.column("created_at"))
+                    sa.column("wrapped_key", sa.LargeBinary), sa.column("created_at", sa.DateTime))
 
 
 def _move_keys(conn: sa.Connection) -> None:
