@@ -15,6 +15,7 @@ from services.kit.errors import NotFound
 from services.membership import data_keys, domain, reasons
 from services.membership.commands import require_member_id, require_one_member_key
 from services.membership.domain import Ladder, MemberStatus, ProfileField, Tier
+from services.membership.pii import DataKey
 from services.membership.tables import members, orders
 
 if TYPE_CHECKING:
@@ -82,9 +83,10 @@ def birthday_text(birthday: tuple[int, int, int]) -> str:
     return "-".join(str(part) for part in birthday)
 
 
-def member_view(ctx: Membership, row: Row, ladder: Ladder) -> MemberView:
-    """A members row, decrypted with its data key, its level read on `ladder`."""
-    key = data_keys.unwrap(ctx, row)
+def member_view(ctx: Membership, row: Row, ladder: Ladder, keys: dict[str, DataKey] | None = None) -> MemberView:
+    """A members row, decrypted with its data key (from `keys` when a list fetched them together),
+    its level read on `ladder`."""
+    key = data_keys.unwrap(ctx, row) if keys is None else keys.get(row.key_id or "")
 
     def field(name: str) -> str:
         if key is None:
@@ -157,7 +159,9 @@ def list_members(ctx: Membership, shop_id: str, *, limit: int, after: str | None
             query = query.where(members.c.tier_level == tier_level)
         if status:
             query = query.where(members.c.status == status)
-        return [member_view(ctx, row, program.ladder) for row in conn.execute(query)]
+        rows = conn.execute(query).all()
+        keys = ctx.keys.keys(shop_id, [row.key_id for row in rows if row.key_id])
+        return [member_view(ctx, row, program.ladder, keys) for row in rows]
 
     return ctx.db.read(read)
 
@@ -173,8 +177,10 @@ def export_members(ctx: Membership, shop_id: str, include_left: bool) -> Iterato
             if not include_left:
                 query = query.where(members.c.status == MemberStatus.ACTIVE)
             with conn.begin():
-                for row in conn.execute(query):
-                    yield member_view(ctx, row, program.ladder)
+                for rows in conn.execute(query).partitions():
+                    keys = ctx.keys.keys(shop_id, [row.key_id for row in rows if row.key_id])
+                    for row in rows:
+                        yield member_view(ctx, row, program.ladder, keys)
 
     return stream()
 
