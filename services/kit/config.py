@@ -73,10 +73,6 @@ class Settings:
             return url
         return f"sqlite:///{self.data_dir / (service + '.db')}"
 
-    def keys_db_url(self, service: str, db_url: str) -> str:
-        """Where the service's data keys live (crypto-shredding), see keys_db_url()."""
-        return keys_db_url(service, db_url)
-
     def port(self, service: str) -> int:
         return int(_number(f"LOYALTY_{service.upper()}_PORT", str(DEFAULT_PORTS[service]), int, minimum=0))
 

@@ -8,6 +8,7 @@ from services.kit.auth import KeyRing
 from services.kit.bus import Bus
 from services.kit.cache import Cache
 from services.kit.config import Settings
+from services.kit.config import keys_db_url as default_keys_db_url
 from services.kit.jobs import Periodic
 from services.kit.server import ServiceApp
 from services.kit.storage import Database
@@ -30,7 +31,7 @@ def build_app(
     db_url = db_url or settings.db_url(NAME)
     db = Database(db_url, service=NAME, kit=kit, pool_size=settings.threads, retry_seconds=settings.db_retry_seconds)
     # The data keys live apart from the data, so that a backup of the data holds none (key_store.py).
-    keys = KeyStore(keys_db_url or settings.keys_db_url(NAME, db_url), PiiKeys(settings.pii_key),
+    keys = KeyStore(keys_db_url or default_keys_db_url(NAME, db_url), PiiKeys(settings.pii_key),
                     pool_size=settings.threads, retry_seconds=settings.db_retry_seconds)
     ctx = Membership.build(db, cache, keys, keyring, cache_ttl=settings.cache_ttl_seconds)
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=MembershipApi(ctx),
