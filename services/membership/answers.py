@@ -10,7 +10,6 @@ from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import BytesValue
 
 from services.kit.errors import InvalidArgument
-from services.kit.storage import UnitOfWork
 from services.membership import reasons
 
 if TYPE_CHECKING:
@@ -24,7 +23,7 @@ def _context(shop_id: str, method: str) -> str:
     return f"{shop_id}/answers/{method}"
 
 
-def seal(ctx: Membership, uow: UnitOfWork, shop_id: str, key_id: str, method: str, answer: Message) -> BytesValue:
+def seal(ctx: Membership, shop_id: str, key_id: str, method: str, answer: Message) -> BytesValue:
     """The answer as the kit stores it: "<key id>:<sealed answer>", or ":<answer>" when it shows
     nobody (an order whose buyer left)."""
     plain = answer.SerializeToString()

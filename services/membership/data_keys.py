@@ -66,15 +66,18 @@ def keys_for_buyers(ctx: Membership, uow: UnitOfWork, shop_id: str, buyer_hashes
     keys = {row.buyer_hash: _unwrapped(ctx, shop_id, row.key_id, row.wrapped_key)
             for row in usable if row.in_use or row.key_id in alive}
     missing = [h for h in dict.fromkeys(buyer_hashes) if h not in keys]
-    if not missing:
-        return keys
     fresh = {h: ctx.keys.pii.new_key(shop_id, "k_" + secrets.token_hex(10)) for h in missing}
-    try:
-        ctx.keys.add(shop_id, [(h, key.key_id, wrapped) for h, (key, wrapped) in fresh.items()])
-    except IntegrityError:  # a concurrent order or join of one of them created theirs first
-        if attempt >= 3:
-            raise
-        return keys_for_buyers(ctx, uow, shop_id, buyer_hashes, attempt=attempt + 1)
+    if fresh:
+        try:
+            ctx.keys.add(shop_id, [(h, key.key_id, wrapped) for h, (key, wrapped) in fresh.items()])
+        except IntegrityError:  # a concurrent order or join of one of them created theirs first
+            if attempt >= 3:
+                raise
+            return keys_for_buyers(ctx, uow, shop_id, buyer_hashes, attempt=attempt + 1)
+    # Once the rows that use them are committed, the sweeper need not look at these keys again.
+    unconfirmed = [key.key_id for key, _ in fresh.values()] + sorted(alive)
+    if unconfirmed:
+        uow.after_commit(lambda: ctx.keys.confirm(shop_id, unconfirmed))
     return {**keys, **{h: key for h, (key, _) in fresh.items()}}
 
 

@@ -232,14 +232,14 @@ def test_the_sweeper_destroys_keys_no_committed_row_uses_after_an_hour(
     member_id = _join(shop, "Zhouba周八", f"buyer-{uuid.uuid4().hex[:8]}-used")
     used = ctx.db.read(lambda c: c.execute(select(members.c.key_id).where(
         members.c.shop_id == shop.shop_id, members.c.member_id == member_id)).scalar())
-    orphans = {}
+    orphans = {}  # the member's key is looked at again as if its use had not been seen yet
     for age in ("old", "young"):  # keys whose order or join never committed
         key, wrapped = ctx.pii.new_key(shop.shop_id, f"k_{age}{uuid.uuid4().hex[:8]}")
         ctx.keys.add(shop.shop_id, [(f"hash-{age}-{uuid.uuid4().hex}", key.key_id, wrapped)])
         orphans[age] = key.key_id
     ctx.keys.db.transact(lambda uow: uow.conn.execute(update(key_table).where(
         key_table.c.shop_id == shop.shop_id, key_table.c.key_id.in_([used, orphans["old"]])).values(
-        created_at=utcnow() - data_keys.UNUSED_GRACE - timedelta(minutes=1))))
+        created_at=utcnow() - data_keys.UNUSED_GRACE - timedelta(minutes=1), in_use=False)))
 
     data_keys.sweep(ctx)
 
