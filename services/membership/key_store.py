@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import Connection, and_, delete, event, insert, select, text, update
 from sqlalchemy.engine import Engine, Row
@@ -56,6 +57,8 @@ class KeyStore:
 
     def __init__(self, url: str, pii: PiiKeys, *, pool_size: int = 4, retry_seconds: float = 1.0):
         self.pii = pii
+        if url.startswith("sqlite:///"):  # a fresh data folder: the key store may come before any migration
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.db = Database(url, service=NAME, kit=kit, pool_size=pool_size, retry_seconds=retry_seconds)
         enable_secure_delete(self.db)
         create_schema(self.db.engine)
