@@ -74,7 +74,7 @@ def _birth_month_day(profile: ProfileInput) -> tuple[int, int]:
 def active_member(ctx: Membership, conn: Connection, shop_id: str, member_id: str, *, lock: bool = False) -> Row:
     """The member's row; NOT_FOUND unless they are an active member."""
     query = select(members).where(members.c.shop_id == shop_id, members.c.member_id == member_id,
-                                              members.c.status == MemberStatus.ACTIVE)
+                                  members.c.status == MemberStatus.ACTIVE)
     row = conn.execute(query.with_for_update(of=members) if lock else query).first()
     if row is None:
         raise views.member_not_found(member_id)
