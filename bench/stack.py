@@ -178,6 +178,8 @@ def start_production(processes: Processes, backends: Backends, *, workers: int, 
     targets: dict[str, str] = {}
     for name in services:
         env[f"LOYALTY_{name.upper()}_DB_URL"] = backends.create_database(f"bench_{name}")
+        if name == "membership":  # its data keys live in a database of their own
+            env["LOYALTY_MEMBERSHIP_KEYS_DB_URL"] = backends.create_database("bench_membership_keys")
         port = free_port()
         env[f"LOYALTY_{name.upper()}_PORT"] = str(port)
         targets[name] = f"127.0.0.1:{port}"

@@ -1,2 +1,4 @@
 -- One database per service (each service owns its own).
 CREATE DATABASE points;
+-- Membership's data keys, apart from its data (short backup retention: see README).
+CREATE DATABASE membership_keys;

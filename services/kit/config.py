@@ -150,6 +150,20 @@ class Settings:
         return settings
 
 
+def keys_db_url(service: str, db_url: str) -> str:
+    """The database of a service's data keys, apart from its data so that backups of the data
+    hold no key: LOYALTY_<SERVICE>_KEYS_DB_URL, else `<name>-keys.db` beside a SQLite `<name>.db`.
+    A service whose data is in PostgreSQL must name its keys' database."""
+    variable = f"LOYALTY_{service.upper()}_KEYS_DB_URL"
+    url = _env(variable)
+    if url:
+        return url
+    if db_url.startswith("sqlite:///") and db_url.endswith(".db"):
+        return db_url.removesuffix(".db") + "-keys.db"
+    raise ConfigError(f"{variable} must name the database of {service}'s data keys (a database of its own, "
+                      "not backed up with the data, see README)")
+
+
 def pii_key_from_env() -> bytes | None:
     """LOYALTY_PII_KEY decoded, or None when it is unset or malformed (for migrations that need it)."""
     try:

@@ -8,13 +8,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import BytesValue
-from sqlalchemy import Connection, select
 
 from services.kit.errors import InvalidArgument
-from services.kit.storage import UnitOfWork
 from services.membership import reasons
-from services.membership.pii import DataKey
-from services.membership.tables import data_keys
 
 if TYPE_CHECKING:
     from services.membership.context import Membership
@@ -23,21 +19,15 @@ R = TypeVar("R", bound=Message)
 _SEPARATOR = b":"  # key ids are "k_" and hex digits
 
 
-def _key(ctx: Membership, conn: Connection, shop_id: str, key_id: str) -> DataKey | None:
-    wrapped = conn.execute(select(data_keys.c.wrapped_key).where(
-        data_keys.c.shop_id == shop_id, data_keys.c.key_id == key_id)).scalar()
-    return ctx.pii.unwrap(shop_id, key_id, wrapped)
-
-
 def _context(shop_id: str, method: str) -> str:
     return f"{shop_id}/answers/{method}"
 
 
-def seal(ctx: Membership, uow: UnitOfWork, shop_id: str, key_id: str, method: str, answer: Message) -> BytesValue:
+def seal(ctx: Membership, shop_id: str, key_id: str, method: str, answer: Message) -> BytesValue:
     """The answer as the kit stores it: "<key id>:<sealed answer>", or ":<answer>" when it shows
     nobody (an order whose buyer left)."""
     plain = answer.SerializeToString()
-    key = _key(ctx, uow.conn, shop_id, key_id) if key_id else None
+    key = ctx.keys.key(shop_id, key_id) if key_id else None
     if key is None:
         return BytesValue(value=_SEPARATOR + plain)
     return BytesValue(value=key_id.encode() + _SEPARATOR + key.seal_bytes(plain, _context(shop_id, method)))
@@ -53,7 +43,7 @@ def open_answer(ctx: Membership, shop_id: str, method: str, stored: BytesValue, 
     key_id, _, payload = stored.value.partition(_SEPARATOR)
     if not key_id:
         return answer_type.FromString(payload)
-    key = ctx.db.read(lambda conn: _key(ctx, conn, shop_id, key_id.decode()))
+    key = ctx.keys.key(shop_id, key_id.decode())
     plain = key.open_bytes(payload, _context(shop_id, method)) if key is not None else None
     if plain is None:
         raise InvalidArgument([("request_id", "the answer to this request was erased with the member's data; "

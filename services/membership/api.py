@@ -143,7 +143,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         def work(uow: UnitOfWork) -> BytesValue:
             result = handler(self.ctx, uow, command)
             answer = to_proto(result)
-            stored = answers.seal(self.ctx, uow, command.shop_id, key_id(result), method, answer)
+            stored = answers.seal(self.ctx, command.shop_id, key_id(result), method, answer)
             fresh.append((stored, answer))
             return stored
 

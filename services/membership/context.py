@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from services.kit.auth import KeyRing
 from services.kit.cache import Cache
 from services.kit.storage import Database
-from services.membership.data_keys import enable_secure_delete
+from services.membership.key_store import KeyStore, enable_secure_delete
 from services.membership.pii import PiiKeys
 from services.membership.programs import ProgramMemo
 
@@ -18,11 +18,12 @@ class Membership:
     db: Database
     cache: Cache
     pii: PiiKeys
+    keys: KeyStore  # buyers' data keys, in a database of their own
     keyring: KeyRing
     programs: ProgramMemo
     cache_ttl: float = 60.0
 
     @classmethod
-    def build(cls, db: Database, cache: Cache, pii: PiiKeys, keyring: KeyRing, *, cache_ttl: float) -> Membership:
+    def build(cls, db: Database, cache: Cache, keys: KeyStore, keyring: KeyRing, *, cache_ttl: float) -> Membership:
         enable_secure_delete(db)
-        return cls(db, cache, pii, keyring, ProgramMemo(db), cache_ttl)
+        return cls(db, cache, keys.pii, keys, keyring, ProgramMemo(db), cache_ttl)

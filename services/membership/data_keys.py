@@ -1,22 +1,38 @@
 """Buyers' data keys (crypto-shredding, see pii.py): one per buyer of a shop, created with their
-first order or their join, destroyed when the member leaves."""
+first order or their join, destroyed when the member leaves. They live in the key store
+(key_store.py), a database apart from the data, so the two are kept consistent in this order:
+
+- a key is committed in the key store before the member or order row that uses it;
+- leaving erases the member's columns and records the key in `retired_keys` in one transaction,
+  and destroys the key right after it commits;
+- the sweeper (sweep(), every minute) destroys retired keys that outlived a crash between those
+  two steps, and keys that no committed row uses an hour after they were made or last taken."""
 
 from __future__ import annotations
 
 import secrets
+from collections import defaultdict
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Select, Table, and_, delete, event, insert, select
+from sqlalchemy import Connection, delete, insert, select, union
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-from services.kit.storage import Database, UnitOfWork
+from services.kit.jobs import PeriodicJob
+from services.kit.storage import UnitOfWork
 from services.kit.timeutil import utcnow
 from services.membership.pii import DataKey
-from services.membership.tables import data_keys
+from services.membership.tables import members, orders, retired_keys
 
 if TYPE_CHECKING:
     from services.membership.context import Membership
+
+# How long a key may stay unused by any committed row before the sweeper destroys it: far longer
+# than any transaction that creates a key and then the row that uses it.
+UNUSED_GRACE = timedelta(hours=1)
+SWEEP_SECONDS = 60.0
+_BATCH = 500
 
 
 def member_field(shop_id: str, member_id: str, name: str) -> str:
@@ -28,91 +44,98 @@ def order_buyer(shop_id: str, order_id: str) -> str:
     return f"{shop_id}/orders/{order_id}/buyer_id"
 
 
-def with_key(table: Table) -> Select:
-    """Rows of `table` (members or orders) with their data key's wrapped form, if it still exists."""
-    return select(table, data_keys.c.wrapped_key).select_from(table.outerjoin(data_keys, and_(
-        data_keys.c.shop_id == table.c.shop_id, data_keys.c.key_id == table.c.key_id)))
-
-
 def unwrap(ctx: Membership, row: Row) -> DataKey | None:
-    """The data key of a row read through with_key(), or None once it was destroyed."""
-    return ctx.pii.unwrap(row.shop_id, row.key_id, row.wrapped_key) if row.key_id else None
+    """The data key of a members or orders row, or None once it was destroyed."""
+    return ctx.keys.key(row.shop_id, row.key_id) if row.key_id else None
 
 
 def key_for_buyer(ctx: Membership, uow: UnitOfWork, shop_id: str, buyer_hash: str) -> DataKey:
     """The buyer's data key, created on first use."""
-    query = select(data_keys.c.key_id, data_keys.c.wrapped_key).where(
-        data_keys.c.shop_id == shop_id, data_keys.c.buyer_hash == buyer_hash)
-    row = uow.conn.execute(query).first()
-    if row is None:
-        key_id = "k_" + secrets.token_hex(10)
-        key, wrapped = ctx.pii.new_key(shop_id, key_id)
+    return keys_for_buyers(ctx, uow, shop_id, [buyer_hash])[buyer_hash]
+
+
+def keys_for_buyers(ctx: Membership, uow: UnitOfWork, shop_id: str, buyer_hashes: list[str], *,
+                    attempt: int = 1) -> dict[str, DataKey]:
+    """The buyers' data keys, those missing created (and committed in the key store) first."""
+    found = ctx.keys.for_buyers(shop_id, buyer_hashes)
+    retired = _retired(uow.conn, shop_id, [row.key_id for row in found])
+    if retired:  # a left buyer's key that outlived a crash: destroyed now, never used again
+        ctx.keys.destroy(shop_id, retired)
+    usable = [row for row in found if row.key_id not in retired]
+    alive = ctx.keys.touch(shop_id, [row.key_id for row in usable if not row.in_use])
+    keys = {row.buyer_hash: _unwrapped(ctx, shop_id, row.key_id, row.wrapped_key)
+            for row in usable if row.in_use or row.key_id in alive}
+    missing = [h for h in dict.fromkeys(buyer_hashes) if h not in keys]
+    fresh = {h: ctx.keys.pii.new_key(shop_id, "k_" + secrets.token_hex(10)) for h in missing}
+    if fresh:
         try:
-            with uow.conn.begin_nested():
-                uow.conn.execute(insert(data_keys), {"shop_id": shop_id, "key_id": key_id, "buyer_hash": buyer_hash,
-                                                     "wrapped_key": wrapped, "created_at": utcnow()})
-            return key
-        except IntegrityError:  # a concurrent order or join of the same buyer created it first
-            row = uow.conn.execute(query).one()
-    return _unwrapped(ctx, shop_id, row.key_id, row.wrapped_key)
+            ctx.keys.add(shop_id, [(h, key.key_id, wrapped) for h, (key, wrapped) in fresh.items()])
+        except IntegrityError:  # a concurrent order or join of one of them created theirs first
+            if attempt >= 3:
+                raise
+            return keys_for_buyers(ctx, uow, shop_id, buyer_hashes, attempt=attempt + 1)
+    # Once the rows that use them are committed, the sweeper need not look at these keys again.
+    unconfirmed = [key.key_id for key, _ in fresh.values()] + sorted(alive)
+    if unconfirmed:
+        uow.after_commit(lambda: ctx.keys.confirm(shop_id, unconfirmed))
+    return {**keys, **{h: key for h, (key, _) in fresh.items()}}
 
 
 def _unwrapped(ctx: Membership, shop_id: str, key_id: str, wrapped: bytes) -> DataKey:
-    key = ctx.pii.unwrap(shop_id, key_id, wrapped)
+    key = ctx.keys.pii.unwrap(shop_id, key_id, wrapped)
     if key is None:
         raise RuntimeError(f"data key {key_id} of shop {shop_id} does not unwrap: is LOYALTY_PII_KEY the one it "
                            "was created with?")
     return key
 
 
-def keys_for_buyers(ctx: Membership, uow: UnitOfWork, shop_id: str, buyer_hashes: list[str]) -> dict[str, DataKey]:
-    """key_for_buyer() for many buyers with a few statements (imports)."""
-    found = uow.conn.execute(select(data_keys.c.key_id, data_keys.c.buyer_hash, data_keys.c.wrapped_key).where(
-        data_keys.c.shop_id == shop_id, data_keys.c.buyer_hash.in_(buyer_hashes))).all()
-    keys = {row.buyer_hash: _unwrapped(ctx, shop_id, row.key_id, row.wrapped_key) for row in found}
-    fresh: dict[str, DataKey] = {}
-    rows = []
-    now = utcnow()
-    for buyer_hash in buyer_hashes:
-        if buyer_hash not in keys:
-            key_id = "k_" + secrets.token_hex(10)
-            fresh[buyer_hash], wrapped = ctx.pii.new_key(shop_id, key_id)
-            rows.append({"shop_id": shop_id, "key_id": key_id, "buyer_hash": buyer_hash, "wrapped_key": wrapped,
-                         "created_at": now})
-    if rows:
-        try:
-            with uow.conn.begin_nested():
-                uow.conn.execute(insert(data_keys), rows)
-        except IntegrityError:  # one of them ordered meanwhile: one by one then
-            fresh = {h: key_for_buyer(ctx, uow, shop_id, h) for h in fresh}
-    return {**keys, **fresh}
+def _retired(conn: Connection, shop_id: str, key_ids: list[str]) -> list[str]:
+    if not key_ids:
+        return []
+    return list(conn.execute(select(retired_keys.c.key_id).where(
+        retired_keys.c.shop_id == shop_id, retired_keys.c.key_id.in_(key_ids))).scalars())
 
 
-def destroy(uow: UnitOfWork, shop_id: str, key_id: str) -> None:
-    """Deletes the key: whatever it encrypted, wherever a copy lies, can no longer be read. On
-    SQLite the WAL is folded back into the file and emptied after the commit, so that no earlier
-    page image of the key stays on disk (secure_delete zeroes it in the file, see enable_secure_delete)."""
-    uow.conn.execute(delete(data_keys).where(data_keys.c.shop_id == shop_id, data_keys.c.key_id == key_id))
-    if uow.db.is_sqlite:
-        uow.after_commit(lambda: _empty_wal(uow.db))
+def retire(ctx: Membership, uow: UnitOfWork, shop_id: str, key_id: str) -> None:
+    """Destroys the key once `uow` commits: whatever it encrypted, wherever a copy lies (backups
+    of the membership database included), can no longer be read. Recorded in the transaction, so
+    that the sweeper finishes the job if the process stops in between."""
+    uow.conn.execute(insert(retired_keys), {"shop_id": shop_id, "key_id": key_id, "retired_at": utcnow()})
+    uow.after_commit(lambda: destroy(ctx, shop_id, [key_id]))
 
 
-def enable_secure_delete(db: Database) -> None:
-    """SQLite overwrites deleted and replaced content with zeros instead of leaving it in free
-    space, so erased rows and destroyed keys do not linger in the database file."""
-    if db.is_sqlite:
-        event.listen(db.engine, "connect", lambda dbapi_conn, _record: dbapi_conn.execute("PRAGMA secure_delete=ON"))
+def destroy(ctx: Membership, shop_id: str, key_ids: list[str]) -> None:
+    """Destroys retired keys in the key store, then forgets that they were retired."""
+    ctx.keys.destroy(shop_id, key_ids)
+    ctx.db.transact(lambda uow: uow.conn.execute(delete(retired_keys).where(
+        retired_keys.c.shop_id == shop_id, retired_keys.c.key_id.in_(key_ids))))
 
 
-def _empty_wal(db: Database) -> None:
-    raw = db.engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        (waited,) = cur.execute("PRAGMA busy_timeout").fetchone()
-        # A long reader (an export) keeps old frames in use: try briefly and leave it to the next leave.
-        cur.execute("PRAGMA busy_timeout=1000")
-        cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        cur.execute(f"PRAGMA busy_timeout={int(waited)}")
-        cur.close()
-    finally:
-        raw.close()
+def sweep(ctx: Membership) -> int:
+    """One pass of the sweeper; returns how many keys it destroyed."""
+    destroyed = 0
+    retired = ctx.db.read(lambda conn: conn.execute(
+        select(retired_keys.c.shop_id, retired_keys.c.key_id).limit(_BATCH)).all())
+    for shop_id, key_ids in _by_shop(retired).items():
+        destroy(ctx, shop_id, key_ids)
+        destroyed += len(key_ids)
+    cutoff = utcnow() - UNUSED_GRACE
+    for shop_id, key_ids in _by_shop(ctx.keys.unconfirmed(cutoff, _BATCH)).items():
+        used = ctx.db.read(lambda conn, shop_id=shop_id, key_ids=key_ids: set(conn.execute(union(
+            select(members.c.key_id).where(members.c.shop_id == shop_id, members.c.key_id.in_(key_ids)),
+            select(orders.c.key_id).where(orders.c.shop_id == shop_id, orders.c.key_id.in_(key_ids)))).scalars()))
+        ctx.keys.confirm(shop_id, used)
+        destroyed += ctx.keys.destroy(shop_id, [k for k in key_ids if k not in used], unused_before=cutoff)
+    return destroyed
+
+
+def _by_shop(rows: list[Row]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for shop_id, key_id in rows:
+        grouped[shop_id].append(key_id)
+    return grouped
+
+
+def sweeper(ctx: Membership) -> PeriodicJob:
+    """The sweeper as a job of the service's Periodic worker."""
+    return PeriodicJob("data-key-sweeper", SWEEP_SECONDS, lambda: sweep(ctx))

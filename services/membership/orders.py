@@ -86,7 +86,7 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
                             _member_tier(uow.conn, program, shop_id, order.member_id), False)
     member = None
     if order.buyer_hash is not None:
-        member = uow.conn.execute(data_keys.with_key(members).where(
+        member = uow.conn.execute(select(members).where(
             members.c.shop_id == shop_id, members.c.buyer_hash == order.buyer_hash,
             members.c.status == MemberStatus.ACTIVE).with_for_update(of=members)).first()
     if member is None:  # an order alone does not make a member

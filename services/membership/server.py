@@ -8,10 +8,14 @@ from services.kit.auth import KeyRing
 from services.kit.bus import Bus
 from services.kit.cache import Cache
 from services.kit.config import Settings
+from services.kit.config import keys_db_url as default_keys_db_url
+from services.kit.jobs import Periodic
 from services.kit.server import ServiceApp
 from services.kit.storage import Database
+from services.membership import data_keys
 from services.membership.api import MembershipApi
 from services.membership.context import Membership
+from services.membership.key_store import KeyStore
 from services.membership.pii import PiiKeys
 from services.membership.tables import kit
 
@@ -21,10 +25,15 @@ ADMIN_METHODS = frozenset({f"/{FULL_NAME}/CreateProgram", f"/{FULL_NAME}/IssueAp
 
 
 def build_app(
-    settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, db_url: str | None = None
+    settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, db_url: str | None = None,
+    keys_db_url: str | None = None,
 ) -> ServiceApp:
-    db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads,
-                  retry_seconds=settings.db_retry_seconds)
-    ctx = Membership.build(db, cache, PiiKeys(settings.pii_key), keyring, cache_ttl=settings.cache_ttl_seconds)
+    db_url = db_url or settings.db_url(NAME)
+    db = Database(db_url, service=NAME, kit=kit, pool_size=settings.threads, retry_seconds=settings.db_retry_seconds)
+    # The data keys live apart from the data, so that a backup of the data holds none (key_store.py).
+    keys = KeyStore(keys_db_url or default_keys_db_url(NAME, db_url), PiiKeys(settings.pii_key),
+                    pool_size=settings.threads, retry_seconds=settings.db_retry_seconds)
+    ctx = Membership.build(db, cache, keys, keyring, cache_ttl=settings.cache_ttl_seconds)
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=MembershipApi(ctx),
-                      add_to_server=pb_grpc.add_MembershipServiceServicer_to_server, admin_methods=ADMIN_METHODS)
+                      add_to_server=pb_grpc.add_MembershipServiceServicer_to_server, admin_methods=ADMIN_METHODS,
+                      background=[Periodic([data_keys.sweeper(ctx)], name="membership-keys"), keys])

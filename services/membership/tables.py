@@ -46,19 +46,15 @@ api_keys = Table(
     Column("created_at", DateTime, nullable=False),
 )
 
-# A buyer's data key (crypto-shredding, see pii.py), wrapped by LOYALTY_PII_KEY. The member's
-# personal fields and the buyer id on their orders are encrypted with it; deleting the row when
-# the member leaves makes every copy of them unreadable.
-data_keys = Table(
-    "data_keys",
+# Keys whose member left: the transaction that erases the member's columns records the key here,
+# and the key is destroyed in the key store right after it commits (or by the sweeper, after a
+# crash in between; see data_keys.py). Only ids: nothing personal.
+retired_keys = Table(
+    "retired_keys",
     metadata,
     Column("shop_id", String(64), primary_key=True),
     Column("key_id", String(32), primary_key=True),
-    # HMAC of the buyer id (pii.PiiKeys.buyer_hash): one key per buyer of a shop.
-    Column("buyer_hash", String(64), nullable=False),
-    Column("wrapped_key", LargeBinary, nullable=False),
-    Column("created_at", DateTime, nullable=False),
-    Index("uq_data_keys_buyer", "shop_id", "buyer_hash", unique=True),
+    Column("retired_at", DateTime, nullable=False),
 )
 
 members = Table(
@@ -91,6 +87,7 @@ members = Table(
     Column("first_completed_at", DateTime),
     Index("uq_members_buyer", "shop_id", "buyer_hash", unique=True),
     Index("ix_members_tier", "shop_id", "tier_level"),
+    Index("ix_members_key", "shop_id", "key_id"),
 )
 
 orders = Table(
@@ -140,4 +137,25 @@ tier_history = Table(
     Column("order_id", String(64), nullable=False, default=""),
     Column("changed_at", DateTime, nullable=False),
     Index("ix_tier_history_member", "shop_id", "member_id", "id"),
+)
+
+# The key store: a database of its own (LOYALTY_MEMBERSHIP_KEYS_DB_URL), so that a backup of the
+# data above holds no key. A buyer's data key (crypto-shredding, see pii.py), wrapped by
+# LOYALTY_PII_KEY; the member's personal fields and the buyer id on their orders are encrypted
+# with it, and deleting the row makes every copy of them unreadable.
+key_metadata = MetaData()
+
+data_keys = Table(
+    "data_keys",
+    key_metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("key_id", String(32), primary_key=True),
+    # HMAC of the buyer id (pii.PiiKeys.buyer_hash): one key per buyer of a shop.
+    Column("buyer_hash", String(64), nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    # Created, or last taken for a new row, at: a key no committed row uses an hour later is swept.
+    Column("created_at", DateTime, nullable=False),
+    # Seen in use by a committed member or order: the sweeper no longer looks at it.
+    Column("in_use", Boolean, nullable=False, default=False),
+    Index("uq_data_keys_buyer", "shop_id", "buyer_hash", unique=True),
 )

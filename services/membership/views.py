@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import Row
 
 from services.kit.errors import NotFound
 from services.membership import data_keys, domain, reasons
 from services.membership.commands import require_member_id, require_one_member_key
 from services.membership.domain import Ladder, MemberStatus, ProfileField, Tier
+from services.membership.pii import DataKey
 from services.membership.tables import members, orders
 
 if TYPE_CHECKING:
@@ -82,9 +83,10 @@ def birthday_text(birthday: tuple[int, int, int]) -> str:
     return "-".join(str(part) for part in birthday)
 
 
-def member_view(ctx: Membership, row: Row, ladder: Ladder) -> MemberView:
-    """A members row read through data_keys.with_key(), decrypted, its level read on `ladder`."""
-    key = data_keys.unwrap(ctx, row)
+def member_view(ctx: Membership, row: Row, ladder: Ladder, keys: dict[str, DataKey] | None = None) -> MemberView:
+    """A members row, decrypted with its data key (from `keys` when a list fetched them together),
+    its level read on `ladder`."""
+    key = data_keys.unwrap(ctx, row) if keys is None else keys.get(row.key_id or "")
 
     def field(name: str) -> str:
         if key is None:
@@ -106,7 +108,7 @@ def member_view(ctx: Membership, row: Row, ladder: Ladder) -> MemberView:
 
 
 def order_view(ctx: Membership, row: Row) -> OrderView:
-    """An orders row read through data_keys.with_key(), decrypted."""
+    """An orders row, decrypted with its data key."""
     key = data_keys.unwrap(ctx, row)
     buyer_id = key.open(row.buyer_id_cipher, data_keys.order_buyer(row.shop_id, row.order_id)) if key else None
     return OrderView(
@@ -131,7 +133,7 @@ def get_member(ctx: Membership, shop_id: str, *, member_id: str, buyer_id: str) 
 
     def read(conn: Connection) -> MemberView:
         program = ctx.programs.get(shop_id, conn)
-        query = data_keys.with_key(members).where(members.c.shop_id == shop_id)
+        query = select(members).where(members.c.shop_id == shop_id)
         if member_id:
             query = query.where(members.c.member_id == member_id)
         else:
@@ -149,7 +151,7 @@ def list_members(ctx: Membership, shop_id: str, *, limit: int, after: str | None
                  status: int) -> list[MemberView]:
     def read(conn: Connection) -> list[MemberView]:
         program = ctx.programs.get(shop_id, conn)
-        query = (data_keys.with_key(members).where(members.c.shop_id == shop_id)
+        query = (select(members).where(members.c.shop_id == shop_id)
                  .order_by(members.c.member_id).limit(limit))
         if after:
             query = query.where(members.c.member_id > after)
@@ -157,7 +159,9 @@ def list_members(ctx: Membership, shop_id: str, *, limit: int, after: str | None
             query = query.where(members.c.tier_level == tier_level)
         if status:
             query = query.where(members.c.status == status)
-        return [member_view(ctx, row, program.ladder) for row in conn.execute(query)]
+        rows = conn.execute(query).all()
+        keys = ctx.keys.keys(shop_id, [row.key_id for row in rows if row.key_id])
+        return [member_view(ctx, row, program.ladder, keys) for row in rows]
 
     return ctx.db.read(read)
 
@@ -169,12 +173,14 @@ def export_members(ctx: Membership, shop_id: str, include_left: bool) -> Iterato
     def stream() -> Iterator[MemberView]:
         with ctx.db.engine.connect() as conn:
             conn = conn.execution_options(stream_results=True, yield_per=500)
-            query = data_keys.with_key(members).where(members.c.shop_id == shop_id).order_by(members.c.member_id)
+            query = select(members).where(members.c.shop_id == shop_id).order_by(members.c.member_id)
             if not include_left:
                 query = query.where(members.c.status == MemberStatus.ACTIVE)
             with conn.begin():
-                for row in conn.execute(query):
-                    yield member_view(ctx, row, program.ladder)
+                for rows in conn.execute(query).partitions():
+                    keys = ctx.keys.keys(shop_id, [row.key_id for row in rows if row.key_id])
+                    for row in rows:
+                        yield member_view(ctx, row, program.ladder, keys)
 
     return stream()
 
@@ -184,7 +190,7 @@ def tier_progress(ctx: Membership, shop_id: str, member_id: str) -> TierProgress
 
     def read(conn: Connection) -> TierProgress:
         program = ctx.programs.get(shop_id, conn)
-        row = conn.execute(data_keys.with_key(members).where(
+        row = conn.execute(select(members).where(
             members.c.shop_id == shop_id, members.c.member_id == member_id,
             members.c.status == MemberStatus.ACTIVE)).first()
         if row is None:
@@ -197,7 +203,7 @@ def tier_progress(ctx: Membership, shop_id: str, member_id: str) -> TierProgress
 
 
 def order(ctx: Membership, conn: Connection, shop_id: str, order_id: str) -> OrderView:
-    row = conn.execute(data_keys.with_key(orders).where(orders.c.shop_id == shop_id,
+    row = conn.execute(select(orders).where(orders.c.shop_id == shop_id,
                                                         orders.c.order_id == order_id)).first()
     if row is None:
         raise NotFound(f"order {order_id!r} was never recorded", reason=reasons.ORDER_NOT_FOUND,

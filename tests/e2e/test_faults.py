@@ -70,6 +70,7 @@ def production_env(pg: OwnPostgres, redis_url: str) -> dict[str, str]:
     for service in ("membership", "points"):
         env[f"LOYALTY_{service.upper()}_DB_URL"] = new_database(pg)
         env[f"LOYALTY_{service.upper()}_PORT"] = str(free_port())
+    env["LOYALTY_MEMBERSHIP_KEYS_DB_URL"] = new_database(pg)  # membership's key store, a database of its own
     return env
 
 

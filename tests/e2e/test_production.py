@@ -35,10 +35,12 @@ def production_env() -> dict[str, str]:
     admin = create_engine(pg, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}_keys"'))  # the key store, a database of its own
     admin.dispose()
     return {
         **os.environ,
         "LOYALTY_MEMBERSHIP_DB_URL": pg.rsplit("/", 1)[0] + "/" + name,
+        "LOYALTY_MEMBERSHIP_KEYS_DB_URL": pg.rsplit("/", 1)[0] + "/" + name + "_keys",
         "LOYALTY_REDIS_URL": redis_url,
         "LOYALTY_ADMIN_KEY": ADMIN_KEY,
         "LOYALTY_AUTH_SECRET": AUTH_SECRET.decode(),

@@ -1,6 +1,7 @@
-"""Migration 0002_crypto_shredding on a database that holds plaintext personal data (revision
-0001): the upgrade encrypts it with LOYALTY_PII_KEY, after which the service shows the same
-members and orders; without the key it refuses to run."""
+"""Migrations 0002_crypto_shredding and 0003_key_store on a database that holds plaintext personal
+data (revision 0001): the upgrade encrypts it with LOYALTY_PII_KEY and moves the data keys to the
+key store, after which the service shows the same members and orders; without the PII key (or,
+on PostgreSQL, without the key store's URL) it refuses to run."""
 
 from __future__ import annotations
 
@@ -69,12 +70,25 @@ def legacy_url(backend: Backend, settings: Settings) -> str:
 
 
 @pytest.fixture
-def legacy_service(legacy_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Authed]:
+def keys_url(backend: Backend, legacy_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The key store of the legacy database: named in the environment on PostgreSQL, by default
+    membership-…-keys.db beside the SQLite file."""
+    if backend.name == "sqlite":
+        return legacy_url.removesuffix(".db") + "-keys.db"
+    url = backend.database_url("membership_keys")
+    monkeypatch.setenv("LOYALTY_MEMBERSHIP_KEYS_DB_URL", url)
+    return url
+
+
+@pytest.fixture
+def legacy_service(legacy_url: str, keys_url: str, settings: Settings,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[Authed]:
     """The service on the legacy database, upgraded with the PII key in the environment."""
     monkeypatch.setenv("LOYALTY_PII_KEY", PII_KEY)
     migrations.upgrade("membership", legacy_url)
     keyring, bus = KeyRing(ADMIN_KEY, AUTH_SECRET), InProcessBus()
-    app = membership_server.build_app(settings, cache=LocalCache(), keyring=keyring, bus=bus, db_url=legacy_url)
+    app = membership_server.build_app(settings, cache=LocalCache(), keyring=keyring, bus=bus, db_url=legacy_url,
+                                      keys_db_url=keys_url)
     running = create_server(app, bus=bus, keyring=keyring, port=0, threads=4, access_log=False)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     yield Authed(pb_grpc.MembershipServiceStub(channel), ADMIN_KEY)
@@ -84,12 +98,17 @@ def legacy_service(legacy_url: str, settings: Settings, monkeypatch: pytest.Monk
 
 
 def test_the_upgrade_encrypts_stored_members_and_orders_and_the_service_still_shows_them(
-        legacy_url: str, legacy_service: Authed) -> None:
+        legacy_url: str, keys_url: str, legacy_service: Authed) -> None:
     engine = sa.create_engine(legacy_url)
     with engine.connect() as conn:
         values = [value for table in ("members", "orders")
                   for row in conn.execute(sa.text(f"SELECT * FROM {table}")) for value in row]
+        assert "data_keys" not in sa.inspect(conn).get_table_names()  # moved to the key store
     engine.dispose()
+    store = sa.create_engine(keys_url)
+    with store.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM data_keys WHERE shop_id = :s"), {"s": SHOP}).scalar() == 1
+    store.dispose()
     stored = b"|".join(bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode() for v in values)
     for plain in (NAME, PHONE, BUYER, REGION):
         assert plain.encode() not in stored
@@ -107,3 +126,27 @@ def test_the_upgrade_refuses_plaintext_rows_without_the_pii_key(legacy_url: str,
     monkeypatch.delenv("LOYALTY_PII_KEY", raising=False)
     with pytest.raises(RuntimeError, match="set LOYALTY_PII_KEY"):
         migrations.upgrade("membership", legacy_url)
+
+
+def test_on_postgresql_the_keys_stay_until_the_key_store_is_named(
+        backend: Backend, legacy_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without LOYALTY_MEMBERSHIP_KEYS_DB_URL the upgrade is refused and undone; named, it moves the keys."""
+    if backend.name == "sqlite":
+        pytest.skip("SQLite's key store is a file beside the database by default")
+    monkeypatch.setenv("LOYALTY_PII_KEY", PII_KEY)
+    monkeypatch.delenv("LOYALTY_MEMBERSHIP_KEYS_DB_URL", raising=False)
+    with pytest.raises(RuntimeError, match="LOYALTY_MEMBERSHIP_KEYS_DB_URL"):
+        migrations.upgrade("membership", legacy_url)
+    engine = sa.create_engine(legacy_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT name FROM members")).scalar() == NAME  # one transaction, undone
+    keys_url = backend.database_url("membership_keys")
+    monkeypatch.setenv("LOYALTY_MEMBERSHIP_KEYS_DB_URL", keys_url)
+    migrations.upgrade("membership", legacy_url)
+    with engine.connect() as conn:
+        assert "data_keys" not in sa.inspect(conn).get_table_names()
+    engine.dispose()
+    store = sa.create_engine(keys_url)
+    with store.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM data_keys WHERE in_use")).scalar() == 1
+    store.dispose()

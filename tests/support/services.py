@@ -4,6 +4,7 @@ fresh database behind a real gRPC server, API keys, and shops."""
 from __future__ import annotations
 
 import base64
+import inspect
 import uuid
 from dataclasses import dataclass, field
 from functools import partial
@@ -96,7 +97,10 @@ def start_service(
     cache = cache or backend.make_cache()
     bus = bus or backend.make_bus()
     keyring = KeyRing(ADMIN_KEY, AUTH_SECRET)
-    app = module.build_app(settings, cache=cache, keyring=keyring, bus=bus, db_url=backend.database_url(module.NAME))
+    databases = {"db_url": backend.database_url(module.NAME)}
+    if "keys_db_url" in inspect.signature(module.build_app).parameters:  # its data keys live apart (membership)
+        databases["keys_db_url"] = backend.database_url(f"{module.NAME}_keys")
+    app = module.build_app(settings, cache=cache, keyring=keyring, bus=bus, **databases)
     running = create_server(app, bus=bus, keyring=keyring, port=0, threads=settings.threads, access_log=False)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     return ServiceUnderTest(backend, running, channel, bus, cache)
