@@ -11,6 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from services.kit import reasons
 from services.kit.errors import PermissionDenied, Unauthenticated
 
 SHOP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -68,7 +69,7 @@ class KeyRing:
     def authenticate(self, key: str) -> Principal:
         if not key:
             raise Unauthenticated(
-                "missing API key: send 'authorization: Bearer <key>'", reason="MISSING_CREDENTIALS"
+                "missing API key: send 'authorization: Bearer <key>'", reason=reasons.MISSING_CREDENTIALS
             )
         # Only keys that verified are in the memo, so a lookup reveals nothing about a wrong key
         # (its timing is that of a dict miss, whatever the key).
@@ -84,7 +85,7 @@ class KeyRing:
                 if hmac.compare_digest(signature.encode(), self._signature(shop_id, key_id).encode()):
                     principal = Principal(shop_id=shop_id, key_id=key_id)
         if principal is None:
-            raise Unauthenticated("invalid API key", reason="INVALID_CREDENTIALS")
+            raise Unauthenticated("invalid API key", reason=reasons.INVALID_CREDENTIALS)
         if len(self._verified) >= self._remembered:
             self._verified.clear()  # a flood of distinct valid keys costs HMACs again, never memory
         self._verified[key] = principal
@@ -97,10 +98,10 @@ def authorize(principal: Principal, shop_id: str | None, *, admin_only: bool) ->
     if principal.is_admin:
         return
     if admin_only or shop_id is None:
-        raise PermissionDenied("this call needs the admin key", reason="ADMIN_ONLY")
+        raise PermissionDenied("this call needs the admin key", reason=reasons.ADMIN_ONLY)
     if shop_id and shop_id != principal.shop_id:
         raise PermissionDenied(
-            "this key belongs to another shop", reason="SHOP_MISMATCH", metadata={"shop_id": shop_id}
+            "this key belongs to another shop", reason=reasons.SHOP_MISMATCH, metadata={"shop_id": shop_id}
         )
 
 

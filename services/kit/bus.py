@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import redis
 
+from services.kit import reasons
 from services.kit.errors import Unavailable
 from services.kit.telemetry import Outage
 
@@ -126,7 +127,7 @@ class InProcessBus:
             outcomes = sub.handler(remaining)
             if Outcome.HELD in outcomes:
                 # The consumer's database is away: the relay publishes the batch again later.
-                raise Unavailable("a consumer's database is unreachable", reason="CONSUMER_UNAVAILABLE",
+                raise Unavailable("a consumer's database is unreachable", reason=reasons.CONSUMER_UNAVAILABLE,
                                   metadata={"group": sub.group})
             remaining = [m for m, outcome in zip(remaining, outcomes, strict=True) if outcome is Outcome.FAILED]
             if not remaining:

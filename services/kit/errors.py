@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from enum import IntEnum
 from typing import TypeVar
 
+from services.kit import reasons
+
 E = TypeVar("E", bound=IntEnum)
 
 
@@ -24,7 +26,7 @@ class ServiceError(Exception):
 class InvalidArgument(ServiceError):
     code = "INVALID_ARGUMENT"
 
-    def __init__(self, violations: Iterable[tuple[str, str]], *, reason: str = "INVALID_ARGUMENT"):
+    def __init__(self, violations: Iterable[tuple[str, str]], *, reason: str = reasons.INVALID_ARGUMENT):
         self.violations = list(violations)
         message = "; ".join(f"{field}: {description}" for field, description in self.violations)
         super().__init__(message or "invalid argument", reason=reason)

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from services.kit import reasons
 from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.kit.storage import PREPARED, Database, UnitOfWork
 from services.kit.timeutil import utcnow
@@ -21,6 +22,7 @@ from services.kit.validation import require_shop
 
 R = TypeVar("R", bound=Message)
 MAX_REQUEST_ID = 128
+ERASED = "erased"  # the fingerprint of a record whose answer was erased
 
 
 class _Duplicate(Exception):
@@ -54,10 +56,14 @@ def run_idempotent(
     key = {"shop_id": shop_id, "method": method, "request_id": request_id}
 
     def stored(row: Row) -> R:
+        if row.fingerprint == ERASED:
+            raise FailedPrecondition(
+                "the answer to this request was erased with the member's personal data; use a new request_id",
+                reason=reasons.REQUEST_ANSWER_ERASED, subject=f"request/{request_id}")
         if row.fingerprint != fingerprint:
             raise InvalidArgument(
                 [("request_id", "already used for a different request; use a new request_id")],
-                reason="REQUEST_ID_REUSED",
+                reason=reasons.REQUEST_ID_REUSED,
             )
         return response_type.FromString(row.response)
 
@@ -100,7 +106,7 @@ def erase_responses(uow: UnitOfWork, shop_id: str, subject: str) -> None:
     of those requests is then refused rather than answered with what was erased."""
     table = uow.db.kit.idempotency
     uow.conn.execute(update(table).where(table.c.shop_id == shop_id, table.c.subject == subject)
-                     .values(response=b"", fingerprint="erased"))
+                     .values(response=b"", fingerprint=ERASED))
 
 
 def require_request_id(request: Message) -> None:

@@ -24,6 +24,7 @@ from grpc_status import rpc_status
 from opentelemetry import propagate, trace
 from sqlalchemy.exc import DBAPIError, StatementError
 
+from services.kit import reasons
 from services.kit.auth import KeyRing, authorize, bearer_token, set_principal
 from services.kit.errors import FailedPrecondition, InvalidArgument, ServiceError, Unavailable
 from services.kit.storage import is_connection_error
@@ -103,7 +104,7 @@ class Admission:
                         self._waiting -= 1
             if not admitted:
                 self.saturation.failed(f"{self.limit} calls in flight and {self.queue} waiting")
-                raise Unavailable("the server is at capacity; retry shortly", reason="OVERLOADED",
+                raise Unavailable("the server is at capacity; retry shortly", reason=reasons.OVERLOADED,
                                   retry_after=max(self.wait, 0.1))
         self.saturation.recovered()
 
@@ -222,7 +223,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         principal = self.keyring.authenticate(bearer_token(metadata))
         if isinstance(request, _Undecodable):
             raise InvalidArgument([("request", f"not a valid encoding of this call's request ({request.error})")],
-                                  reason="MALFORMED_REQUEST")
+                                  reason=reasons.MALFORMED_REQUEST)
         authorize(principal, getattr(request, "shop_id", None), admin_only=admin_only)
         set_principal(principal)
         return metadata
@@ -282,7 +283,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             exc = InvalidArgument([("request", "text fields must not contain NUL characters")])
         elif isinstance(exc, DBAPIError) and is_connection_error(exc):
             # A path that reached the engine without Database's retries (a streamed read).
-            exc = Unavailable("the database is unreachable; retry shortly", reason="DATABASE_UNAVAILABLE")
+            exc = Unavailable("the database is unreachable; retry shortly", reason=reasons.DATABASE_UNAVAILABLE)
         if isinstance(exc, ServiceError):
             return exc.code, to_status(exc, self.domain), ""
         error_id = uuid.uuid4().hex[:12]
@@ -312,7 +313,7 @@ def _parent(metadata: tuple | None) -> object:
 
 
 def _internal(error_id: str, domain: str) -> grpc.Status:
-    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=domain, metadata={"error_id": error_id})
+    info = error_details_pb2.ErrorInfo(reason=reasons.INTERNAL, domain=domain, metadata={"error_id": error_id})
     return rpc_status.to_status(
         status_pb2.Status(
             code=code_pb2.INTERNAL, message=f"internal error (error id {error_id})", details=[_pack(info)]

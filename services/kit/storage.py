@@ -26,6 +26,7 @@ from sqlalchemy import Connection, create_engine, event, insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from services.kit import reasons
 from services.kit.errors import Unavailable
 from services.kit.tables import KitTables
 from services.kit.telemetry import Outage
@@ -257,7 +258,7 @@ class Database:
         now = time.monotonic()
         if now < self._trial_at:
             self.outage.failed("still unreachable")
-            raise Unavailable("the database is unreachable; retry shortly", reason="DATABASE_UNAVAILABLE",
+            raise Unavailable("the database is unreachable; retry shortly", reason=reasons.DATABASE_UNAVAILABLE,
                               metadata={"service": self.service})
         self._trial_at = now + _TRIAL_SECONDS
 
@@ -265,7 +266,7 @@ class Database:
         self._trial_at = time.monotonic() + _TRIAL_SECONDS
         if self.outage.failed(exc) and self.on_reachability is not None:
             self.on_reachability(False)
-        return Unavailable("the database is unreachable; retry shortly", reason="DATABASE_UNAVAILABLE",
+        return Unavailable("the database is unreachable; retry shortly", reason=reasons.DATABASE_UNAVAILABLE,
                            metadata={"service": self.service})
 
     def _reachable(self) -> None:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, TypeVar
 from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import BytesValue
 
-from services.kit.errors import InvalidArgument
-from services.membership import reasons
+from services.kit import reasons as kit_reasons
+from services.kit.errors import FailedPrecondition
 
 if TYPE_CHECKING:
     from services.membership.context import Membership
@@ -46,6 +46,7 @@ def open_answer(ctx: Membership, shop_id: str, method: str, stored: BytesValue, 
     key = ctx.keys.key(shop_id, key_id.decode())
     plain = key.open_bytes(payload, _context(shop_id, method)) if key is not None else None
     if plain is None:
-        raise InvalidArgument([("request_id", "the answer to this request was erased with the member's data; "
-                                              "use a new request_id")], reason=reasons.REQUEST_ID_REUSED)
+        raise FailedPrecondition("the answer to this request was erased with the member's personal data; use a "
+                                 "new request_id", reason=kit_reasons.REQUEST_ANSWER_ERASED,
+                                 subject=f"request/{method}")
     return answer_type.FromString(plain)

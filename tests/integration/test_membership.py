@@ -404,8 +404,9 @@ def test_leaving_erases_personal_data_and_keeps_anonymised_history(membership: S
     err, _, _ = rpc_error(shop.api.GetTier, pb.GetTierRequest(shop_id=shop.shop_id, buyer_id="b1"))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     # A replay of the join must not bring the erased profile back.
-    err, _, _ = rpc_error(shop.api.JoinMember, joined)
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "李雷" not in str(err.details())
+    err, info, _ = rpc_error(shop.api.JoinMember, joined)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "李雷" not in str(err.details())
+    assert info.reason == "REQUEST_ANSWER_ERASED"
     assert join(shop, "b1").member_id != member.member_id  # may join again, as a new member
     (event,) = outbox_events(membership, shop.shop_id, events_pb2.MemberLeft)
     assert event.member_id == member.member_id
