@@ -77,9 +77,11 @@ class OwnPostgres:
 
 
 class OwnRedis:
-    """A redis-server process of our own; its data survives a restart (append-only file)."""
+    """A redis-server process of our own; its data survives a restart (append-only file, synced
+    on every write with `fsync_always`, as a production Redis with persistence would keep it)."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *, fsync_always: bool = False):
+        self.fsync_always = fsync_always
         self.binary = os.environ.get("LOYALTY_TEST_REDIS_SERVER") or shutil.which("redis-server") or "redis-server"
         self.directory = directory
         self.port = free_port()
@@ -92,8 +94,8 @@ class OwnRedis:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", "--appendonly", "yes", "--daemonize", "no",
-             "--logfile", str(self.directory / "redis.log")],
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always" if self.fsync_always else "everysec",
+             "--daemonize", "no", "--logfile", str(self.directory / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         try:
@@ -112,6 +114,13 @@ class OwnRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        """Stops it the hard way, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
         self.process = None
 
     def client(self) -> redis.Redis:

@@ -6,8 +6,6 @@ outage."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +23,7 @@ from services.kit.config import Settings
 from services.membership import server as membership_server
 from services.membership.pii import PiiKeys
 from services.membership.tiers import TIER_CODEC
+from tests.backends import OwnRedis, wait_until
 from tests.support.services import ADMIN_KEY, Authed, Backend, Shop, create_shop, start_service, stop_service
 
 REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS_URL", "")
@@ -32,14 +31,6 @@ REDIS_SERVER = os.environ.get("LOYALTY_TEST_REDIS_SERVER", "")
 needs_redis = pytest.mark.skipif(not REDIS_URL, reason="needs Redis: run through scripts/test-backends.sh")
 needs_redis_server = pytest.mark.skipif(
     not REDIS_SERVER, reason="needs a redis-server binary: run through scripts/test-backends.sh")
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(0.05)
 
 
 # ----- LocalCache ----------------------------------------------------------------------------------
@@ -217,60 +208,11 @@ def test_a_near_cached_value_lives_no_longer_than_in_redis() -> None:
 # ----- Redis outages, on a redis-server of our own --------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server process this test owns, to kill and restart. It keeps its data across a
-    restart (append-only file, synced on every write), as a production Redis with persistence
-    would: otherwise a stale cache entry could not outlive the outage, and a lost invalidation
-    would go unnoticed."""
-
-    def __init__(self, binary: str, directory: Path):
-        self.binary, self.directory = binary, directory
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-             "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            wait_until(lambda: self._answers(client), f"redis-server on :{self.port} answers", timeout=5.0)
-        finally:
-            client.close()
-
-    def _answers(self, client: redis.Redis) -> bool:
-        assert self.process is not None and self.process.poll() is None, "redis-server exited"
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    def kill(self) -> None:
-        """Stops it the hard way, as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(REDIS_SERVER, tmp_path)
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    # Synced on every write: otherwise a stale entry could not outlive the outage, and a lost
+    # invalidation would go unnoticed.
+    server = OwnRedis(tmp_path, fsync_always=True)
     server.start()
     try:
         yield server
@@ -281,7 +223,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.mark.production
 @needs_redis_server
 def test_redis_cache_serves_misses_while_redis_is_down_and_applies_invalidations_when_it_is_back(
-    own_redis: RedisServer,
+    own_redis: OwnRedis,
 ) -> None:
     cache = RedisCache(own_redis.url, pause_seconds=0.2)
     cache.set("stale", b"old", ttl=60)
@@ -303,7 +245,7 @@ def test_redis_cache_serves_misses_while_redis_is_down_and_applies_invalidations
 
 @pytest.mark.production
 @needs_redis_server
-def test_the_near_cache_serves_nothing_it_may_have_missed_an_invalidation_for(own_redis: RedisServer) -> None:
+def test_the_near_cache_serves_nothing_it_may_have_missed_an_invalidation_for(own_redis: OwnRedis) -> None:
     writer = RedisCache(own_redis.url, pause_seconds=0.2)
     reader = RedisCache(own_redis.url, pause_seconds=0.2)
     key, other = cache_key("shop-1", "tier", "m", "member-1"), cache_key("shop-1", "tier", "m", "member-2")
@@ -348,7 +290,7 @@ def _cached_level(raw: redis.Redis, key: str) -> int | None:
 @pytest.mark.production
 @needs_redis_server
 def test_membership_service_keeps_serving_get_tier_with_redis_stopped(
-    postgres_backend: Backend, settings: Settings, own_redis: RedisServer,
+    postgres_backend: Backend, settings: Settings, own_redis: OwnRedis,
 ) -> None:
     service = start_service(membership_server, postgres_backend, settings, cache=RedisCache(own_redis.url))
     try:

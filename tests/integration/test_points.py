@@ -38,6 +38,7 @@ from sqlalchemy import event, select
 from services.membership.tables import kit as membership_kit
 from services.points.earning import EventOutOfOrder
 from tests.conftest import ADMIN_KEY, Authed, Failure, Shop, create_shop, failure_of
+from tests.support.builders import eventually
 
 T = TypeVar("T")
 YUAN = 100
@@ -99,23 +100,6 @@ def ordinary_time(zone: ZoneInfo = SHANGHAI) -> datetime:
 
 def local_noon(day: date, zone: ZoneInfo = SHANGHAI) -> datetime:
     return datetime.combine(day, dtime(12), tzinfo=zone)
-
-
-def eventually(probe: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    """Calls `probe` until it returns something truthy (an RpcError counts as not yet)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            result = probe()
-            if result:
-                return result
-            last = result
-        except grpc.RpcError as exc:
-            last = f"{exc.code()}: {exc.details()}"
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what} (last: {last})")
-        time.sleep(0.02)
 
 
 # ----- helpers: errors -------------------------------------------------------------------------------
