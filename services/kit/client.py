@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -86,14 +87,20 @@ _BY_CODE: dict[grpc.StatusCode, type[ServiceError]] = {
 }
 
 
-def error_from_rpc(error: grpc.RpcError) -> ServiceError:
-    """The kit error a failed call stands for: its class from the code; reason, metadata,
-    field violations and precondition subject from the details. `domain` names the callee."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    message: str = error.details() or code.name  # type: ignore[attr-defined]
+@dataclass(frozen=True)
+class RpcDetails:
+    """The google.rpc details of a failed call: its ErrorInfo, BadRequest field violations and
+    PreconditionFailure violations."""
+
+    info: error_details_pb2.ErrorInfo
+    violations: list[tuple[str, str]]
+    preconditions: list[error_details_pb2.PreconditionFailure.Violation]
+
+
+def rpc_details(error: grpc.RpcError) -> RpcDetails:
     info = error_details_pb2.ErrorInfo()
     violations: list[tuple[str, str]] = []
-    subject = ""
+    preconditions: list[error_details_pb2.PreconditionFailure.Violation] = []
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -105,7 +112,18 @@ def error_from_rpc(error: grpc.RpcError) -> ServiceError:
         elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
             failure = error_details_pb2.PreconditionFailure()
             detail.Unpack(failure)
-            subject = failure.violations[0].subject if failure.violations else ""
+            preconditions = list(failure.violations)
+    return RpcDetails(info, violations, preconditions)
+
+
+def error_from_rpc(error: grpc.RpcError) -> ServiceError:
+    """The kit error a failed call stands for: its class from the code; reason, metadata,
+    field violations and precondition subject from the details. `domain` names the callee."""
+    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    message: str = error.details() or code.name  # type: ignore[attr-defined]
+    details = rpc_details(error)
+    info, violations = details.info, details.violations
+    subject = details.preconditions[0].subject if details.preconditions else ""
     reason, metadata = info.reason or code.name, dict(info.metadata)
     result: ServiceError
     if code == grpc.StatusCode.INVALID_ARGUMENT:
