@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from loyalty.points.v1 import events_pb2
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Row, bindparam, column, insert, select, update, values
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.cache import invalidate_on_commit
@@ -123,8 +123,17 @@ def save_many(svc: PointsService, uow: UnitOfWork, accts: list[Account]) -> None
             changed.setdefault(names, []).append({"key_shop_id": acct.shop_id, "key_member_id": acct.member_id,
                                                   **{name: getattr(acct, name) for name in names}})
             acct.dirty.clear()
-    for rows in changed.values():
-        uow.conn.execute(_SAVE, rows[0] if len(rows) == 1 else rows)
+    for names, rows in changed.items():
+        if len(rows) == 1 or uow.db.is_sqlite:
+            uow.conn.execute(_SAVE, rows[0] if len(rows) == 1 else rows)
+            continue
+        # One statement for them all: psycopg2 sends an executemany UPDATE row by row.
+        given = values(*(column(name, accounts.c[name].type) for name in ("shop_id", "member_id", *names)),
+                       name="given").data([(row["key_shop_id"], row["key_member_id"], *(row[name] for name in names))
+                                           for row in rows])
+        uow.conn.execute(update(accounts).where(accounts.c.shop_id == given.c.shop_id,
+                                                accounts.c.member_id == given.c.member_id)
+                         .values({name: given.c[name] for name in names}))
     if accts:
         invalidate_on_commit(uow, svc.cache, [balance_key(acct.shop_id, acct.member_id) for acct in accts])
 
