@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -163,6 +164,8 @@ class OutboxRelay(threading.Thread):
 
 
 EventHandler = Callable[[UnitOfWork, Message, envelope_pb2.EventEnvelope], None]
+# Applies consecutive events of one type together, in their order (several may be about one member).
+BatchHandler = Callable[[UnitOfWork, list[tuple[Message, envelope_pb2.EventEnvelope]]], None]
 
 
 class _AlreadyHandled(Exception):
@@ -224,13 +227,19 @@ class EventConsumer:
     shop-wide event (no member) waits for the events before it and is applied before those after
     it. If one event of a transaction fails, its events are applied one transaction each instead,
     so one event does not hold up the others (it is delivered again later, after the member's
-    later events of the batch). The bus acknowledges the batch once every lane is done."""
+    later events of the batch). The bus acknowledges the batch once every lane is done.
+
+    A type with a handler in `batch_handlers` too has each run of its consecutive events in a
+    transaction applied by that one call; its handler in `handlers` applies them when they go one
+    transaction each."""
 
     def __init__(self, db: Database, bus: Bus, *, consumer: str, producer: str,
-                 handlers: dict[type[Message], EventHandler], workers: int = 4, per_transaction: int = 50):
+                 handlers: dict[type[Message], EventHandler], workers: int = 4, per_transaction: int = 50,
+                 batch_handlers: dict[type[Message], BatchHandler] | None = None):
         self.db, self.bus, self.consumer = db, bus, consumer
         self.stream = stream_name(producer)
         self.handlers = {cls.DESCRIPTOR.full_name: (cls, fn) for cls, fn in handlers.items()}
+        self.batch_handlers = {cls.DESCRIPTOR.full_name: fn for cls, fn in (batch_handlers or {}).items()}
         # One SQLite file takes one writer at a time: lanes would only queue on its lock.
         self.workers = 1 if db.is_sqlite else max(1, workers)
         # Bounds how long a lane's transaction holds its members' rows (and SQLite's write lock).
@@ -343,9 +352,9 @@ class EventConsumer:
         now = utcnow()
         uow.conn.execute(insert(inbox), [{"consumer": self.consumer, "event_id": event_id, "processed_at": now}
                                          for event_id in fresh])
-        for event in fresh.values():
+        for event_type, run in itertools.groupby(fresh.values(), key=lambda e: e.envelope.type):
             try:
-                self._run(uow, event)
+                self._run_together(uow, event_type, list(run))
             except (Unavailable, DBAPIError):
                 raise  # the database's own: retried by transact() (deadlocks) or held by the bus
             except Exception as exc:
@@ -367,6 +376,20 @@ class EventConsumer:
         parent = propagate.extract({"traceparent": envelope.traceparent, "tracestate": envelope.tracestate})
         with tracer.start_as_current_span(f"consume {envelope.type}", context=parent, kind=trace.SpanKind.CONSUMER):
             event.fn(uow, event.payload, envelope)
+
+    def _run_together(self, uow: UnitOfWork, event_type: str, events: list[_Event]) -> None:
+        """Consecutive events of one type: by its batch handler, if it has one and there are several."""
+        fn = self.batch_handlers.get(event_type)
+        if fn is None or len(events) == 1:
+            for event in events:
+                self._run(uow, event)
+            return
+        links = [trace.Link(trace.get_current_span(propagate.extract(
+            {"traceparent": e.envelope.traceparent, "tracestate": e.envelope.tracestate})).get_span_context())
+            for e in events]
+        with tracer.start_as_current_span(f"consume {event_type} x{len(events)}", links=links,
+                                          kind=trace.SpanKind.CONSUMER):
+            fn(uow, [(e.payload, e.envelope) for e in events])
 
     def _deliver(self, messages: list[bytes]) -> list[Outcome]:
         """The bus's side: what became of each message."""

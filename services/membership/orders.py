@@ -63,14 +63,14 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
     key = data_keys.key_for_buyer(ctx, uow, cmd.shop_id, buyer_hash)
     try:
         with uow.conn.begin_nested():
-            uow.conn.execute(insert(orders), {
+            row = uow.conn.execute(insert(orders).returning(*orders.c), {
                 "shop_id": cmd.shop_id, "order_id": cmd.order_id, "buyer_hash": buyer_hash, "key_id": key.key_id,
                 "buyer_id_cipher": key.seal(cmd.buyer_id, data_keys.order_buyer(cmd.shop_id, cmd.order_id)),
                 "member_id": None, "amount_fen": cmd.amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID,
-                "paid_at": cmd.paid_at, "completed_at": None, "counted": False, "points_rate_milli": 0})
+                "paid_at": cmd.paid_at, "completed_at": None, "counted": False, "points_rate_milli": 0}).one()
     except IntegrityError:  # a concurrent retry recorded it first: answer as a retry would
         return record_order(ctx, uow, cmd)
-    return views.order(ctx, uow.conn, cmd.shop_id, cmd.order_id)
+    return views.order_view(ctx, row, {key.key_id: key})
 
 
 def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder) -> OrderOutcome:
@@ -100,14 +100,18 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
     spend = member.cumulative_spend_fen + amount
     trades = member.trade_count + 1
     first = member.first_completed_at is None
-    uow.conn.execute(update(orders).where(orders.c.shop_id == shop_id, orders.c.order_id == order_id).values(
+    completed = uow.conn.execute(update(orders).where(
+        orders.c.shop_id == shop_id, orders.c.order_id == order_id).values(
         status=OrderStatus.COMPLETED, completed_at=cmd.completed_at, member_id=member.member_id, counted=True,
-        points_rate_milli=held.points_rate_milli))
+        points_rate_milli=held.points_rate_milli).returning(*orders.c)).one()
     uow.conn.execute(update(members).where(
         members.c.shop_id == shop_id, members.c.member_id == member.member_id).values(
         cumulative_spend_fen=spend, trade_count=trades,
         first_completed_at=member.first_completed_at or cmd.completed_at))
-    birthday = views.member_view(ctx, member, ladder).birthday
+    # The buyer's key, read from the key store once for both views (the order's is the member's,
+    # unless the buyer left and joined again since the order was paid).
+    keys = {member.key_id: key} if member.key_id and (key := data_keys.unwrap(ctx, member)) else {}
+    birthday = views.member_view(ctx, member, ladder, keys).birthday
     # Points needs the birthday for its birthday multipliers; the buyer id is not sent
     # (OrderCompleted.buyer_id is deprecated).
     uow.emit(shop_id, events_pb2.OrderCompleted(
@@ -121,7 +125,7 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
     if changed:
         tiers.change_tier(ctx, uow, ladder, shop_id, member.member_id, member.tier_level, member.buyer_hash,
                           new_level, TierChangeReason.QUALIFIED, order_id=order_id)
-    return OrderOutcome(views.order(ctx, uow.conn, shop_id, order_id), ladder.tier(new_level), changed)
+    return OrderOutcome(views.order_view(ctx, completed, keys), ladder.tier(new_level), changed)
 
 
 def refund_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RefundOrder) -> OrderOutcome:

@@ -107,9 +107,9 @@ def member_view(ctx: Membership, row: Row, ladder: Ladder, keys: dict[str, DataK
         cumulative_spend_fen=row.cumulative_spend_fen, trade_count=row.trade_count)
 
 
-def order_view(ctx: Membership, row: Row) -> OrderView:
-    """An orders row, decrypted with its data key."""
-    key = data_keys.unwrap(ctx, row)
+def order_view(ctx: Membership, row: Row, keys: dict[str, DataKey] | None = None) -> OrderView:
+    """An orders row, decrypted with its data key (from `keys` when the caller holds it already)."""
+    key = keys[row.key_id] if keys is not None and row.key_id in keys else data_keys.unwrap(ctx, row)
     buyer_id = key.open(row.buyer_id_cipher, data_keys.order_buyer(row.shop_id, row.order_id)) if key else None
     return OrderView(
         shop_id=row.shop_id, order_id=row.order_id, key_id=row.key_id or "", buyer_id=buyer_id or "",

@@ -34,11 +34,11 @@ def membership_consumer(db: Database, bus: Bus, service: PointsService, *, worke
             shop_id=e.shop_id, member_id=e.member_id, birth_month=e.birth_month, birth_day=e.birth_day))
 
     def order_completed(uow: UnitOfWork, e: membership_events.OrderCompleted, _: envelope_pb2.EventEnvelope) -> None:
-        earning.credit_purchase(service, uow, commands.CreditPurchase(
-            shop_id=e.shop_id, order_id=e.order_id, member_id=e.member_id, amount_fen=e.amount_fen,
-            rate_milli=e.points_rate_milli, completed_at=from_timestamp(e.completed_at, utcnow()),
-            first_order=e.first_completed_order, referrer_member_id=e.referrer_member_id,
-            birth_month=e.birth_month, birth_day=e.birth_day))
+        earning.credit_purchase(service, uow, _purchase(e))
+
+    def orders_completed(uow: UnitOfWork,
+                         events: list[tuple[membership_events.OrderCompleted, envelope_pb2.EventEnvelope]]) -> None:
+        earning.credit_purchases(service, uow, [_purchase(e) for e, _ in events])
 
     def order_refunded(uow: UnitOfWork, e: membership_events.OrderRefunded, _: envelope_pb2.EventEnvelope) -> None:
         if e.after_completion and e.member_id:
@@ -57,4 +57,13 @@ def membership_consumer(db: Database, bus: Bus, service: PointsService, *, worke
         membership_events.OrderCompleted: order_completed,
         membership_events.OrderRefunded: order_refunded,
         membership_events.MemberLeft: member_left,
-    }, workers=workers, per_transaction=per_transaction)
+    }, batch_handlers={membership_events.OrderCompleted: orders_completed},
+        workers=workers, per_transaction=per_transaction)
+
+
+def _purchase(e: membership_events.OrderCompleted) -> commands.CreditPurchase:
+    return commands.CreditPurchase(
+        shop_id=e.shop_id, order_id=e.order_id, member_id=e.member_id, amount_fen=e.amount_fen,
+        rate_milli=e.points_rate_milli, completed_at=from_timestamp(e.completed_at, utcnow()),
+        first_order=e.first_completed_order, referrer_member_id=e.referrer_member_id,
+        birth_month=e.birth_month, birth_day=e.birth_day)

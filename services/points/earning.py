@@ -139,35 +139,102 @@ def credit_purchase(svc: PointsService, uow: UnitOfWork, cmd: commands.CreditPur
             order_earnings.c.shop_id == cmd.shop_id, order_earnings.c.order_id == cmd.order_id)).first():
         return
     acct = ledger.lock(uow, cmd.shop_id, cmd.member_id)
-    shop_rules = earn_rules_of(svc, cmd.shop_id, uow.conn)
-    rule = shop_rules.get(Action.PURCHASE)
-    earns = not acct.closed and rule is not None and rule.enabled
-    multiplier, multiplier_id, per_yuan, points = domain.MILLI, "", 0, 0
-    if earns:
-        per_yuan = rule.points
-        if rule.multipliers_apply:
-            birthday = (cmd.birth_month, cmd.birth_day) if cmd.birth_month and cmd.birth_day else acct.birthday
-            multiplier, multiplier_id = domain.best_multiplier(
-                multipliers_of(svc, cmd.shop_id, uow.conn), Action.PURCHASE, cmd.completed_at, program.zone, birthday)
-        points = domain.purchase_points(cmd.amount_fen, per_yuan, cmd.rate_milli, multiplier)
+    rule, multiplier, multiplier_id, per_yuan, points = _purchase_earning(svc, uow.conn, program, acct, cmd)
     # Recorded even when nothing is earned: a refund of the order then knows the completion was seen.
     uow.conn.execute(insert(order_earnings), {
         "shop_id": cmd.shop_id, "order_id": cmd.order_id, "member_id": cmd.member_id, "amount_fen": cmd.amount_fen,
         "points_per_yuan": per_yuan, "rate_milli": cmd.rate_milli, "multiplier_milli": multiplier,
         "earned": points, "clawed_back": 0})
-    if not earns:
+    if rule is None:
         return
     if points > 0:
         ledger.earn_points(uow, program, acct, points, Source(order_id=cmd.order_id, action=int(Action.PURCHASE),
                                                               rule_id=rule.rule_id, multiplier_id=multiplier_id),
                            cmd.completed_at)
     ledger.save(svc, uow, acct)
-    referral = shop_rules.get(Action.REFERRAL)
+    referral = earn_rules_of(svc, cmd.shop_id, uow.conn).get(Action.REFERRAL)
     reward = domain.referral_points(referral, first_order=cmd.first_order, has_referrer=bool(cmd.referrer_member_id),
                                     amount_fen=cmd.amount_fen)
     if referral is not None and reward is not None:
         for beneficiary in (cmd.member_id, cmd.referrer_member_id):
             _reward_referral(svc, uow, program, referral, beneficiary, cmd, reward)
+
+
+def credit_purchases(svc: PointsService, uow: UnitOfWork, cmds: list[commands.CreditPurchase]) -> None:
+    """credit_purchase() for many completed orders, with the same effects as one by one in their
+    order. Plain purchases are applied together with a few set-wise statements; a referred
+    member's first purchase (which may reward a referral) goes alone, between them."""
+    run: list[commands.CreditPurchase] = []
+    for cmd in cmds:
+        if cmd.first_order and cmd.referrer_member_id:
+            _credit_plain_purchases(svc, uow, run)
+            run = []
+            credit_purchase(svc, uow, cmd)
+        else:
+            run.append(cmd)
+    _credit_plain_purchases(svc, uow, run)
+
+
+def _credit_plain_purchases(svc: PointsService, uow: UnitOfWork, cmds: list[commands.CreditPurchase]) -> None:
+    """Purchases that reward no referral, of any shops and members, in their order."""
+    if not cmds:
+        return
+    conn = uow.conn
+    shops = list(dict.fromkeys(cmd.shop_id for cmd in cmds))
+    programs = {shop_id: ensure_program(svc, uow, shop_id) for shop_id in shops}
+    accts: dict[tuple[str, str], Account] = {}
+    done: set[tuple[str, str]] = set()
+    for shop_id in shops:
+        mine = [cmd for cmd in cmds if cmd.shop_id == shop_id]
+        found = ledger.lock_many(uow, shop_id, [cmd.member_id for cmd in mine])
+        for cmd in mine:  # a member points has not heard of yet (the join is still on its way)
+            if cmd.member_id not in found:
+                ledger.open_account(uow, shop_id, cmd.member_id, birth_month=cmd.birth_month,
+                                    birth_day=cmd.birth_day, referrer_member_id=cmd.referrer_member_id)
+                found[cmd.member_id] = ledger.lock(uow, shop_id, cmd.member_id)
+        accts.update(((shop_id, member_id), acct) for member_id, acct in found.items())
+        done.update((shop_id, order_id) for order_id in conn.execute(select(order_earnings.c.order_id).where(
+            order_earnings.c.shop_id == shop_id,
+            order_earnings.c.order_id.in_({cmd.order_id for cmd in mine}))).scalars())
+    rows: list[dict] = []
+    earnings: list[ledger.Earning] = []
+    earned: dict[tuple[str, str], Account] = {}
+    for cmd in cmds:
+        if (cmd.shop_id, cmd.order_id) in done:
+            continue  # once per order
+        done.add((cmd.shop_id, cmd.order_id))
+        program, acct = programs[cmd.shop_id], accts[(cmd.shop_id, cmd.member_id)]
+        rule, multiplier, multiplier_id, per_yuan, points = _purchase_earning(svc, conn, program, acct, cmd)
+        rows.append({"shop_id": cmd.shop_id, "order_id": cmd.order_id, "member_id": cmd.member_id,
+                     "amount_fen": cmd.amount_fen, "points_per_yuan": per_yuan, "rate_milli": cmd.rate_milli,
+                     "multiplier_milli": multiplier, "earned": points, "clawed_back": 0})
+        if rule is None:
+            continue
+        earned[(cmd.shop_id, cmd.member_id)] = acct
+        if points > 0:
+            earnings.append(ledger.Earning(program, acct, points, Source(
+                order_id=cmd.order_id, action=int(Action.PURCHASE), rule_id=rule.rule_id,
+                multiplier_id=multiplier_id), cmd.completed_at))
+    if rows:
+        conn.execute(insert(order_earnings), rows)
+    ledger.earn_many(uow, earnings)
+    ledger.save_many(svc, uow, list(earned.values()))
+
+
+def _purchase_earning(svc: PointsService, conn: Connection, program: Program, acct: Account,
+                      cmd: commands.CreditPurchase) -> tuple[EarnRule | None, int, str, int, int]:
+    """What the purchase earns: its rule (None when nothing is earned), multiplier, its id, points
+    per yuan, and points."""
+    rule = earn_rules_of(svc, cmd.shop_id, conn).get(Action.PURCHASE)
+    if acct.closed or rule is None or not rule.enabled:
+        return None, domain.MILLI, "", 0, 0
+    multiplier, multiplier_id = domain.MILLI, ""
+    if rule.multipliers_apply:
+        birthday = (cmd.birth_month, cmd.birth_day) if cmd.birth_month and cmd.birth_day else acct.birthday
+        multiplier, multiplier_id = domain.best_multiplier(
+            multipliers_of(svc, cmd.shop_id, conn), Action.PURCHASE, cmd.completed_at, program.zone, birthday)
+    return rule, multiplier, multiplier_id, rule.points, domain.purchase_points(
+        cmd.amount_fen, rule.points, cmd.rate_milli, multiplier)
 
 
 def _reward_referral(svc: PointsService, uow: UnitOfWork, program: Program, rule: EarnRule, beneficiary: str,

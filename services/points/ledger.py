@@ -5,11 +5,12 @@ rules themselves are the domain's Account; this module loads it, posts, and save
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 
 from loyalty.points.v1 import events_pb2
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Row, bindparam, column, insert, select, update, values
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.cache import invalidate_on_commit
@@ -86,6 +87,19 @@ def lock(uow: UnitOfWork, shop_id: str, member_id: str) -> Account:
     row = uow.conn.execute(_LOCK, {"shop_id": shop_id, "member_id": member_id}).first()
     if row is None:
         raise no_account(shop_id, member_id)
+    return _account(row)
+
+
+def lock_many(uow: UnitOfWork, shop_id: str, member_ids: list[str]) -> dict[str, Account]:
+    """The members' accounts that exist, by member, under their row locks taken in member order
+    (two batches locking overlapping members then cannot deadlock)."""
+    rows = uow.conn.execute(select(accounts).where(accounts.c.shop_id == shop_id,
+                                                   accounts.c.member_id.in_(sorted(set(member_ids))))
+                            .order_by(accounts.c.member_id).with_for_update()).all()
+    return {row.member_id: _account(row) for row in rows}
+
+
+def _account(row: Row) -> Account:
     return Account(row.shop_id, row.member_id, row.closed, row.available, row.held, row.debt,
                    row.lifetime_earned, row.birth_month, row.birth_day, row.referrer_member_id,
                    row.last_sign_in_day, row.sign_in_streak)
@@ -100,6 +114,30 @@ def save(svc: PointsService, uow: UnitOfWork, acct: Account) -> None:
     invalidate_on_commit(uow, svc.cache, [balance_key(acct.shop_id, acct.member_id)])
 
 
+def save_many(svc: PointsService, uow: UnitOfWork, accts: list[Account]) -> None:
+    """save() for many accounts: one statement for each set of changed columns, one cache fence."""
+    changed: dict[tuple[str, ...], list[dict]] = {}
+    for acct in accts:
+        if acct.dirty:
+            names = tuple(sorted(acct.dirty))
+            changed.setdefault(names, []).append({"key_shop_id": acct.shop_id, "key_member_id": acct.member_id,
+                                                  **{name: getattr(acct, name) for name in names}})
+            acct.dirty.clear()
+    for names, rows in changed.items():
+        if len(rows) == 1 or uow.db.is_sqlite:
+            uow.conn.execute(_SAVE, rows[0] if len(rows) == 1 else rows)
+            continue
+        # One statement for them all: psycopg2 sends an executemany UPDATE row by row.
+        given = values(*(column(name, accounts.c[name].type) for name in ("shop_id", "member_id", *names)),
+                       name="given").data([(row["key_shop_id"], row["key_member_id"], *(row[name] for name in names))
+                                           for row in rows])
+        uow.conn.execute(update(accounts).where(accounts.c.shop_id == given.c.shop_id,
+                                                accounts.c.member_id == given.c.member_id)
+                         .values({name: given.c[name] for name in names}))
+    if accts:
+        invalidate_on_commit(uow, svc.cache, [balance_key(acct.shop_id, acct.member_id) for acct in accts])
+
+
 def post(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delta: int, source: Source,
          at: datetime) -> Entry:
     """Moves the account by one ledger entry and appends it."""
@@ -110,14 +148,18 @@ def post(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delt
 def _append(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delta: int, source: Source,
             at: datetime, expires_at: datetime | None = None) -> Entry:
     """Appends the entry of a change the account already made (its id comes back by RETURNING)."""
-    result = uow.conn.execute(_APPEND, {
-        "shop_id": acct.shop_id, "member_id": acct.member_id, "kind": int(kind), "amount": amount,
-        "held_delta": held_delta, "balance_after": acct.available, "order_id": source.order_id,
-        "action": source.action, "rule_id": source.rule_id, "multiplier_id": source.multiplier_id,
-        "redemption_id": source.redemption_id, "hold_id": source.hold_id, "operator": source.operator,
-        "reason": source.reason, "reference": source.reference, "expires_at": expires_at, "created_at": at})
+    result = uow.conn.execute(_APPEND, _entry_row(acct, kind, amount, held_delta, source, at, expires_at))
     return Entry(int(result.inserted_primary_key[0]), int(kind), amount, held_delta, acct.available,
                  dataclasses.replace(source), at, expires_at)
+
+
+def _entry_row(acct: Account, kind: EntryKind, amount: int, held_delta: int, source: Source, at: datetime,
+               expires_at: datetime | None) -> dict:
+    return {"shop_id": acct.shop_id, "member_id": acct.member_id, "kind": int(kind), "amount": amount,
+            "held_delta": held_delta, "balance_after": acct.available, "order_id": source.order_id,
+            "action": source.action, "rule_id": source.rule_id, "multiplier_id": source.multiplier_id,
+            "redemption_id": source.redemption_id, "hold_id": source.hold_id, "operator": source.operator,
+            "reason": source.reason, "reference": source.reference, "expires_at": expires_at, "created_at": at}
 
 
 def credit(uow: UnitOfWork, program: Program, acct: Account, kind: EntryKind, points: int, source: Source,
@@ -144,6 +186,46 @@ def earn_points(uow: UnitOfWork, program: Program, acct: Account, points: int, s
         order_id=source.order_id, balance_after=acct.available, expire_time=to_timestamp(made.expires_at),
         occurred_at=to_timestamp(at)))
     return made
+
+
+@dataclass(frozen=True)
+class Earning:
+    """One credit of earned points, for earn_many()."""
+
+    program: Program
+    acct: Account
+    points: int
+    source: Source
+    at: datetime
+
+
+def earn_many(uow: UnitOfWork, earnings: list[Earning]) -> None:
+    """earn_points() for many credits in their order (an account may appear more than once),
+    with one statement for the entries, one for the lots and one for the events of a shop."""
+    entries: list[dict] = []
+    new_lots: list[tuple[int, dict]] = []  # (index of its entry, the lot)
+    events: list[tuple[str, events_pb2.PointsEarned]] = []
+    for e in earnings:
+        acct, program, source = e.acct, e.program, e.source
+        expires_at = domain.expiry_for(e.at, program.zone, program.expiry_policy, program.expiry_months)
+        into_lot = acct.credit(e.points)
+        entries.append(_entry_row(acct, EntryKind.EARN, e.points, 0, source, e.at, expires_at))
+        if into_lot:
+            new_lots.append((len(entries) - 1, {
+                "shop_id": acct.shop_id, "member_id": acct.member_id, "order_id": source.order_id,
+                "amount": into_lot, "remaining": into_lot, "earned_at": e.at, "expires_at": expires_at}))
+        acct.count_earned(e.points)
+        events.append((acct.shop_id, events_pb2.PointsEarned(
+            shop_id=acct.shop_id, member_id=acct.member_id, points=e.points, action=source.action,
+            order_id=source.order_id, balance_after=acct.available, expire_time=to_timestamp(expires_at),
+            occurred_at=to_timestamp(e.at))))
+    if not entries:
+        return
+    ids = uow.conn.execute(insert(ledger).returning(ledger.c.id, sort_by_parameter_order=True), entries).scalars().all()
+    if new_lots:
+        uow.conn.execute(insert(lots), [{**lot, "entry_id": ids[i]} for i, lot in new_lots])
+    for shop_id, run in itertools.groupby(events, key=lambda event: event[0]):
+        uow.emit_many(shop_id, [payload for _, payload in run])
 
 
 def take(uow: UnitOfWork, acct: Account, points: int, now: datetime, live: list[Lot], *, prefer_order: str = ""

@@ -21,7 +21,7 @@ from loyalty.membership.v1 import events_pb2
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
 from services.kit.bus import Bus, RedisStreamsBus
-from services.kit.events import EventConsumer, EventHandler, OutboxRelay, Result, stream_name
+from services.kit.events import BatchHandler, EventConsumer, EventHandler, OutboxRelay, Result, stream_name
 from services.kit.storage import Database, UnitOfWork
 from services.kit.tables import kit_tables
 from tests.support.services import Backend
@@ -95,13 +95,15 @@ class Pipeline:
         """Commits one transaction emitting a MemberLeft per member id; returns the event ids."""
         return self.producer.transact(lambda uow: uow.emit_many(SHOP, [member_left(m) for m in member_ids]))
 
-    def consumer(self, handler: EventHandler = apply_effect, *, start: bool = True) -> ProbedConsumer:
+    def consumer(self, handler: EventHandler = apply_effect, *, start: bool = True,
+                 batch: BatchHandler | None = None) -> ProbedConsumer:
         consumer = ProbedConsumer(
             self.consumer_db,
             self.bus,
             consumer=f"testconsumer-{uuid.uuid4().hex[:8]}",
             producer=self.producer.service,
             handlers={events_pb2.MemberLeft: handler},
+            batch_handlers={events_pb2.MemberLeft: batch} if batch else None,
         )
         self.consumers.append(consumer)
         if start:
@@ -333,3 +335,31 @@ def test_one_failing_event_of_a_batch_does_not_hold_up_the_others(pipeline: Pipe
     assert attempts == [event_ids[3]] * len(attempts) and len(attempts) >= 2
     assert consumer.outcomes.count(True) == len(event_ids)
     assert pipeline.inbox_count(consumer) == len(event_ids)
+
+
+def test_a_batch_handler_applies_runs_of_its_type_and_falls_back_to_one_by_one(pipeline: Pipeline) -> None:
+    runs: list[list[str]] = []
+    failing = {"member-2"}
+
+    def together(uow: UnitOfWork, events: list[tuple[Message, envelope_pb2.EventEnvelope]]) -> None:
+        runs.append([envelope.id for _, envelope in events])
+        if failing & {payload.member_id for payload, _ in events}:
+            raise RuntimeError("the batch fails")
+        for payload, envelope in events:
+            apply_effect(uow, payload, envelope)
+
+    consumer = pipeline.consumer(batch=together, start=False)
+    event_ids = pipeline.emit("member-1", "member-1", "member-1")
+    messages = [row.envelope for row in pipeline.outbox_rows()]
+    assert consumer.handle_batch(messages + messages[:1]) == [True, True, True, False]
+    assert runs == [event_ids]  # one lane (one member): one run, in order; the repeat is not in it
+    assert [e for e, _ in pipeline.effect_rows()] == event_ids
+
+    # A failing run is applied by the per-event handler, one event a transaction.
+    runs.clear()
+    later = pipeline.emit("member-2", "member-2")
+    messages = [row.envelope for row in pipeline.outbox_rows()][len(event_ids):]
+    assert consumer.handle_batch(messages) == [True, True]
+    assert runs == [later]
+    assert [e for e, _ in pipeline.effect_rows()] == event_ids + later
+    assert pipeline.inbox_count(consumer) == len(event_ids + later)
