@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.bus import RedisStreamsBus
+from services.kit.redis_bus import RedisStreamsBus
 from tests.backends import wait_until
 
 REDIS_URL = os.environ.get("LOYALTY_TEST_REDIS_URL", "")
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not REDIS_URL, reason="needs Redis: run through 
 # them pending with its heartbeat still set, exactly as a crashed service would.
 HANGING_CONSUMER = """
 import sys, threading, pathlib
-from services.kit.bus import RedisStreamsBus
+from services.kit.redis_bus import RedisStreamsBus
 url, stream, group, marker = sys.argv[1:5]
 def hang(message):
     pathlib.Path(marker).write_text("read")

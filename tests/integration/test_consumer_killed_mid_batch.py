@@ -20,8 +20,8 @@ from loyalty.common.v1 import envelope_pb2
 from loyalty.membership.v1 import events_pb2
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
-from services.kit.bus import RedisStreamsBus
 from services.kit.events import EventConsumer, stream_name
+from services.kit.redis_bus import RedisStreamsBus
 from services.kit.storage import Database, UnitOfWork
 from services.kit.tables import kit_tables
 from tests.backends import wait_until
@@ -60,7 +60,7 @@ def record(uow: UnitOfWork, payload: Message, envelope: envelope_pb2.EventEnvelo
 CHILD = """
 import pathlib, sys, threading
 from loyalty.membership.v1 import events_pb2
-from services.kit.bus import RedisStreamsBus
+from services.kit.redis_bus import RedisStreamsBus
 from services.kit.events import EventConsumer
 from services.kit.storage import Database
 from tests.integration.test_consumer_killed_mid_batch import kit, record

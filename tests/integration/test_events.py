@@ -20,8 +20,9 @@ from loyalty.common.v1 import envelope_pb2
 from loyalty.membership.v1 import events_pb2
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
-from services.kit.bus import Bus, RedisStreamsBus
+from services.kit.bus import Bus
 from services.kit.events import BatchHandler, EventConsumer, EventHandler, OutboxRelay, Result, stream_name
+from services.kit.redis_bus import RedisStreamsBus
 from services.kit.storage import Database, UnitOfWork
 from services.kit.tables import kit_tables
 from tests.support.services import Backend

@@ -17,8 +17,8 @@ from loyalty.common.v1 import envelope_pb2
 from loyalty.membership.v1 import events_pb2
 from sqlalchemy import MetaData
 
-from services.kit.bus import RedisStreamsBus
 from services.kit.events import EventConsumer, OutboxRelay
+from services.kit.redis_bus import RedisStreamsBus
 from services.kit.server import HealthWatcher, RunningService, ServiceApp
 from services.kit.storage import Database
 from services.kit.tables import kit_tables

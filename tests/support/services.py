@@ -18,9 +18,10 @@ from loyalty.membership.v1 import membership_service_pb2_grpc as mgrpc
 from sqlalchemy import create_engine, text
 
 from services.kit.auth import KeyRing
-from services.kit.bus import Bus, InProcessBus, RedisStreamsBus
+from services.kit.bus import Bus, InProcessBus
 from services.kit.cache import Cache, LocalCache, RedisCache
 from services.kit.config import Settings
+from services.kit.redis_bus import RedisStreamsBus
 from services.kit.server import RunningService, create_server
 
 ADMIN_KEY = "admin_test_key"
