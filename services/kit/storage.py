@@ -136,6 +136,8 @@ class UnitOfWork:
         return [row["event_id"] for row in rows]
 
     def after_commit(self, action: Callable[[], None]) -> None:
+        """Runs `action` once the transaction committed: best effort, for what a job or a TTL
+        would otherwise catch up on (it must not be the only way to a correct state)."""
         self._after_commit.append(action)
 
 
@@ -211,6 +213,10 @@ class Database:
         for action in uow._after_commit:
             try:
                 action()
+            except Unavailable as exc:
+                # A dependency that went away since the commit logs its own outage; after-commit
+                # actions are best effort by contract (a job or a TTL catches up), so no traceback.
+                log.info("after-commit action skipped: %s", exc.message)
             except Exception:  # an after-commit action must never undo a committed answer
                 log.exception("after-commit action failed")
         if uow.emitted and self.on_events_committed is not None:
