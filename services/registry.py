@@ -38,6 +38,7 @@ class ServiceEntry:
 SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("membership", 50051, secrets=("LOYALTY_PII_KEY",)),
     ServiceEntry("points", 50052),
+    ServiceEntry("rewards", 50053),
 )
 
 

@@ -64,8 +64,10 @@ def bus(backend: Backend) -> Iterator[Bus]:
 def suite(backend: Backend, settings: Settings, bus: Bus) -> Iterator[dict[str, ServiceUnderTest]]:
     """Every service of the registry, started together (as `make run` does), so that a consumer
     never starts behind a long backlog of another's events."""
-    services = {entry.name: start_service(entry.server(), backend, settings, bus=bus)
-                for entry in registry.SERVICES}
+    services: dict[str, ServiceUnderTest] = {}
+    for entry in registry.SERVICES:  # in start order: a caller finds those it calls started
+        addresses = {name: service.address for name, service in services.items()}
+        services[entry.name] = start_service(entry.server(), backend, settings, bus=bus, addresses=addresses)
     yield services
     for service in services.values():
         stop_service(service, close_bus=False)
@@ -79,6 +81,11 @@ def membership(suite: dict[str, ServiceUnderTest]) -> ServiceUnderTest:
 @pytest.fixture(scope="session")
 def points(suite: dict[str, ServiceUnderTest]) -> ServiceUnderTest:
     return suite["points"]
+
+
+@pytest.fixture(scope="session")
+def rewards(suite: dict[str, ServiceUnderTest]) -> ServiceUnderTest:
+    return suite["rewards"]
 
 
 @pytest.fixture(scope="session")

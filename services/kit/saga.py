@@ -8,7 +8,8 @@ resumed. A saga is driven by whoever holds its lease: the runner that started it
 lease has passed — the recovery job (Sagas.recovery_job) of any replica. Steps and compensations
 must therefore be idempotent: they pass SagaContext.request_id(), the same on every attempt.
 
-Services that run sagas add saga_tables(metadata) to their own metadata and migration."""
+Services that run sagas add saga_tables(metadata) to their own metadata, create_saga_tables(op)
+to their migration, and Sagas.recovery_job() to their periodic worker."""
 
 from __future__ import annotations
 
@@ -88,6 +89,37 @@ def saga_tables(metadata: MetaData) -> SagaTables:
     return SagaTables(sagas=sagas, saga_steps=saga_steps)
 
 
+def create_saga_tables(op: Any) -> None:
+    """The saga tables as saga_tables() defines them today, for a service's migration (Alembic
+    `op`); frozen like the kit's tables: a later change to saga_tables() comes with a migration."""
+    import sqlalchemy as sa
+
+    op.create_table(
+        "sagas",
+        sa.Column("saga_id", sa.String(36), primary_key=True),
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("shop_id", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Column("error", sa.Text, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("owner", sa.String(36), nullable=False),
+        sa.Column("lease_until", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_sagas_in_flight", "sagas", ["state", "lease_until"])
+    op.create_table(
+        "saga_steps",
+        sa.Column("saga_id", sa.String(36), primary_key=True),
+        sa.Column("step", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("compensated", sa.Boolean, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+
+
 @dataclass
 class SagaContext:
     """What a step sees: the saga's id, shop and data (its input plus earlier steps' results)."""
@@ -135,6 +167,15 @@ class _LeaseLost(Exception):
     """Another runner took the saga over (this one outlived its lease)."""
 
 
+REFUSAL = "refusal"  # the key of SagaOutcome.data holding the refusal that ended a saga
+
+
+def refusal_of(step: str, exc: ServiceError) -> dict[str, str]:
+    """What a refusal said, as saga data: its step, status code, reason, message and subject."""
+    return {"step": step, "code": exc.code, "reason": exc.reason, "message": exc.message,
+            "subject": getattr(exc, "subject", "")}
+
+
 def _is_answer(exc: Exception) -> bool:
     """A refusal the callee decided (retrying gets the same answer), not an accident."""
     return isinstance(exc, ServiceError) and not isinstance(exc, CallFailed)
@@ -154,27 +195,29 @@ class Sagas:
     # ----- starting and running -----
 
     def start(self, kind: str, shop_id: str, data: dict[str, Any], *, saga_id: str | None = None) -> str:
-        """Records a new saga (with this runner's lease) and returns its id; run() drives it.
-        A `saga_id` already recorded (a retried request) starts nothing: run() then reports
-        that saga's outcome."""
-        definition = self.definitions[kind]
+        """Records a new saga (with this runner's lease) in a transaction of its own and returns
+        its id; run() drives it. A `saga_id` already recorded (a retried request) starts nothing:
+        run() then reports that saga's outcome."""
         saga_id = saga_id or str(uuid.uuid4())
-        now = utcnow()
-
-        def record(uow: UnitOfWork) -> None:
-            uow.conn.execute(insert(self.t.sagas), {
-                "saga_id": saga_id, "kind": kind, "shop_id": shop_id, "state": RUNNING,
-                "data": json.dumps(data, sort_keys=True), "error": "", "attempts": 0, "owner": self.owner,
-                "lease_until": now + self.lease, "created_at": now, "updated_at": now})
-            uow.conn.execute(insert(self.t.saga_steps), [
-                {"saga_id": saga_id, "step": i, "name": step.name, "state": PENDING, "compensated": False,
-                 "updated_at": now} for i, step in enumerate(definition.steps)])
-
         try:
-            self.db.transact(record)
+            self.db.transact(lambda uow: self.record(uow, kind, shop_id, data, saga_id=saga_id))
         except IntegrityError:
             log.info("saga %s already recorded", saga_id)
         return saga_id
+
+    def record(self, uow: UnitOfWork, kind: str, shop_id: str, data: dict[str, Any], *, saga_id: str) -> None:
+        """Records a new saga in the caller's unit of work, so that it commits together with the
+        caller's own change (a redemption row and its saga: both or neither); run() it after the
+        commit. Raises IntegrityError (rolling the caller back) if `saga_id` is recorded already."""
+        definition = self.definitions[kind]
+        now = utcnow()
+        uow.conn.execute(insert(self.t.sagas), {
+            "saga_id": saga_id, "kind": kind, "shop_id": shop_id, "state": RUNNING,
+            "data": json.dumps(data, sort_keys=True), "error": "", "attempts": 0, "owner": self.owner,
+            "lease_until": now + self.lease, "created_at": now, "updated_at": now})
+        uow.conn.execute(insert(self.t.saga_steps), [
+            {"saga_id": saga_id, "step": i, "name": step.name, "state": PENDING, "compensated": False,
+             "updated_at": now} for i, step in enumerate(definition.steps)])
 
     def execute(self, kind: str, shop_id: str, data: dict[str, Any]) -> SagaOutcome:
         """start() and run() in one: the outcome is final unless an accident left it in flight."""
@@ -267,7 +310,10 @@ class Sagas:
                 if _is_answer(exc):
                     log.info("saga %s: step %s refused (%s); compensating", saga_id, step.name, exc)
                     step_state[i], state, error = REFUSED, COMPENSATING, f"{step.name}: {exc}"
-                    self._save(saga_id, step=i, step_values={"state": REFUSED}, state=state, error=error, attempts=0)
+                    # The refusal itself, for compensations and for the caller to answer with.
+                    data[REFUSAL] = refusal_of(step.name, exc)
+                    self._save(saga_id, step=i, step_values={"state": REFUSED}, state=state, error=error, attempts=0,
+                               data=json.dumps(data, sort_keys=True))
                     continue
                 attempts += 1
                 return self._accident(saga_id, state, data, step.name, exc, attempts, then=COMPENSATING)

@@ -22,7 +22,9 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 from loyalty.common.v1 import envelope_pb2
 from opentelemetry import propagate
-from sqlalchemy import Connection, create_engine, event, insert
+from sqlalchemy import Connection, Table, create_engine, event, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -139,6 +141,16 @@ class UnitOfWork:
         """Runs `action` once the transaction committed: best effort, for what a job or a TTL
         would otherwise catch up on (it must not be the only way to a correct state)."""
         self._after_commit.append(action)
+
+
+def upsert(conn: Connection, table: Table, values: dict[str, Any], *, keys: tuple[str, ...]) -> None:
+    """Inserts `values`, or updates the row with the same `keys` to them (one statement, on
+    SQLite and PostgreSQL alike): for projections kept from events."""
+    dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect(table).values(values)
+    changes = {name: statement.excluded[name] for name in values if name not in keys}
+    conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes)
+                 if changes else statement.on_conflict_do_nothing(index_elements=list(keys)))
 
 
 class Database:

@@ -91,16 +91,20 @@ class ServiceUnderTest:
 
 
 def start_service(
-    module: ModuleType, backend: Backend, settings: Settings, *, cache: Cache | None = None, bus: Bus | None = None
+    module: ModuleType, backend: Backend, settings: Settings, *, cache: Cache | None = None, bus: Bus | None = None,
+    addresses: dict[str, str] | None = None,
 ) -> ServiceUnderTest:
     """Starts one service (its wiring module) on a fresh database. Services that should exchange
-    events share `bus` (with Redis, any two buses on the same server do)."""
+    events share `bus` (with Redis, any two buses on the same server do); a service that calls
+    others finds them at `addresses` (name -> host:port)."""
     cache = cache or backend.make_cache()
     bus = bus or backend.make_bus()
     keyring = KeyRing(ADMIN_KEY, AUTH_SECRET)
     databases = {"db_url": backend.database_url(module.NAME)}
     if "keys_db_url" in inspect.signature(module.build_app).parameters:  # its data keys live apart (membership)
         databases["keys_db_url"] = backend.database_url(f"{module.NAME}_keys")
+    if "addresses" in inspect.signature(module.build_app).parameters:  # it calls other services (rewards)
+        databases["addresses"] = dict(addresses or {})
     app = module.build_app(settings, cache=cache, keyring=keyring, bus=bus, **databases)
     running = create_server(app, bus=bus, keyring=keyring, port=0, threads=settings.threads, access_log=False)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")

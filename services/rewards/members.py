@@ -1,0 +1,77 @@
+"""What rewards knows of shops and members, kept from membership's events (never from its
+tables, never by calling it on the hot path): each shop's time zone, each member's tier, birth
+month and whether they left. Each event applies once, through the inbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from loyalty.common.v1 import envelope_pb2
+from loyalty.membership.v1 import events_pb2 as membership_events
+from sqlalchemy import Connection, select, update
+
+from services.kit.bus import Bus
+from services.kit.events import EventConsumer
+from services.kit.storage import Database, UnitOfWork, upsert
+from services.kit.timeutil import from_timestamp, utcnow
+from services.rewards.domain import MemberStanding
+from services.rewards.service import RewardsService
+from services.rewards.tables import members, programs
+
+CONSUMER = "rewards"
+
+
+def standing(conn: Connection, shop_id: str, member_id: str) -> MemberStanding | None:
+    """The member as rewards knows them, or None if it never heard of them."""
+    row = conn.execute(select(members.c.tier_level, members.c.birth_month, members.c.left_at).where(
+        members.c.shop_id == shop_id, members.c.member_id == member_id)).first()
+    if row is None:
+        return None
+    return MemberStanding(member_id, row.tier_level, row.birth_month, row.left_at is not None)
+
+
+def program_changed(service: RewardsService, uow: UnitOfWork, shop_id: str, time_zone: str) -> None:
+    upsert(uow.conn, programs, {"shop_id": shop_id, "time_zone": time_zone, "updated_at": utcnow()},
+           keys=("shop_id",))
+    service.zones.invalidate(uow, shop_id)
+
+
+def joined(uow: UnitOfWork, shop_id: str, member_id: str, tier_level: int, birth_month: int, at: datetime) -> None:
+    upsert(uow.conn, members, {"shop_id": shop_id, "member_id": member_id, "tier_level": tier_level,
+                               "birth_month": birth_month or None, "joined_at": at, "left_at": None,
+                               "updated_at": utcnow()}, keys=("shop_id", "member_id"))
+
+
+def _change(uow: UnitOfWork, shop_id: str, member_id: str, **values: object) -> None:
+    uow.conn.execute(update(members).where(members.c.shop_id == shop_id, members.c.member_id == member_id)
+                     .values(updated_at=utcnow(), **values))
+
+
+def membership_consumer(db: Database, bus: Bus, service: RewardsService, *, workers: int = 4,
+                        per_transaction: int = 50) -> EventConsumer:
+    """Rewards' consumer of membership's stream."""
+
+    def on_program(uow: UnitOfWork, e: membership_events.ProgramChanged, _: envelope_pb2.EventEnvelope) -> None:
+        program_changed(service, uow, e.shop_id, e.time_zone)
+
+    def on_joined(uow: UnitOfWork, e: membership_events.MemberJoined, _: envelope_pb2.EventEnvelope) -> None:
+        joined(uow, e.shop_id, e.member_id, e.tier_level, e.birth_month, from_timestamp(e.joined_at, utcnow()))
+
+    def on_profile(uow: UnitOfWork, e: membership_events.ProfileUpdated, _: envelope_pb2.EventEnvelope) -> None:
+        if "birthday" in e.changed_fields:
+            _change(uow, e.shop_id, e.member_id, birth_month=e.birth_month or None)
+
+    def on_tier(uow: UnitOfWork, e: membership_events.TierChanged, _: envelope_pb2.EventEnvelope) -> None:
+        _change(uow, e.shop_id, e.member_id, tier_level=e.to_level)
+
+    def on_left(uow: UnitOfWork, e: membership_events.MemberLeft, _: envelope_pb2.EventEnvelope) -> None:
+        # The birth month goes with the member: rewards keeps nothing personal of who left.
+        _change(uow, e.shop_id, e.member_id, left_at=from_timestamp(e.left_at, utcnow()), birth_month=None)
+
+    return EventConsumer(db, bus, consumer=CONSUMER, producer="membership", handlers={
+        membership_events.ProgramChanged: on_program,
+        membership_events.MemberJoined: on_joined,
+        membership_events.ProfileUpdated: on_profile,
+        membership_events.TierChanged: on_tier,
+        membership_events.MemberLeft: on_left,
+    }, workers=workers, per_transaction=per_transaction)

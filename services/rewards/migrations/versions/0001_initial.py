@@ -1,0 +1,136 @@
+"""Programs and members (projections), the catalogue, usage, redemptions, grants, coupons, the
+saga tables and the kit tables.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-26
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from services.kit.saga import create_saga_tables
+from services.kit.tables import create_kit_tables
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "programs",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("time_zone", sa.String(64), nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_table(
+        "members",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("member_id", sa.String(32), primary_key=True),
+        sa.Column("tier_level", sa.Integer, nullable=False),
+        sa.Column("birth_month", sa.SmallInteger),
+        sa.Column("joined_at", sa.DateTime, nullable=False),
+        sa.Column("left_at", sa.DateTime),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_table(
+        "rewards",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("reward_id", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("description", sa.String(1000), nullable=False),
+        sa.Column("kind", sa.SmallInteger, nullable=False),
+        sa.Column("status", sa.SmallInteger, nullable=False),
+        sa.Column("points_price", sa.BigInteger, nullable=False),
+        sa.Column("cash_price_fen", sa.BigInteger, nullable=False),
+        sa.Column("min_tier_level", sa.Integer, nullable=False),
+        sa.Column("unlimited_stock", sa.Boolean, nullable=False),
+        sa.Column("stock", sa.BigInteger, nullable=False),
+        sa.Column("redeemed", sa.BigInteger, nullable=False),
+        sa.Column("limit_per_member", sa.Integer, nullable=False),
+        sa.Column("monthly_limit_per_member", sa.Integer, nullable=False),
+        sa.Column("start_at", sa.DateTime),
+        sa.Column("end_at", sa.DateTime),
+        sa.Column("spec", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_rewards_listing", "rewards", ["shop_id", "created_at", "reward_id"])
+    op.create_table(
+        "usage",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("reward_id", sa.String(32), primary_key=True),
+        sa.Column("member_id", sa.String(32), primary_key=True),
+        sa.Column("period", sa.String(7), primary_key=True),
+        sa.Column("quantity", sa.Integer, nullable=False),
+    )
+    op.create_table(
+        "redemptions",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("redemption_id", sa.String(32), primary_key=True),
+        sa.Column("member_id", sa.String(32), nullable=False),
+        sa.Column("reward_id", sa.String(32), nullable=False),
+        sa.Column("kind", sa.SmallInteger, nullable=False),
+        sa.Column("quantity", sa.Integer, nullable=False),
+        sa.Column("points", sa.BigInteger, nullable=False),
+        sa.Column("cash_fen", sa.BigInteger, nullable=False),
+        sa.Column("state", sa.SmallInteger, nullable=False),
+        sa.Column("failure_reason", sa.String(64), nullable=False),
+        sa.Column("month", sa.String(7), nullable=False),
+        sa.Column("hold_id", sa.String(64)),
+        sa.Column("payment_reference", sa.String(128)),
+        sa.Column("payment_deadline", sa.DateTime),
+        sa.Column("shipped", sa.Boolean, nullable=False),
+        sa.Column("cancel_reason", sa.String(500), nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("completed_at", sa.DateTime),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_redemptions_member", "redemptions", ["shop_id", "member_id", "created_at"])
+    op.create_index("ix_redemptions_awaiting", "redemptions", ["state", "payment_deadline"])
+    op.create_table(
+        "grants",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("redemption_id", sa.String(32), primary_key=True),
+        sa.Column("member_id", sa.String(32), nullable=False),
+        sa.Column("reward_id", sa.String(32), nullable=False),
+        sa.Column("spec", sa.Text, nullable=False),
+        sa.Column("quantity", sa.Integer, nullable=False),
+        sa.Column("valid_until", sa.DateTime),
+        sa.Column("revoked", sa.Boolean, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+    )
+    op.create_table(
+        "coupons",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("coupon_id", sa.String(32), primary_key=True),
+        sa.Column("member_id", sa.String(32), nullable=False),
+        sa.Column("reward_id", sa.String(32), nullable=False),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("face_value_fen", sa.BigInteger, nullable=False),
+        sa.Column("threshold_fen", sa.BigInteger, nullable=False),
+        sa.Column("valid_from", sa.DateTime, nullable=False),
+        sa.Column("valid_until", sa.DateTime, nullable=False),
+        sa.Column("state", sa.SmallInteger, nullable=False),
+        sa.Column("source", sa.SmallInteger, nullable=False),
+        sa.Column("source_reference", sa.String(128), nullable=False),
+        sa.Column("ordinal", sa.Integer, nullable=False),
+        sa.Column("order_id", sa.String(64)),
+        sa.Column("issued_at", sa.DateTime, nullable=False),
+        sa.Column("used_at", sa.DateTime),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_coupons_once", "coupons", ["shop_id", "source", "source_reference", "member_id", "ordinal"],
+                    unique=True)
+    op.create_index("ix_coupons_wallet", "coupons", ["shop_id", "member_id", "state", "valid_until"])
+    op.create_index("ix_coupons_due", "coupons", ["state", "valid_until"])
+    create_saga_tables(op)
+    create_kit_tables(op)
+
+
+def downgrade() -> None:
+    for table in ("coupons", "grants", "redemptions", "usage", "rewards", "members", "programs", "saga_steps", "sagas",
+                  "idempotency", "inbox", "outbox"):
+        op.drop_table(table)

@@ -1,0 +1,151 @@
+"""The rewards service's tables. Every table is keyed by shop_id first. `members` and
+`programs` are projections of membership's events (rewards never reads membership's tables)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+from services.kit.saga import saga_tables
+from services.kit.tables import kit_tables
+
+metadata = MetaData()
+kit = kit_tables(metadata)
+sagas = saga_tables(metadata)
+
+# What rewards knows of each shop: its time zone (calendar months of limits, coupon validity days).
+programs = Table(
+    "programs",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("time_zone", String(64), nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# What rewards knows of each member, from membership's events.
+members = Table(
+    "members",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("tier_level", Integer, nullable=False),
+    Column("birth_month", SmallInteger),
+    Column("joined_at", DateTime, nullable=False),
+    Column("left_at", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+rewards = Table(
+    "rewards",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("reward_id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("description", String(1000), nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("points_price", BigInteger, nullable=False),
+    Column("cash_price_fen", BigInteger, nullable=False),
+    Column("min_tier_level", Integer, nullable=False),
+    Column("unlimited_stock", Boolean, nullable=False),
+    Column("stock", BigInteger, nullable=False),  # never below zero (conditional updates)
+    Column("redeemed", BigInteger, nullable=False),
+    Column("limit_per_member", Integer, nullable=False),
+    Column("monthly_limit_per_member", Integer, nullable=False),
+    Column("start_at", DateTime),
+    Column("end_at", DateTime),
+    Column("spec", Text, nullable=False),  # JSON: the coupon, gift or virtual spec of its kind
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_rewards_listing", "shop_id", "created_at", "reward_id"),
+)
+
+# How many of a reward each member took: period "" is the lifetime, "YYYY-MM" a shop-local month.
+usage = Table(
+    "usage",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("reward_id", String(32), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+)
+
+redemptions = Table(
+    "redemptions",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("redemption_id", String(32), primary_key=True),
+    Column("member_id", String(32), nullable=False),
+    Column("reward_id", String(32), nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("cash_fen", BigInteger, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("failure_reason", String(64), nullable=False),
+    Column("month", String(7), nullable=False),  # the shop-local month whose limit it counts in
+    Column("hold_id", String(64)),
+    Column("payment_reference", String(128)),
+    Column("payment_deadline", DateTime),
+    Column("shipped", Boolean, nullable=False),
+    Column("cancel_reason", String(500), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("completed_at", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_redemptions_member", "shop_id", "member_id", "created_at"),
+    Index("ix_redemptions_awaiting", "state", "payment_deadline"),
+)
+
+# Virtual goods granted by a redemption (stored value, cards, free trials).
+grants = Table(
+    "grants",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("redemption_id", String(32), primary_key=True),
+    Column("member_id", String(32), nullable=False),
+    Column("reward_id", String(32), nullable=False),
+    Column("spec", Text, nullable=False),  # JSON: the virtual spec at redemption
+    Column("quantity", Integer, nullable=False),
+    Column("valid_until", DateTime),
+    Column("revoked", Boolean, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("coupon_id", String(32), primary_key=True),
+    Column("member_id", String(32), nullable=False),
+    Column("reward_id", String(32), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("face_value_fen", BigInteger, nullable=False),
+    Column("threshold_fen", BigInteger, nullable=False),
+    Column("valid_from", DateTime, nullable=False),
+    Column("valid_until", DateTime, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("source", SmallInteger, nullable=False),
+    # Issued once per (source, reference, member, ordinal): a redelivered event or a retried
+    # issuance finds its coupons there.
+    Column("source_reference", String(128), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("order_id", String(64)),
+    Column("issued_at", DateTime, nullable=False),
+    Column("used_at", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_coupons_once", "shop_id", "source", "source_reference", "member_id", "ordinal", unique=True),
+    Index("ix_coupons_wallet", "shop_id", "member_id", "state", "valid_until"),
+    Index("ix_coupons_due", "state", "valid_until"),
+)
