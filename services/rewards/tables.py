@@ -166,7 +166,8 @@ benefit_packs = Table(
     Index("ix_benefit_packs_trigger", "trigger", "enabled"),
 )
 
-# One pack given to one member for one period; points_credited once points took the Earn.
+# One pack given to one member for one period. points_outcome: "" while points has yet to take
+# the Earn, CREDITED once it did, or the reason points refused it (ACCOUNT_CLOSED).
 pack_grants = Table(
     "pack_grants",
     metadata,
@@ -177,10 +178,10 @@ pack_grants = Table(
     Column("trigger", SmallInteger, nullable=False),
     Column("period", String(32), nullable=False),
     Column("points", BigInteger, nullable=False),
-    Column("points_credited", Boolean, nullable=False),
+    Column("points_outcome", String(32), nullable=False),
     Column("coupon_ids", Text, nullable=False),  # JSON list
     Column("granted_at", DateTime, nullable=False),
     Index("ix_pack_grants_once", "shop_id", "pack_id", "member_id", "period", unique=True),
     Index("ix_pack_grants_member", "shop_id", "member_id", "granted_at"),
-    Index("ix_pack_grants_points_due", "points_credited", "granted_at"),
+    Index("ix_pack_grants_points_due", "points_outcome", "granted_at"),
 )

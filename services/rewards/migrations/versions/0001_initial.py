@@ -149,13 +149,13 @@ def upgrade() -> None:
         sa.Column("trigger", sa.SmallInteger, nullable=False),
         sa.Column("period", sa.String(32), nullable=False),
         sa.Column("points", sa.BigInteger, nullable=False),
-        sa.Column("points_credited", sa.Boolean, nullable=False),
+        sa.Column("points_outcome", sa.String(32), nullable=False),
         sa.Column("coupon_ids", sa.Text, nullable=False),
         sa.Column("granted_at", sa.DateTime, nullable=False),
     )
     op.create_index("ix_pack_grants_once", "pack_grants", ["shop_id", "pack_id", "member_id", "period"], unique=True)
     op.create_index("ix_pack_grants_member", "pack_grants", ["shop_id", "member_id", "granted_at"])
-    op.create_index("ix_pack_grants_points_due", "pack_grants", ["points_credited", "granted_at"])
+    op.create_index("ix_pack_grants_points_due", "pack_grants", ["points_outcome", "granted_at"])
     create_saga_tables(op)
     create_kit_tables(op)
 
