@@ -10,7 +10,7 @@ from services.rewards import packs
 from services.rewards.service import RewardsService
 
 
-def periodic_jobs(service: RewardsService, *, batch_jobs: bool) -> list[PeriodicJob]:
+def periodic_jobs(service: RewardsService) -> list[PeriodicJob]:
     assert service.sagas is not None
     return [service.sagas.recovery_job(interval=2.0),
             PeriodicJob("grant-scheduled-packs", 60.0, lambda: packs.grant_due(service)),
