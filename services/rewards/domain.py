@@ -230,7 +230,7 @@ def coupon_window(spec: CouponSpec, issued_at: datetime, zone: ZoneInfo) -> tupl
 
 
 def coupon_applies(face_value_fen: int, threshold_fen: int, order_amount_fen: int) -> bool:
-    """满 threshold 减 face value: the order reaches the threshold, and is worth more than the coupon."""
+    """满 threshold 减 face value: the order reaches the threshold and is worth at least the coupon."""
     return order_amount_fen >= max(threshold_fen, 1) and order_amount_fen >= face_value_fen
 
 
