@@ -5,17 +5,19 @@ a coupon once, giving it back when its order is cancelled, and expiry."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.rewards.v1 import events_pb2 as rev
 from loyalty.rewards.v1 import rewards_service_pb2 as rp
 from loyalty.rewards.v1 import rewards_service_pb2_grpc as rgrpc
 
-from tests.conftest import ADMIN_KEY, Authed, ServiceUnderTest, create_shop, failure_of
+from tests.conftest import ADMIN_KEY, Authed, Failure, ServiceUnderTest, create_shop, failure_of
 from tests.support.builders import rid
 from tests.support.coupons import YUAN, coupon_reward, issue, issue_one, leave, release, use, wallet
 from tests.support.events import outbox_events
@@ -28,12 +30,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def at(stamp) -> datetime:  # noqa: ANN001 (a Timestamp)
+def at(stamp: Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-def refused(call, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
-    """The failure of a call that must fail."""
+def refused(call: Callable[..., object], *args: object, **kwargs: object) -> Failure:
+    """How a call that must fail failed."""
     with pytest.raises(grpc.RpcError) as raised:
         call(*args, **kwargs)
     return failure_of(raised.value)
