@@ -187,7 +187,7 @@ def _why_not_usable(coupon: Coupon, cmd: commands.UseCoupon, now: datetime) -> F
                         valid_from=to_timestamp(coupon.valid_from).ToJsonString())
     if not coupon_applies(coupon.face_value_fen, coupon.threshold_fen, cmd.order_amount_fen):
         return _refusal(coupon, reasons.THRESHOLD_NOT_MET, "the order does not reach the coupon's threshold "
-                        "(满减: at least the threshold, and more than the coupon's value)",
+                        "(满减: at least the threshold, and at least the coupon's value)",
                         threshold_fen=coupon.threshold_fen, face_value_fen=coupon.face_value_fen,
                         order_amount_fen=cmd.order_amount_fen)
     return None
