@@ -1,12 +1,12 @@
 """Scheduled work of the rewards service, on its periodic worker (every replica runs it: each
 step is a conditional update or an idempotent call, so two replicas never do it twice): sagas
 whose runner crashed or is waiting to retry are taken over; benefit packs due by the calendar are
-granted, and granted packs' points sent to points."""
+granted, and granted packs' points sent to points; coupons past their window are expired."""
 
 from __future__ import annotations
 
 from services.kit.jobs import PeriodicJob
-from services.rewards import packs
+from services.rewards import packs, wallet
 from services.rewards.service import RewardsService
 
 
@@ -14,4 +14,5 @@ def periodic_jobs(service: RewardsService) -> list[PeriodicJob]:
     assert service.sagas is not None
     return [service.sagas.recovery_job(interval=2.0),
             PeriodicJob("grant-scheduled-packs", 60.0, lambda: packs.grant_due(service)),
-            PeriodicJob("credit-pack-points", 2.0, lambda: packs.credit_points(service))]
+            PeriodicJob("credit-pack-points", 2.0, lambda: packs.credit_points(service)),
+            PeriodicJob("expire-coupons", 60.0, lambda: wallet.expire_due_coupons(service))]
