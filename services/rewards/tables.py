@@ -146,7 +146,7 @@ coupons = Table(
     Column("used_at", DateTime),
     Column("updated_at", DateTime, nullable=False),
     Index("ix_coupons_once", "shop_id", "source", "source_reference", "member_id", "ordinal", unique=True),
-    Index("ix_coupons_wallet", "shop_id", "member_id", "state", "valid_until"),
+    Index("ix_coupons_wallet", "shop_id", "member_id", "issued_at", "coupon_id"),
     Index("ix_coupons_due", "state", "valid_until"),
 )
 

@@ -124,7 +124,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_coupons_once", "coupons", ["shop_id", "source", "source_reference", "member_id", "ordinal"],
                     unique=True)
-    op.create_index("ix_coupons_wallet", "coupons", ["shop_id", "member_id", "state", "valid_until"])
+    op.create_index("ix_coupons_wallet", "coupons", ["shop_id", "member_id", "issued_at", "coupon_id"])
     op.create_index("ix_coupons_due", "coupons", ["state", "valid_until"])
     op.create_table(
         "benefit_packs",
