@@ -7,6 +7,8 @@ won once, then the NOTHING slot; other shops' ids are NOT_FOUND."""
 
 from __future__ import annotations
 
+import copy
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +20,11 @@ from loyalty.points.v1 import points_service_pb2_grpc as pgrpc
 from loyalty.rewards.v1 import lottery_pb2 as lpb
 from loyalty.rewards.v1 import rewards_service_pb2 as rpb
 
+from services.kit.saga import SagaContext, SagaDefinition, Sagas, Step
 from services.kit.timeutil import to_timestamp, utcnow
+from services.rewards import lottery as lottery_saga
+from services.rewards import tables
+from services.rewards.commands import lottery as commands
 from tests.conftest import Authed, create_shop, failure_of
 from tests.support.builders import eventually, rid
 from tests.support.coupons import wallet
@@ -317,3 +323,103 @@ def test_a_members_draws_page_newest_first(api: Authed, shop: Any, member: str, 
     failure = refusal(lambda: api.ListDraws(lpb.ListDrawsRequest(shop_id=shop.shop_id, member_id=member,
                                                                  page_token="bogus")))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# ----- races and crashes ---------------------------------------------------------------------------
+
+
+def test_of_concurrent_draws_for_a_prize_of_stock_one_exactly_one_wins(api: Authed, shop: Any, member: str,
+                                                                       points: Any, wallet_api: Authed) -> None:
+    gift = create_reward(api, shop.shop_id, name="保温杯", kind=rpb.REWARD_KIND_GIFT, gift=rpb.GiftSpec())
+    lottery = create_lottery(api, shop.shop_id, [lpb.Prize(
+        name="保温杯", kind=lpb.PRIZE_KIND_GIFT, reward_id=gift.reward_id, probability_bp=10_000, stock=1), NOTHING],
+        cost_points=5)
+    fund(points, shop, member, 100)
+    before = balance(wallet_api, shop.shop_id, member).available
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: draw(api, shop.shop_id, lottery.lottery_id, member), range(8)))
+    assert sorted(d.prize_kind for d in made) == [lpb.PRIZE_KIND_GIFT] + [lpb.PRIZE_KIND_NOTHING] * 7
+    prizes = api.GetLottery(lpb.GetLotteryRequest(shop_id=shop.shop_id, lottery_id=lottery.lottery_id)).prizes
+    assert [(p.stock, p.won) for p in prizes] == [(0, 1), (0, 7)]
+    after = balance(wallet_api, shop.shop_id, member)
+    assert (after.available, after.held) == (before - 8 * 5, 0)
+
+
+@pytest.mark.parametrize("crash_after", ["hold", "draw", "capture"])
+def test_a_draw_interrupted_after_any_step_is_finished_once_by_the_recovery(
+        api: Authed, shop: Any, member: str, points: Any, wallet_api: Authed, rewards: Any, crash_after: str) -> None:
+    """The step took effect and its runner died before recording it: the recovery runs the step
+    again (an idempotent call, or a draw its state already claimed) and finishes the saga — one
+    prize, one coupon, the cost captured once."""
+    coupon = create_reward(api, shop.shop_id, name="抽奖券")
+    lottery = create_lottery(api, shop.shop_id, [lpb.Prize(
+        name="满99减10", kind=lpb.PRIZE_KIND_COUPON, reward_id=coupon.reward_id, probability_bp=10_000, stock=3),
+        NOTHING])
+    fund(points, shop, member, 100)
+    before = balance(wallet_api, shop.shop_id, member).available
+    service = rewards.running.app.servicer.service
+
+    def dies_after(action: Any) -> Any:
+        def run(ctx: SagaContext) -> Any:
+            action(ctx)
+            raise RuntimeError("the runner died before recording this step")
+        return run
+
+    (paid,) = [d for d in lottery_saga.saga_definitions(service) if d.kind == lottery_saga.KIND_PAID]
+    crashing = Sagas(service.db, tables.sagas, [SagaDefinition(paid.kind, [
+        Step(s.name, dies_after(s.action) if s.name == crash_after else s.action, s.compensation)
+        for s in paid.steps])], retry_seconds=0.1)
+    runner = copy.copy(service)
+    runner.sagas = crashing
+    cmd = commands.Draw(shop.shop_id, rid(), lottery.lottery_id, member)
+    draw_id, saga_id = service.db.transact(lambda uow: lottery_saga.accept(runner, uow, cmd, utcnow()))
+    assert not crashing.run(saga_id).finished
+
+    def finished() -> bool:
+        service.sagas.recover()  # what the periodic worker of any replica does
+        return service.sagas.outcome(saga_id).state == "COMPLETED"
+
+    eventually(finished, "the recovery finished the draw", timeout=30.0)
+    (drawn,) = draws(api, shop.shop_id, member)
+    assert (drawn.draw_id, drawn.state, drawn.prize_kind, len(drawn.coupon_ids)) == (
+        draw_id, lpb.DRAW_STATE_COMPLETED, lpb.PRIZE_KIND_COUPON, 1)
+    assert [c.source_reference for c in wallet(api, shop.shop_id, member)] == [draw_id]
+    after = balance(wallet_api, shop.shop_id, member)
+    assert (after.available, after.held) == (before - 30, 0)
+    assert api.GetLottery(lpb.GetLotteryRequest(shop_id=shop.shop_id, lottery_id=lottery.lottery_id)
+                          ).prizes[0].stock == 2
+
+
+def test_a_capture_refused_after_the_draw_gives_the_prize_back(api: Authed, shop: Any, member: str, points: Any,
+                                                                wallet_api: Authed, rewards: Any) -> None:
+    """Should points refuse the capture (the hold released meanwhile), the draw is undone: its
+    stock back, its coupon revoked, the draw FAILED and not listed, nothing charged."""
+    coupon = create_reward(api, shop.shop_id, name="抽奖券")
+    lottery = create_lottery(api, shop.shop_id, [lpb.Prize(
+        name="满99减10", kind=lpb.PRIZE_KIND_COUPON, reward_id=coupon.reward_id, probability_bp=10_000, stock=3),
+        NOTHING])
+    fund(points, shop, member, 100)
+    before = balance(wallet_api, shop.shop_id, member).available
+    service = rewards.running.app.servicer.service
+    (paid,) = [d for d in lottery_saga.saga_definitions(service) if d.kind == lottery_saga.KIND_PAID]
+
+    def hold_then_lose_it(ctx: SagaContext) -> Any:
+        held = paid.steps[1].action(ctx)
+        wallet_api.ReleaseHold(pp.ReleaseHoldRequest(request_id=rid(), shop_id=shop.shop_id,
+                                                     hold_id=held["hold_id"]))
+        return held
+
+    refusing = Sagas(service.db, tables.sagas, [SagaDefinition(paid.kind, [
+        Step(s.name, hold_then_lose_it if s.name == "hold" else s.action, s.compensation) for s in paid.steps])])
+    runner = copy.copy(service)
+    runner.sagas = refusing
+    cmd = commands.Draw(shop.shop_id, rid(), lottery.lottery_id, member)
+    draw_id, saga_id = service.db.transact(lambda uow: lottery_saga.accept(runner, uow, cmd, utcnow()))
+    assert refusing.run(saga_id).state == "COMPENSATED"
+
+    assert draws(api, shop.shop_id, member) == []
+    assert [c.state for c in wallet(api, shop.shop_id, member)] == [rpb.COUPON_STATE_REVOKED]
+    after = balance(wallet_api, shop.shop_id, member)
+    assert (after.available, after.held) == (before, 0)
+    prize = api.GetLottery(lpb.GetLotteryRequest(shop_id=shop.shop_id, lottery_id=lottery.lottery_id)).prizes[0]
+    assert (prize.stock, prize.won) == (3, 0)
