@@ -1,5 +1,5 @@
-"""The lottery (大转盘 / 九宫格): the operators' lotteries and their prize tables, and Draw as a
-durable saga with points.
+"""The lottery's draws (大转盘 / 九宫格): Draw as a durable saga with points, and the members' draws.
+(The operators' lotteries and their prize tables are lottery_admin's.)
 
 Draw checks the lottery and the member, takes a free draw of the month if one is left (a
 conditional update within the allowance), and writes the draw PENDING with its saga in one
@@ -260,12 +260,17 @@ class DrawSteps:
         return self.service.db.transact(lambda uow: draw(self.service, uow, ctx.shop_id, ctx.data))
 
     def void(self, ctx: SagaContext) -> None:
+        """Undoes the draw unless its points were captured: a paid draw stands then (its points
+        prize, if points never took it, stays uncredited for an operator to see)."""
+        if ctx.data.get("captured"):
+            return
         reason = ctx.data.get(REFUSAL, {}).get("reason") or reasons.DRAW_ABORTED
         self.service.db.transact(lambda uow: void(uow, ctx.shop_id, ctx.data["draw_id"], reason))
 
-    def capture(self, ctx: SagaContext) -> None:
+    def capture(self, ctx: SagaContext) -> dict[str, Any]:
         self.service.points.CaptureHold(pp.CaptureHoldRequest(request_id=ctx.request_id(), shop_id=ctx.shop_id,
                                                               hold_id=ctx.data["hold_id"]))
+        return {"captured": True}
 
     def credit(self, ctx: SagaContext) -> None:
         """A POINTS prize through points' Earn, idempotent by the draw id. Points refusing it (the
