@@ -7,7 +7,6 @@ won once, then the NOTHING slot; other shops' ids are NOT_FOUND."""
 
 from __future__ import annotations
 
-import copy
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -20,53 +19,26 @@ from loyalty.points.v1 import points_service_pb2_grpc as pgrpc
 from loyalty.rewards.v1 import lottery_pb2 as lpb
 from loyalty.rewards.v1 import rewards_service_pb2 as rpb
 
-from services.kit.saga import SagaContext, SagaDefinition, Sagas, Step
+from services.kit.saga import SagaContext
 from services.kit.timeutil import to_timestamp, utcnow
 from services.rewards import lottery as lottery_saga
-from services.rewards import tables
 from services.rewards.commands import lottery as commands
-from tests.conftest import Authed, create_shop, failure_of
+from tests.conftest import Authed, create_shop
 from tests.support.builders import eventually, rid
 from tests.support.coupons import wallet
+from tests.support.lottery import (
+    NOTHING,
+    balance,
+    coupon_lottery,
+    create_lottery,
+    draw,
+    draws,
+    ledger,
+    points_prize,
+    refusal,
+    runner_with,
+)
 from tests.support.rewards import create_reward, fund, join_member, rewards_api, set_tier
-
-NOTHING = lpb.Prize(name="谢谢参与", kind=lpb.PRIZE_KIND_NOTHING, probability_bp=0)
-
-
-def points_prize(points: int, bp: int = 10_000, **fields: Any) -> lpb.Prize:
-    return lpb.Prize(name=f"{points}积分", kind=lpb.PRIZE_KIND_POINTS, points=points, probability_bp=bp,
-                     unlimited_stock=True, **fields)
-
-
-def create_lottery(api: Authed, shop_id: str, prizes: list[lpb.Prize], **fields: Any) -> lpb.Lottery:
-    """A running wheel, 30 points a draw unless `fields` say otherwise."""
-    values: dict[str, Any] = {"name": "幸运大转盘", "style": lpb.LOTTERY_STYLE_WHEEL, "enabled": True,
-                              "cost_points": 30, **fields}
-    return api.CreateLottery(lpb.CreateLotteryRequest(request_id=rid(), shop_id=shop_id,
-                                                      lottery=lpb.Lottery(prizes=prizes, **values)))
-
-
-def draw(api: Authed, shop_id: str, lottery_id: str, member_id: str, request_id: str | None = None) -> lpb.LotteryDraw:
-    return api.Draw(lpb.DrawRequest(request_id=rid() if request_id is None else request_id, shop_id=shop_id,
-                                    lottery_id=lottery_id, member_id=member_id))
-
-
-def draws(api: Authed, shop_id: str, member_id: str, page_size: int = 0) -> list[lpb.LotteryDraw]:
-    found: list[lpb.LotteryDraw] = []
-    token = ""
-    while True:
-        page = api.ListDraws(lpb.ListDrawsRequest(shop_id=shop_id, member_id=member_id, page_size=page_size,
-                                                  page_token=token))
-        found += page.draws
-        token = page.next_page_token
-        if not token:
-            return found
-
-
-def refusal(call: Any) -> Any:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    return failure_of(caught.value)
 
 
 @pytest.fixture
@@ -75,7 +47,7 @@ def api(rewards: Any, shop: Any) -> Authed:
 
 
 @pytest.fixture
-def wallet_api(points: Any, shop: Any) -> Authed:
+def points_api(points: Any, shop: Any) -> Authed:
     return Authed(pgrpc.PointsServiceStub(points.channel), shop.key)
 
 
@@ -83,15 +55,6 @@ def wallet_api(points: Any, shop: Any) -> Authed:
 def member(api: Authed, shop: Any) -> str:
     create_reward(api, shop.shop_id, name="watched")  # join_member watches the catalogue
     return join_member(shop)
-
-
-def balance(points_api: Authed, shop_id: str, member_id: str) -> pp.Balance:
-    return points_api.GetBalance(pp.GetBalanceRequest(shop_id=shop_id, member_id=member_id))
-
-
-def ledger(points_api: Authed, shop_id: str, member_id: str) -> list[pp.LedgerEntry]:
-    return list(points_api.ListLedger(pp.ListLedgerRequest(shop_id=shop_id, member_id=member_id,
-                                                           page_size=500)).entries)
 
 
 # ----- the operators' lotteries -------------------------------------------------------------------
@@ -183,20 +146,17 @@ def test_another_shops_lottery_is_not_found(api: Authed, shop: Any, member: str,
 
 
 def test_a_paid_draw_takes_exactly_its_cost_and_a_coupon_prize_lands_in_the_wallet(
-        api: Authed, shop: Any, member: str, points: Any, wallet_api: Authed) -> None:
-    coupon = create_reward(api, shop.shop_id, name="抽奖券")
-    lottery = create_lottery(api, shop.shop_id, [lpb.Prize(
-        name="满99减10", kind=lpb.PRIZE_KIND_COUPON, reward_id=coupon.reward_id, probability_bp=10_000, stock=5),
-        NOTHING])
+        api: Authed, shop: Any, member: str, points: Any, points_api: Authed) -> None:
+    coupon, lottery = coupon_lottery(api, shop.shop_id, stock=5)
     fund(points, shop, member, 100)
-    before = balance(wallet_api, shop.shop_id, member)
+    before = balance(points_api, shop.shop_id, member)
 
     won = draw(api, shop.shop_id, lottery.lottery_id, member)
     assert (won.state, won.free, won.cost_points, won.prize_kind) == (
         lpb.DRAW_STATE_COMPLETED, False, 30, lpb.PRIZE_KIND_COUPON)
-    after = balance(wallet_api, shop.shop_id, member)
+    after = balance(points_api, shop.shop_id, member)
     assert (after.available, after.held) == (before.available - 30, 0)
-    assert [e.held_delta for e in ledger(wallet_api, shop.shop_id, member)
+    assert [e.held_delta for e in ledger(points_api, shop.shop_id, member)
             if e.kind == pp.ENTRY_KIND_CAPTURE] == [-30]
     (coupon_id,) = won.coupon_ids
     (in_wallet,) = [c for c in wallet(api, shop.shop_id, member) if c.coupon_id == coupon_id]
@@ -208,30 +168,30 @@ def test_a_paid_draw_takes_exactly_its_cost_and_a_coupon_prize_lands_in_the_wall
 
 
 def test_a_points_prize_is_credited_as_an_earn(api: Authed, shop: Any, member: str, points: Any,
-                                               wallet_api: Authed) -> None:
+                                               points_api: Authed) -> None:
     lottery = create_lottery(api, shop.shop_id, [points_prize(88), NOTHING], cost_points=20)
     fund(points, shop, member, 50)
-    before = balance(wallet_api, shop.shop_id, member).available
+    before = balance(points_api, shop.shop_id, member).available
     won = draw(api, shop.shop_id, lottery.lottery_id, member)
     assert (won.prize_kind, won.points, won.points_credited) == (lpb.PRIZE_KIND_POINTS, 88, True)
-    assert balance(wallet_api, shop.shop_id, member).available == before - 20 + 88
-    earned = [e for e in ledger(wallet_api, shop.shop_id, member) if e.source.reference == f"lottery:{won.draw_id}"]
+    assert balance(points_api, shop.shop_id, member).available == before - 20 + 88
+    earned = [e for e in ledger(points_api, shop.shop_id, member) if e.source.reference == f"lottery:{won.draw_id}"]
     assert [(e.kind, e.amount) for e in earned] == [(pp.ENTRY_KIND_EARN, 88)]
 
 
 def test_the_free_draw_of_the_month_is_used_before_points(api: Authed, shop: Any, member: str, points: Any,
-                                                          wallet_api: Authed) -> None:
+                                                          points_api: Authed) -> None:
     lottery = create_lottery(api, shop.shop_id, [points_prize(5, 5_000), lpb.Prize(
         kind=lpb.PRIZE_KIND_NOTHING, probability_bp=5_000)], cost_points=20, free_draws_per_month=1)
     fund(points, shop, member, 100)
-    start = balance(wallet_api, shop.shop_id, member).available
+    start = balance(points_api, shop.shop_id, member).available
     first = draw(api, shop.shop_id, lottery.lottery_id, member)
     assert (first.free, first.cost_points) == (True, 0)
-    after_free = balance(wallet_api, shop.shop_id, member).available
+    after_free = balance(points_api, shop.shop_id, member).available
     assert after_free == start + first.points  # nothing spent
     second = draw(api, shop.shop_id, lottery.lottery_id, member)
     assert (second.free, second.cost_points) == (False, 20)
-    assert balance(wallet_api, shop.shop_id, member).available == after_free - 20 + second.points
+    assert balance(points_api, shop.shop_id, member).available == after_free - 20 + second.points
     assert [d.draw_id for d in draws(api, shop.shop_id, member)] == [second.draw_id, first.draw_id]
 
 
@@ -254,23 +214,23 @@ def _eventually_draws(api: Authed, shop_id: str, lottery_id: str, member_id: str
 
 
 def test_a_retried_draw_is_the_same_draw_charged_once(api: Authed, shop: Any, member: str, points: Any,
-                                                      wallet_api: Authed) -> None:
+                                                      points_api: Authed) -> None:
     lottery = create_lottery(api, shop.shop_id, [points_prize(7), NOTHING])
     fund(points, shop, member, 100)
-    before = balance(wallet_api, shop.shop_id, member).available
+    before = balance(points_api, shop.shop_id, member).available
     request_id = rid()
     first = draw(api, shop.shop_id, lottery.lottery_id, member, request_id)
     again = draw(api, shop.shop_id, lottery.lottery_id, member, request_id)
     assert again == first
-    assert balance(wallet_api, shop.shop_id, member).available == before - 30 + 7
+    assert balance(points_api, shop.shop_id, member).available == before - 30 + 7
     assert len(draws(api, shop.shop_id, member)) == 1
-    assert len([e for e in ledger(wallet_api, shop.shop_id, member) if e.kind == pp.ENTRY_KIND_CAPTURE]) == 1
+    assert len([e for e in ledger(points_api, shop.shop_id, member) if e.kind == pp.ENTRY_KIND_CAPTURE]) == 1
 
 
 def test_a_member_short_of_points_draws_nothing_and_holds_nothing(api: Authed, shop: Any, member: str, points: Any,
-                                                                  wallet_api: Authed) -> None:
+                                                                  points_api: Authed) -> None:
     fund(points, shop, member, 10)
-    before = balance(wallet_api, shop.shop_id, member)
+    before = balance(points_api, shop.shop_id, member)
     gift = create_reward(api, shop.shop_id, name="杯", kind=rpb.REWARD_KIND_GIFT, gift=rpb.GiftSpec())
     lottery = create_lottery(api, shop.shop_id, [lpb.Prize(
         name="保温杯", kind=lpb.PRIZE_KIND_GIFT, probability_bp=10_000, stock=1, reward_id=gift.reward_id), NOTHING],
@@ -279,7 +239,7 @@ def test_a_member_short_of_points_draws_nothing_and_holds_nothing(api: Authed, s
     for _ in range(2):  # a retry is refused alike
         failure = refusal(lambda: draw(api, shop.shop_id, lottery.lottery_id, member, request_id))
         assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_POINTS")
-    after = balance(wallet_api, shop.shop_id, member)
+    after = balance(points_api, shop.shop_id, member)
     assert (after.available, after.held) == (before.available, 0)
     assert draws(api, shop.shop_id, member) == []
     prize = api.GetLottery(lpb.GetLotteryRequest(shop_id=shop.shop_id, lottery_id=lottery.lottery_id)).prizes[0]
@@ -329,34 +289,31 @@ def test_a_members_draws_page_newest_first(api: Authed, shop: Any, member: str, 
 
 
 def test_of_concurrent_draws_for_a_prize_of_stock_one_exactly_one_wins(api: Authed, shop: Any, member: str,
-                                                                       points: Any, wallet_api: Authed) -> None:
+                                                                       points: Any, points_api: Authed) -> None:
     gift = create_reward(api, shop.shop_id, name="保温杯", kind=rpb.REWARD_KIND_GIFT, gift=rpb.GiftSpec())
     lottery = create_lottery(api, shop.shop_id, [lpb.Prize(
         name="保温杯", kind=lpb.PRIZE_KIND_GIFT, reward_id=gift.reward_id, probability_bp=10_000, stock=1), NOTHING],
         cost_points=5)
     fund(points, shop, member, 100)
-    before = balance(wallet_api, shop.shop_id, member).available
+    before = balance(points_api, shop.shop_id, member).available
     with ThreadPoolExecutor(8) as pool:
         made = list(pool.map(lambda _: draw(api, shop.shop_id, lottery.lottery_id, member), range(8)))
     assert sorted(d.prize_kind for d in made) == [lpb.PRIZE_KIND_GIFT] + [lpb.PRIZE_KIND_NOTHING] * 7
     prizes = api.GetLottery(lpb.GetLotteryRequest(shop_id=shop.shop_id, lottery_id=lottery.lottery_id)).prizes
     assert [(p.stock, p.won) for p in prizes] == [(0, 1), (0, 7)]
-    after = balance(wallet_api, shop.shop_id, member)
+    after = balance(points_api, shop.shop_id, member)
     assert (after.available, after.held) == (before - 8 * 5, 0)
 
 
 @pytest.mark.parametrize("crash_after", ["hold", "draw", "capture"])
 def test_a_draw_interrupted_after_any_step_is_finished_once_by_the_recovery(
-        api: Authed, shop: Any, member: str, points: Any, wallet_api: Authed, rewards: Any, crash_after: str) -> None:
+        api: Authed, shop: Any, member: str, points: Any, points_api: Authed, rewards: Any, crash_after: str) -> None:
     """The step took effect and its runner died before recording it: the recovery runs the step
     again (an idempotent call, or a draw its state already claimed) and finishes the saga — one
     prize, one coupon, the cost captured once."""
-    coupon = create_reward(api, shop.shop_id, name="抽奖券")
-    lottery = create_lottery(api, shop.shop_id, [lpb.Prize(
-        name="满99减10", kind=lpb.PRIZE_KIND_COUPON, reward_id=coupon.reward_id, probability_bp=10_000, stock=3),
-        NOTHING])
+    coupon, lottery = coupon_lottery(api, shop.shop_id, stock=3)
     fund(points, shop, member, 100)
-    before = balance(wallet_api, shop.shop_id, member).available
+    before = balance(points_api, shop.shop_id, member).available
     service = rewards.running.app.servicer.service
 
     def dies_after(action: Any) -> Any:
@@ -365,12 +322,7 @@ def test_a_draw_interrupted_after_any_step_is_finished_once_by_the_recovery(
             raise RuntimeError("the runner died before recording this step")
         return run
 
-    (paid,) = [d for d in lottery_saga.saga_definitions(service) if d.kind == lottery_saga.KIND_PAID]
-    crashing = Sagas(service.db, tables.sagas, [SagaDefinition(paid.kind, [
-        Step(s.name, dies_after(s.action) if s.name == crash_after else s.action, s.compensation)
-        for s in paid.steps])], retry_seconds=0.1)
-    runner = copy.copy(service)
-    runner.sagas = crashing
+    runner, crashing = runner_with(service, **{crash_after: dies_after})
     cmd = commands.Draw(shop.shop_id, rid(), lottery.lottery_id, member)
     draw_id, saga_id = service.db.transact(lambda uow: lottery_saga.accept(runner, uow, cmd, utcnow()))
     assert not crashing.run(saga_id).finished
@@ -384,42 +336,37 @@ def test_a_draw_interrupted_after_any_step_is_finished_once_by_the_recovery(
     assert (drawn.draw_id, drawn.state, drawn.prize_kind, len(drawn.coupon_ids)) == (
         draw_id, lpb.DRAW_STATE_COMPLETED, lpb.PRIZE_KIND_COUPON, 1)
     assert [c.source_reference for c in wallet(api, shop.shop_id, member)] == [draw_id]
-    after = balance(wallet_api, shop.shop_id, member)
+    after = balance(points_api, shop.shop_id, member)
     assert (after.available, after.held) == (before - 30, 0)
     assert api.GetLottery(lpb.GetLotteryRequest(shop_id=shop.shop_id, lottery_id=lottery.lottery_id)
                           ).prizes[0].stock == 2
 
 
 def test_a_capture_refused_after_the_draw_gives_the_prize_back(api: Authed, shop: Any, member: str, points: Any,
-                                                                wallet_api: Authed, rewards: Any) -> None:
+                                                                points_api: Authed, rewards: Any) -> None:
     """Should points refuse the capture (the hold released meanwhile), the draw is undone: its
     stock back, its coupon revoked, the draw FAILED and not listed, nothing charged."""
-    coupon = create_reward(api, shop.shop_id, name="抽奖券")
-    lottery = create_lottery(api, shop.shop_id, [lpb.Prize(
-        name="满99减10", kind=lpb.PRIZE_KIND_COUPON, reward_id=coupon.reward_id, probability_bp=10_000, stock=3),
-        NOTHING])
+    coupon, lottery = coupon_lottery(api, shop.shop_id, stock=3)
     fund(points, shop, member, 100)
-    before = balance(wallet_api, shop.shop_id, member).available
+    before = balance(points_api, shop.shop_id, member).available
     service = rewards.running.app.servicer.service
-    (paid,) = [d for d in lottery_saga.saga_definitions(service) if d.kind == lottery_saga.KIND_PAID]
 
-    def hold_then_lose_it(ctx: SagaContext) -> Any:
-        held = paid.steps[1].action(ctx)
-        wallet_api.ReleaseHold(pp.ReleaseHoldRequest(request_id=rid(), shop_id=shop.shop_id,
-                                                     hold_id=held["hold_id"]))
-        return held
+    def then_lose_it(hold: Any) -> Any:
+        def run(ctx: SagaContext) -> Any:
+            held = hold(ctx)
+            points_api.ReleaseHold(pp.ReleaseHoldRequest(request_id=rid(), shop_id=shop.shop_id,
+                                                         hold_id=held["hold_id"]))
+            return held
+        return run
 
-    refusing = Sagas(service.db, tables.sagas, [SagaDefinition(paid.kind, [
-        Step(s.name, hold_then_lose_it if s.name == "hold" else s.action, s.compensation) for s in paid.steps])])
-    runner = copy.copy(service)
-    runner.sagas = refusing
+    runner, refusing = runner_with(service, hold=then_lose_it)
     cmd = commands.Draw(shop.shop_id, rid(), lottery.lottery_id, member)
     draw_id, saga_id = service.db.transact(lambda uow: lottery_saga.accept(runner, uow, cmd, utcnow()))
     assert refusing.run(saga_id).state == "COMPENSATED"
 
     assert draws(api, shop.shop_id, member) == []
     assert [c.state for c in wallet(api, shop.shop_id, member)] == [rpb.COUPON_STATE_REVOKED]
-    after = balance(wallet_api, shop.shop_id, member)
+    after = balance(points_api, shop.shop_id, member)
     assert (after.available, after.held) == (before, 0)
     prize = api.GetLottery(lpb.GetLotteryRequest(shop_id=shop.shop_id, lottery_id=lottery.lottery_id)).prizes[0]
     assert (prize.stock, prize.won) == (3, 0)
