@@ -105,7 +105,11 @@ def create_lottery(service: RewardsService, uow: UnitOfWork, cmd: commands.Creat
 def update_lottery(service: RewardsService, uow: UnitOfWork, cmd: commands.UpdateLottery) -> Lottery:
     """The masked fields changed, the result checked whole like a new lottery (a running
     lottery's prize table too). New prizes replace the table, each with the stock given; a prize
-    kept (same prize_id) keeps its count of wins."""
+    kept (same prize_id) keeps its count of wins (its rows locked first, so no draw counts a win
+    between this read and the replacement)."""
+    if "prizes" in cmd.changes:
+        uow.conn.execute(select(lottery_prizes.c.prize_id).where(
+            lottery_prizes.c.shop_id == cmd.shop_id, lottery_prizes.c.lottery_id == cmd.lottery_id).with_for_update())
     stored = read_lottery(uow.conn, cmd.shop_id, cmd.lottery_id)
     changed = replace(stored, **cmd.changes, updated_at=utcnow())  # type: ignore[arg-type]
     if "prizes" in cmd.changes:
