@@ -1,6 +1,6 @@
 """The gRPC servicer of the rewards service, one part per capability (catalogue, redemptions,
-wallet, packs, reports): requests to commands (which check their fields), handlers run in the kit's idempotent
-unit of work, results to responses. No SQL here."""
+wallet, packs, reports, lottery): requests to commands (which check their fields), handlers run in
+the kit's idempotent unit of work, results to responses. No SQL here."""
 
 from __future__ import annotations
 
