@@ -42,3 +42,17 @@ THRESHOLD_NOT_MET = "THRESHOLD_NOT_MET"
 # Benefit packs.
 PACK_NOT_FOUND = "PACK_NOT_FOUND"
 PACK_ITEM_NOT_PACKABLE = "PACK_ITEM_NOT_PACKABLE"
+
+# Campaigns and checkout.
+CAMPAIGN_NOT_FOUND = "CAMPAIGN_NOT_FOUND"
+# Tag and segment audiences wait for the segments service.
+SEGMENTS_NOT_AVAILABLE = "SEGMENTS_NOT_AVAILABLE"
+# Why a campaign does not apply to a cart (EvaluateCart; THRESHOLD_NOT_MET as above).
+NOT_RUNNING = "NOT_RUNNING"
+NOT_IN_AUDIENCE = "NOT_IN_AUDIENCE"
+HELD_OUT = "HELD_OUT"
+NO_ELIGIBLE_ITEMS = "NO_ELIGIBLE_ITEMS"
+# A better campaign or coupon applied instead.
+OUTDONE = "OUTDONE"
+# A coupon of another member's wallet (or a cart without a member).
+COUPON_NOT_OWNED = "COUPON_NOT_OWNED"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from loyalty.rewards.v1 import rewards_service_pb2_grpc as pb_grpc
 
+from services.rewards.api.campaigns import CampaignsApi
 from services.rewards.api.catalogue import CatalogueApi
 from services.rewards.api.packs import PacksApi
 from services.rewards.api.redemptions import RedemptionsApi
@@ -13,6 +14,7 @@ from services.rewards.api.wallet import WalletApi
 from services.rewards.service import RewardsService
 
 
-class RewardsApi(CatalogueApi, RedemptionsApi, WalletApi, PacksApi, pb_grpc.RewardsServiceServicer):
+class RewardsApi(CatalogueApi, RedemptionsApi, WalletApi, PacksApi, CampaignsApi,
+                 pb_grpc.RewardsServiceServicer):
     def __init__(self, service: RewardsService):
         self.service = service
