@@ -90,10 +90,15 @@ def _check_references(conn: Connection, c: Campaign) -> None:
                                      metadata={"reward_id": reward.reward_id})
 
 
+def _sorted(audience: Audience) -> Audience:
+    """The tier levels in order, as they are stored and answered."""
+    return replace(audience, tier_levels=tuple(sorted(audience.tier_levels)))
+
+
 def create_campaign(service: RewardsService, uow: UnitOfWork, cmd: commands.CreateCampaign) -> Campaign:
     now = utcnow()
     campaign = replace(cmd.campaign, shop_id=cmd.shop_id, campaign_id="cg_" + secrets.token_hex(10),
-                       created_at=now, updated_at=now)
+                       audience=_sorted(cmd.campaign.audience), created_at=now, updated_at=now)
     _check_references(uow.conn, campaign)
     uow.conn.execute(insert(campaigns).values(shop_id=campaign.shop_id, campaign_id=campaign.campaign_id,
                                               created_at=now, **_values(campaign)))
@@ -108,6 +113,7 @@ def update_campaign(service: RewardsService, uow: UnitOfWork, cmd: commands.Upda
     """The masked fields changed; the whole result must still be a campaign Create would accept."""
     stored = read_campaign(uow.conn, cmd.shop_id, cmd.campaign_id)
     changed = replace(stored, **cmd.changes, updated_at=utcnow())  # type: ignore[arg-type]
+    changed = replace(changed, audience=_sorted(changed.audience))
     commands.campaign_violations(changed).raise_if_any()
     _check_references(uow.conn, changed)
     uow.conn.execute(update(campaigns).where(campaigns.c.shop_id == cmd.shop_id,
