@@ -9,8 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 from loyalty.rewards.v1 import campaigns_pb2 as pb
 
+from services.membership.domain import default_tiers
 from services.rewards import reasons
 from services.rewards.checkout import (
+    DEFAULT_TIER_DISCOUNTS_BP,
     Audience,
     AudienceKind,
     Buyer,
@@ -215,3 +217,8 @@ def test_status_follows_the_window() -> None:
 def test_the_enums_are_twins_of_the_protos(enum: type, proto: object, prefix: str) -> None:
     wire = {name.removeprefix(prefix): value for name, value in proto.items() if value}  # type: ignore[attr-defined]
     assert wire == {member.name: member.value for member in enum}
+
+
+def test_the_default_ladder_is_memberships() -> None:
+    """Rewards prices with it until it hears the shop's own ladder: it must be membership's default."""
+    assert {t.level: t.discount_bp for t in default_tiers()} == DEFAULT_TIER_DISCOUNTS_BP
