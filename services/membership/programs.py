@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from loyalty.membership.v1 import events_pb2
+from loyalty.membership.v1 import membership_service_pb2 as membership_pb
 from sqlalchemy import Connection, insert, literal, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
@@ -93,6 +94,14 @@ class ProgramMemo:
         self._memo.invalidate(uow, shop_id)
 
 
+def _ladder_tiers(ladder: Ladder) -> list[membership_pb.Tier]:
+    """The ladder as ProgramChanged carries it (rewards prices carts with the tiers' discounts)."""
+    return [membership_pb.Tier(level=t.level, code=t.code, name=t.name, min_spend_fen=t.min_spend_fen,
+                               min_trades=t.min_trades, discount_bp=t.discount_bp,
+                               points_rate_milli=t.points_rate_milli, benefits=list(t.benefits))
+            for t in ladder.tiers]
+
+
 def create_program(ctx: Membership, uow: UnitOfWork, cmd: commands.CreateProgram) -> tuple[Program, IssuedKey]:
     """A shop's program with the default ladder unless it brings its own, and its first API key."""
     now = utcnow()
@@ -109,7 +118,8 @@ def create_program(ctx: Membership, uow: UnitOfWork, cmd: commands.CreateProgram
     key = issue_api_key(ctx, uow, commands.IssueApiKey(cmd.shop_id, "first key"))
     ctx.programs.forget(uow, cmd.shop_id)
     uow.emit(cmd.shop_id, events_pb2.ProgramChanged(shop_id=cmd.shop_id, name=cmd.name, time_zone=cmd.time_zone,
-                                                    created=True, changed_at=to_timestamp(now)))
+                                                    created=True, changed_at=to_timestamp(now),
+                                                    tiers=_ladder_tiers(ladder)))
     return Program(cmd.shop_id, cmd.name, cmd.time_zone, cmd.require_follow, ladder, now, now), key
 
 
@@ -125,7 +135,8 @@ def update_program(ctx: Membership, uow: UnitOfWork, cmd: commands.UpdateProgram
         name=program.name, time_zone=program.time_zone, require_follow=program.require_follow, updated_at=now))
     ctx.programs.forget(uow, cmd.shop_id)
     uow.emit(cmd.shop_id, events_pb2.ProgramChanged(shop_id=cmd.shop_id, name=program.name,
-                                                    time_zone=program.time_zone, changed_at=to_timestamp(now)))
+                                                    time_zone=program.time_zone, changed_at=to_timestamp(now),
+                                                    tiers=_ladder_tiers(program.ladder)))
     return program
 
 
@@ -140,7 +151,7 @@ def issue_api_key(ctx: Membership, uow: UnitOfWork, cmd: commands.IssueApiKey) -
 
 def configure_tiers(ctx: Membership, uow: UnitOfWork, cmd: commands.ConfigureTiers) -> Program:
     """Replaces the ladder. Nobody moves, except members at a level the new ladder lacks, who go
-    to its top level."""
+    to its top level. ProgramChanged tells the other services the new ladder (its discounts)."""
     current = ctx.programs.for_update(uow, cmd.shop_id)
     ladder = Ladder(cmd.tiers, cmd.mode, cmd.policy)
     now = utcnow()
@@ -150,5 +161,8 @@ def configure_tiers(ctx: Membership, uow: UnitOfWork, cmd: commands.ConfigureTie
     ctx.programs.forget(uow, cmd.shop_id)
     tiers.move_setwise(ctx, uow, cmd.shop_id, ladder, literal(ladder.top), members.c.tier_level > ladder.top,
                        TierChangeReason.LADDER_CHANGED, now)
+    uow.emit(cmd.shop_id, events_pb2.ProgramChanged(shop_id=cmd.shop_id, name=current.name,
+                                                    time_zone=current.time_zone, changed_at=to_timestamp(now),
+                                                    tiers=_ladder_tiers(ladder)))
     return Program(cmd.shop_id, current.name, current.time_zone, current.require_follow, ladder,
                    current.created_at, now)

@@ -14,7 +14,7 @@ from services.kit.bus import Bus
 from services.kit.events import EventConsumer
 from services.kit.storage import Database, UnitOfWork, upsert
 from services.kit.timeutil import from_timestamp, utcnow
-from services.rewards import packs
+from services.rewards import campaigns, packs
 from services.rewards.domain import MemberStanding
 from services.rewards.service import RewardsService
 from services.rewards.tables import members, programs
@@ -54,6 +54,7 @@ def membership_consumer(db: Database, bus: Bus, service: RewardsService, *, work
 
     def on_program(uow: UnitOfWork, e: membership_events.ProgramChanged, _: envelope_pb2.EventEnvelope) -> None:
         program_changed(service, uow, e.shop_id, e.time_zone)
+        campaigns.ladder_changed(uow, e)
 
     def on_joined(uow: UnitOfWork, e: membership_events.MemberJoined, _: envelope_pb2.EventEnvelope) -> None:
         at = from_timestamp(e.joined_at, utcnow())
@@ -79,4 +80,5 @@ def membership_consumer(db: Database, bus: Bus, service: RewardsService, *, work
         membership_events.ProfileUpdated: on_profile,
         membership_events.TierChanged: on_tier,
         membership_events.MemberLeft: on_left,
+        membership_events.OrderCompleted: lambda uow, e, _: campaigns.order_completed(service, uow, e),
     }, workers=workers, per_transaction=per_transaction)

@@ -52,3 +52,17 @@ PRIZE_REWARD_MISMATCH = "PRIZE_REWARD_MISMATCH"
 NO_DRAWS_LEFT = "NO_DRAWS_LEFT"
 # A draw undone for a reason the refusal did not name.
 DRAW_ABORTED = "DRAW_ABORTED"
+
+# Campaigns and checkout.
+CAMPAIGN_NOT_FOUND = "CAMPAIGN_NOT_FOUND"
+# Tag and segment audiences wait for the segments service.
+SEGMENTS_NOT_AVAILABLE = "SEGMENTS_NOT_AVAILABLE"
+# Why a campaign does not apply to a cart (EvaluateCart; THRESHOLD_NOT_MET as above).
+NOT_RUNNING = "NOT_RUNNING"
+NOT_IN_AUDIENCE = "NOT_IN_AUDIENCE"
+HELD_OUT = "HELD_OUT"
+NO_ELIGIBLE_ITEMS = "NO_ELIGIBLE_ITEMS"
+# A better campaign or coupon applied instead.
+OUTDONE = "OUTDONE"
+# A coupon of another member's wallet (or a cart without a member).
+COUPON_NOT_OWNED = "COUPON_NOT_OWNED"

@@ -264,3 +264,40 @@ lottery_draws = Table(
     Column("updated_at", DateTime, nullable=False),
     Index("ix_lottery_draws_member", "shop_id", "member_id", "created_at"),
 )
+
+# Campaigns (营销活动). Their status is derived from the window, never stored. A coupon-after-order
+# campaign issues once per order through the coupons' unique (source, reference "<campaign>/<order>").
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("campaign_id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("audience", Text, nullable=False),  # JSON: {"kind", "tier_levels", "tag_ids", "segment_id"}
+    Column("start_at", DateTime, nullable=False),
+    Column("end_at", DateTime, nullable=False),
+    Column("all_items", Boolean, nullable=False),
+    Column("skus", Text, nullable=False),  # JSON list; [] with all_items
+    Column("discount_permille", Integer, nullable=False),
+    Column("cash_off_fen", BigInteger, nullable=False),
+    Column("threshold_fen", BigInteger, nullable=False),
+    Column("coupon_reward_id", String(32), nullable=False),
+    Column("holdout_bp", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_campaigns_running", "shop_id", "end_at"),
+)
+
+# Each tier's discount (价格 in basis points of the list price), from membership's ProgramChanged;
+# a shop without rows prices with the default ladder. changed_at: the event's, so an older event
+# delivered late does not replace a newer ladder.
+tier_discounts = Table(
+    "tier_discounts",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("level", Integer, primary_key=True),
+    Column("code", String(64), nullable=False),
+    Column("discount_bp", Integer, nullable=False),
+    Column("changed_at", DateTime, nullable=False),
+)

@@ -162,7 +162,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("lottery_draws", "lottery_chances", "lottery_prizes", "lotteries"):
+    for table in ("tier_discounts", "campaigns", "lottery_draws", "lottery_chances", "lottery_prizes", "lotteries"):
         op.drop_table(table)
     for table in ("pack_grants", "benefit_packs", "coupons", "grants", "redemptions", "usage", "rewards", "members",
                   "programs", "saga_steps", "sagas",
