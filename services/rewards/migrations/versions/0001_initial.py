@@ -159,6 +159,35 @@ def upgrade() -> None:
     create_saga_tables(op)
     create_kit_tables(op)
     _create_lottery_tables()
+    op.create_table(
+        "campaigns",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("campaign_id", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("kind", sa.SmallInteger, nullable=False),
+        sa.Column("audience", sa.Text, nullable=False),
+        sa.Column("start_at", sa.DateTime, nullable=False),
+        sa.Column("end_at", sa.DateTime, nullable=False),
+        sa.Column("all_items", sa.Boolean, nullable=False),
+        sa.Column("skus", sa.Text, nullable=False),
+        sa.Column("discount_permille", sa.Integer, nullable=False),
+        sa.Column("cash_off_fen", sa.BigInteger, nullable=False),
+        sa.Column("threshold_fen", sa.BigInteger, nullable=False),
+        sa.Column("coupon_reward_id", sa.String(32), nullable=False),
+        sa.Column("holdout_bp", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_campaigns_running", "campaigns", ["shop_id", "end_at"])
+    op.create_table(
+        "tier_discounts",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("level", sa.Integer, primary_key=True),
+        sa.Column("code", sa.String(64), nullable=False),
+        sa.Column("discount_bp", sa.Integer, nullable=False),
+        sa.Column("changed_at", sa.DateTime, nullable=False),
+    )
+
 
 
 def downgrade() -> None:
