@@ -4,6 +4,7 @@ redemption reads ask, checked on construction."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.kit.validation import check_ids, validate_id
 from services.rewards.domain import MAX_QUANTITY, RedemptionState
@@ -109,4 +110,9 @@ class ListRedemptions:
         v = check_ids(self.shop_id)
         validate_id(self.member_id, "member_id", v, required=False)
         validate_id(self.reward_id, "reward_id", v, required=False)
+        if self.after is not None:
+            try:
+                datetime.fromisoformat(self.after[0])
+            except ValueError:
+                v.add("page_token", "not a token this list returned")
         v.raise_if_any()
