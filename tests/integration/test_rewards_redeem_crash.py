@@ -23,6 +23,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.membership.v1 import membership_service_pb2_grpc as mgrpc
+from loyalty.points.v1 import points_service_pb2 as pp
 from loyalty.rewards.v1 import rewards_service_pb2 as rpb
 from loyalty.rewards.v1 import rewards_service_pb2_grpc as rgrpc
 
@@ -30,11 +31,12 @@ from services import registry
 from services.kit.cache import RedisCache
 from services.kit.config import Settings
 from services.kit.redis_bus import RedisStreamsBus
+from services.points import reasons as points_reasons
 from services.rewards import reasons
 from services.rewards.redeeming import redemption_id_for
 from tests.backends import free_port
 from tests.support.builders import eventually, rid
-from tests.support.redemptions import balance, get_redemption, points_api, redeem, refusal, stock_of
+from tests.support.redemptions import balance, get_redemption, ledger, points_api, redeem, refusal, stock_of
 from tests.support.rewards import create_reward, fund, join_member
 from tests.support.services import (
     ADMIN_KEY,
@@ -319,4 +321,26 @@ def test_an_operators_cancellation_killed_after_any_step_returns_points_and_stoc
     restarted(served)
     assert get_redemption(s.api, s.shop.shop_id, done.redemption_id).state == rpb.REDEMPTION_STATE_CANCELLED
     eventually(lambda: stock_of(s.api, s.shop.shop_id, s.reward_id) == (STOCK, 0), "the stock back", timeout=60)
+    assert_nothing_taken(s)
+
+
+# ----- a refusal after the reservation, killed while giving back ---------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["undo reserve", "undo hold", "undo open"])
+def test_a_redemption_whose_capture_is_refused_gives_back_once_though_killed_while_doing_so(
+    world: World, served: ServedRewards, step: str
+) -> None:
+    s = scene(world, served)
+    request_id = rid()
+    crash_on(world, "redeem:reserve", lambda: redeem(s.api, s.shop.shop_id, s.member_id, s.reward_id,
+                                                     request_id=request_id))
+    # While rewards is down, the hold is released (an operator, or its TTL): the capture will be refused.
+    (held,) = [e for e in ledger(s.points, s.shop.shop_id, s.member_id) if e.kind == pp.ENTRY_KIND_HOLD]
+    s.points.ReleaseHold(pp.ReleaseHoldRequest(request_id=rid(), shop_id=s.shop.shop_id, hold_id=held.source.hold_id))
+    world.crash_file.write_text(f"redeem:{step}")
+    restarted(served)  # its recovery dies while giving back
+    restarted(served)
+    failed = settled(s, redemption_id_of(s, request_id), rpb.REDEMPTION_STATE_FAILED)
+    assert failed.failure_reason == points_reasons.HOLD_RELEASED
     assert_nothing_taken(s)
