@@ -43,7 +43,7 @@ MAX_POINTS_REASON = 500  # points' limit on an adjustment's reason
 def _record(service: RewardsService, uow: UnitOfWork, kind: str, row: Any, **extra: Any) -> str:
     assert service.sagas is not None
     saga_id = saga_id_for(row.redemption_id, kind)
-    service.sagas.record(uow, kind, row.shop_id, {**saga_data(row), "hold_id": row.hold_id, **extra},
+    service.sagas.record(uow, kind, row.shop_id, {**saga_data(row._mapping), "hold_id": row.hold_id, **extra},
                          saga_id=saga_id)
     return saga_id
 

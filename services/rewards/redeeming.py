@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,11 +57,12 @@ def refused(reason: str, message: str, subject: str) -> FailedPrecondition:
     return FailedPrecondition(message, reason=reason, subject=subject)
 
 
-def saga_data(row: Any) -> dict[str, Any]:
-    """What every saga of a redemption works from (the redemption row, at the time it is recorded)."""
-    return {"redemption_id": row.redemption_id, "member_id": row.member_id, "reward_id": row.reward_id,
-            "kind": row.kind, "quantity": row.quantity, "points": row.points, "cash_fen": row.cash_fen,
-            "month": row.month}
+SAGA_FIELDS = ("redemption_id", "member_id", "reward_id", "kind", "quantity", "points", "cash_fen", "month")
+
+
+def saga_data(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What every saga of a redemption works from: the redemption row as the saga is recorded."""
+    return {name: row[name] for name in SAGA_FIELDS}
 
 
 # ----- Redeem: the check, the row and its saga, in one transaction ---------------------------------
@@ -113,13 +114,8 @@ def accept(service: RewardsService, uow: UnitOfWork, cmd: Redeem, now: datetime)
     uow.conn.execute(insert(redemptions), row)
     kind = KIND_REDEEM_CASH if cost.cash_fen else KIND_REDEEM
     saga_id = saga_id_for(redemption_id, kind)
-    service.sagas.record(uow, kind, cmd.shop_id, saga_data(_Row(row)), saga_id=saga_id)
+    service.sagas.record(uow, kind, cmd.shop_id, saga_data(row), saga_id=saga_id)
     return redemption_id, saga_id
-
-
-class _Row:
-    def __init__(self, values: dict[str, Any]):
-        self.__dict__.update(values)
 
 
 # ----- what the steps change here -------------------------------------------------------------------
