@@ -94,7 +94,7 @@ class ServedRewards:
     """The rewards service as a process of its own, restarted after each crash."""
 
     def __init__(self, world: World, log_path: Path):
-        self.world, self.log_path = world, log_path
+        self.world, self.log_path, self.env = world, log_path, world.env
         self.channel = grpc.insecure_channel(f"127.0.0.1:{world.env['LOYALTY_REWARDS_PORT']}")
         self.process: subprocess.Popen | None = None
         self.start()
@@ -102,7 +102,7 @@ class ServedRewards:
     def start(self) -> None:
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "tests.support.rewards_crash", "serve"], cwd=ROOT,
-                                            env=self.world.env, stdout=log, stderr=subprocess.STDOUT)
+                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)
         eventually(self.serving, "rewards serves", timeout=60)
 
     def serving(self) -> bool:
@@ -117,8 +117,17 @@ class ServedRewards:
         assert self.process is not None
         return self.process.wait(timeout=30) == -signal.SIGKILL
 
+    def restart_with(self, env: dict[str, str]) -> None:
+        """Stops the process (SIGTERM) and starts it again on `env`."""
+        self.terminate()
+        self.env = env
+        self.start()
+
     def stop(self) -> None:
         self.channel.close()
+        self.terminate()
+
+    def terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -344,3 +353,23 @@ def test_a_redemption_whose_capture_is_refused_gives_back_once_though_killed_whi
     failed = settled(s, redemption_id_of(s, request_id), rpb.REDEMPTION_STATE_FAILED)
     assert failed.failure_reason == points_reasons.HOLD_RELEASED
     assert_nothing_taken(s)
+
+
+# ----- an accident: points unreachable ---------------------------------------------------------------
+
+
+def test_a_redemption_points_cannot_be_reached_for_is_pending_and_completes_once_points_answers(
+    world: World, served: ServedRewards
+) -> None:
+    s = scene(world, served)
+    served.restart_with({**world.env, "LOYALTY_POINTS_ADDR": f"127.0.0.1:{free_port()}"})  # nobody answers there
+    request_id = rid()
+    pending = redeem(s.api, s.shop.shop_id, s.member_id, s.reward_id, request_id=request_id)
+    assert pending.state == rpb.REDEMPTION_STATE_PENDING
+    assert balance(s.points, s.shop.shop_id, s.member_id) == s.before
+
+    served.restart_with(world.env)
+    settled(s, pending.redemption_id, rpb.REDEMPTION_STATE_COMPLETED)
+    assert_completed_once(s, pending.redemption_id)
+    assert redeem(s.api, s.shop.shop_id, s.member_id, s.reward_id, request_id=request_id).state == (
+        rpb.REDEMPTION_STATE_COMPLETED)
