@@ -47,7 +47,9 @@ def main() -> None:
         running, bus = start(settings, host=settings.host)
     except OSError as exc:
         sys.exit(f"suite: {exc}")
-    keys = demo.seed(settings, demo.membership_port(running)) if not args.no_seed else None
+    keys = None
+    if not args.no_seed:
+        keys = demo.seed(settings, demo.membership_port(running), demo.port_of(running, "rewards"))
     demo.print_banner(settings, running, keys)
     wait_for_signal()
     print("\nstopping: finishing in-flight calls…", flush=True)

@@ -10,12 +10,12 @@ from dataclasses import replace
 
 from sqlalchemy import Connection, Row, insert, select, update
 
-from services.kit.errors import FailedPrecondition, NotFound
+from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import utcnow
 from services.rewards import reasons
 from services.rewards.commands import catalogue as commands
-from services.rewards.domain import Reward, RewardKind, RewardStatus, Usage, spec_from_json, spec_to_json
+from services.rewards.domain import MAX_STOCK, Reward, RewardKind, RewardStatus, Usage, spec_from_json, spec_to_json
 from services.rewards.service import RewardsService
 from services.rewards.tables import rewards, usage
 
@@ -110,9 +110,12 @@ def add_stock(service: RewardsService, uow: UnitOfWork, cmd: commands.AddStock) 
     """Stock plus a signed delta in one conditional update: a removal of more than is left is
     refused (OUT_OF_STOCK), whatever redemptions took meanwhile."""
     where = (rewards.c.shop_id == cmd.shop_id, rewards.c.reward_id == cmd.reward_id)
-    done = uow.conn.execute(update(rewards).where(*where, rewards.c.stock + cmd.delta >= 0)
+    done = uow.conn.execute(update(rewards).where(*where, rewards.c.stock + cmd.delta >= 0,
+                                                  rewards.c.stock + cmd.delta <= MAX_STOCK)
                             .values(stock=rewards.c.stock + cmd.delta, updated_at=utcnow()))
     reward = read_reward(uow.conn, cmd.shop_id, cmd.reward_id)  # NOT_FOUND for another shop's id
+    if done.rowcount == 0 and cmd.delta > 0:
+        raise InvalidArgument([("delta", f"stock would pass {MAX_STOCK} (it is {reward.stock})")])
     if done.rowcount == 0:
         raise FailedPrecondition(f"reward {cmd.reward_id} has {reward.stock} in stock; cannot take {-cmd.delta}",
                                  reason=reasons.OUT_OF_STOCK, subject=cmd.reward_id,

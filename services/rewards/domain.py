@@ -4,6 +4,7 @@ The IntEnums mirror the proto enums of loyalty.rewards.v1 (a unit test holds the
 
 from __future__ import annotations
 
+import calendar
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -229,5 +230,61 @@ def coupon_window(spec: CouponSpec, issued_at: datetime, zone: ZoneInfo) -> tupl
 
 
 def coupon_applies(face_value_fen: int, threshold_fen: int, order_amount_fen: int) -> bool:
-    """满 threshold 减 face value: the order reaches the threshold, and is worth more than the coupon."""
+    """满 threshold 减 face value: the order reaches the threshold and is worth at least the coupon."""
     return order_amount_fen >= max(threshold_fen, 1) and order_amount_fen >= face_value_fen
+
+
+# ----- benefit packs (权益礼包) -------------------------------------------------------------------
+
+MAX_PACK_ITEMS = 10
+MAX_PACK_ITEM_QUANTITY = 10
+PACKABLE = (RewardKind.COUPON, RewardKind.VIRTUAL)  # gifts are shipped by redemption, not packed
+
+
+class PackTrigger(IntEnum):
+    JOIN = 1
+    MONTH_AFTER_JOIN = 2
+    BIRTHDAY = 3
+    MONTHLY = 4
+    TIER_UPGRADE = 5
+
+
+SCHEDULED_TRIGGERS = (PackTrigger.MONTH_AFTER_JOIN, PackTrigger.BIRTHDAY, PackTrigger.MONTHLY)
+
+
+@dataclass(frozen=True)
+class BenefitPack:
+    shop_id: str
+    pack_id: str
+    name: str
+    trigger: PackTrigger
+    enabled: bool = True
+    points: int = 0
+    items: tuple[tuple[str, int], ...] = ()  # (reward_id, quantity)
+    tier_levels: tuple[int, ...] = ()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def for_tier(self, level: int) -> bool:
+        return not self.tier_levels or level in self.tier_levels
+
+
+def pack_period(trigger: PackTrigger, at_utc: datetime, zone: ZoneInfo, *, tier_level: int = 0) -> str:
+    """The period a pack is granted once in: once ever for joining, every year for birthdays,
+    every shop-local month for monthly packs, once per tier reached."""
+    if trigger is PackTrigger.JOIN:
+        return "join"
+    if trigger is PackTrigger.MONTH_AFTER_JOIN:
+        return "month-after-join"
+    if trigger is PackTrigger.TIER_UPGRADE:
+        return f"tier-{tier_level}"
+    month = month_of(at_utc, zone)
+    return month[:4] if trigger is PackTrigger.BIRTHDAY else month
+
+
+def month_after(joined_at_utc: datetime, zone: ZoneInfo) -> datetime:
+    """When a member who joined at `joined_at_utc` completes their first month (入会满月): the
+    same shop-local day a calendar month later (the month's last day when it is shorter)."""
+    day = joined_at_utc.replace(tzinfo=UTC).astimezone(zone).date()
+    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+    return _local_midnight_utc(date(year, month, min(day.day, calendar.monthrange(year, month)[1])), zone)

@@ -14,6 +14,7 @@ from services.kit.bus import Bus
 from services.kit.events import EventConsumer
 from services.kit.storage import Database, UnitOfWork, upsert
 from services.kit.timeutil import from_timestamp, utcnow
+from services.rewards import packs
 from services.rewards.domain import MemberStanding
 from services.rewards.service import RewardsService
 from services.rewards.tables import members, programs
@@ -55,7 +56,9 @@ def membership_consumer(db: Database, bus: Bus, service: RewardsService, *, work
         program_changed(service, uow, e.shop_id, e.time_zone)
 
     def on_joined(uow: UnitOfWork, e: membership_events.MemberJoined, _: envelope_pb2.EventEnvelope) -> None:
-        joined(uow, e.shop_id, e.member_id, e.tier_level, e.birth_month, from_timestamp(e.joined_at, utcnow()))
+        at = from_timestamp(e.joined_at, utcnow())
+        joined(uow, e.shop_id, e.member_id, e.tier_level, e.birth_month, at)
+        packs.on_joined(service, uow, e.shop_id, e.member_id, imported=e.imported, at=at)
 
     def on_profile(uow: UnitOfWork, e: membership_events.ProfileUpdated, _: envelope_pb2.EventEnvelope) -> None:
         if "birthday" in e.changed_fields:
@@ -63,6 +66,8 @@ def membership_consumer(db: Database, bus: Bus, service: RewardsService, *, work
 
     def on_tier(uow: UnitOfWork, e: membership_events.TierChanged, _: envelope_pb2.EventEnvelope) -> None:
         _change(uow, e.shop_id, e.member_id, tier_level=e.to_level)
+        packs.on_tier_changed(service, uow, e.shop_id, e.member_id, e.from_level, e.to_level,
+                              from_timestamp(e.changed_at, utcnow()))
 
     def on_left(uow: UnitOfWork, e: membership_events.MemberLeft, _: envelope_pb2.EventEnvelope) -> None:
         # The birth month goes with the member: rewards keeps nothing personal of who left.

@@ -46,5 +46,4 @@ def build_app(settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, d
                       add_to_server=pb_grpc.add_RewardsServiceServicer_to_server,
                       consumers=[membership_consumer(service.db, bus, service, workers=settings.consumer_workers,
                                                      per_transaction=settings.consumer_per_transaction)],
-                      background=[Periodic(periodic_jobs(service, batch_jobs=settings.scheduled_jobs(NAME)),
-                                           name="rewards-jobs")])
+                      background=[Periodic(periodic_jobs(service), name="rewards-jobs")])

@@ -146,6 +146,42 @@ coupons = Table(
     Column("used_at", DateTime),
     Column("updated_at", DateTime, nullable=False),
     Index("ix_coupons_once", "shop_id", "source", "source_reference", "member_id", "ordinal", unique=True),
-    Index("ix_coupons_wallet", "shop_id", "member_id", "state", "valid_until"),
+    Index("ix_coupons_wallet", "shop_id", "member_id", "issued_at", "coupon_id"),
     Index("ix_coupons_due", "state", "valid_until"),
+)
+
+benefit_packs = Table(
+    "benefit_packs",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("pack_id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("trigger", SmallInteger, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("items", Text, nullable=False),  # JSON: [[reward_id, quantity], ...]
+    Column("tier_levels", Text, nullable=False),  # JSON: [level, ...]; [] for every tier
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_benefit_packs_trigger", "trigger", "enabled"),
+)
+
+# One pack given to one member for one period. points_outcome: "" while points has yet to take
+# the Earn, CREDITED once it did, or the reason points refused it (ACCOUNT_CLOSED).
+pack_grants = Table(
+    "pack_grants",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("grant_id", String(32), primary_key=True),
+    Column("pack_id", String(32), nullable=False),
+    Column("member_id", String(32), nullable=False),
+    Column("trigger", SmallInteger, nullable=False),
+    Column("period", String(32), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("points_outcome", String(32), nullable=False),
+    Column("coupon_ids", Text, nullable=False),  # JSON list
+    Column("granted_at", DateTime, nullable=False),
+    Index("ix_pack_grants_once", "shop_id", "pack_id", "member_id", "period", unique=True),
+    Index("ix_pack_grants_member", "shop_id", "member_id", "granted_at"),
+    Index("ix_pack_grants_points_due", "points_outcome", "granted_at"),
 )

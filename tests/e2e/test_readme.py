@@ -19,9 +19,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services import registry
 from tools import grpcurl
 
-Suite = tuple[Path, tuple[int, int], subprocess.Popen]
+Ports = dict[str, int]  # service -> the free port it runs on in this test
+Suite = tuple[Path, Ports, subprocess.Popen]
 
 ROOT = Path(__file__).resolve().parents[2]
 # NAME=$(grpcurl ... | grep -o 'PATTERN' | head -1): a value taken from an answer for later lines.
@@ -47,15 +49,19 @@ def readme_commands() -> list[tuple[str, str]]:
     return commands
 
 
-def start_suite(data_dir: Path, port: int, points_port: int) -> subprocess.Popen:
-    env = {**os.environ, "LOYALTY_DATA_DIR": str(data_dir), "LOYALTY_MEMBERSHIP_PORT": str(port),
-           "LOYALTY_POINTS_PORT": str(points_port)}
+def free_ports() -> Ports:
+    return {entry.name: free_port() for entry in registry.SERVICES}
+
+
+def start_suite(data_dir: Path, ports: Ports) -> subprocess.Popen:
+    env = {**os.environ, "LOYALTY_DATA_DIR": str(data_dir),
+           **{f"LOYALTY_{name.upper()}_PORT": str(port) for name, port in ports.items()}}
     for name in ("LOYALTY_ADMIN_KEY", "LOYALTY_AUTH_SECRET", "LOYALTY_PII_KEY", "LOYALTY_REDIS_URL"):
         env.pop(name, None)
     proc = subprocess.Popen([sys.executable, "-m", "services.suite", "run"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 90
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{ports['membership']}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.stdout.read()
@@ -85,7 +91,7 @@ def demo_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def run_line(line: str, env: dict[str, str], ports: tuple[int, int]) -> str:
+def run_line(line: str, env: dict[str, str], ports: Ports) -> str:
     """Runs one README line as a shell would; returns what it prints (an error included)."""
     assignment = ASSIGNMENT.match(line)
     if assignment:
@@ -96,8 +102,8 @@ def run_line(line: str, env: dict[str, str], ports: tuple[int, int]) -> str:
         return found.group(0)
     line = re.sub(r"\$(\w+)", lambda m: env[m.group(1)], line)
     argv = shlex.split(line)[1:]
-    argv = [a.replace("localhost:50051", f"127.0.0.1:{ports[0]}").replace("localhost:50052", f"127.0.0.1:{ports[1]}")
-            for a in argv]
+    for entry in registry.SERVICES:  # the README names the default ports
+        argv = [a.replace(f"localhost:{entry.port}", f"127.0.0.1:{ports[entry.name]}") for a in argv]
     try:
         return grpcurl.run(argv)
     except grpcurl.GrpcurlError as exc:
@@ -107,8 +113,8 @@ def run_line(line: str, env: dict[str, str], ports: tuple[int, int]) -> str:
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     data_dir = tmp_path_factory.mktemp("suite-data")
-    ports = (free_port(), free_port())
-    proc = start_suite(data_dir, *ports)
+    ports = free_ports()
+    proc = start_suite(data_dir, ports)
     yield data_dir, ports, proc
     if proc.poll() is None:
         proc.kill()
@@ -136,7 +142,7 @@ def test_the_demo_shop_has_members_in_every_tier(suite: Suite) -> None:
     data_dir, ports, _ = suite
     env = demo_env(data_dir)
     output = grpcurl.run(["-plaintext", "-H", f"authorization: Bearer {env['SHOP_KEY']}",
-                          "-d", '{"shop_id":"demo-shop"}', f"127.0.0.1:{ports[0]}",
+                          "-d", '{"shop_id":"demo-shop"}', f"127.0.0.1:{ports['membership']}",
                           "loyalty.membership.v1.MembershipService/ExportMembers"])
     codes = set(re.findall(r'"tierCode": "(\w+)"', output))
     assert codes == {"regular", "silver", "gold", "platinum", "diamond"}
@@ -152,7 +158,7 @@ def test_ctrl_c_stops_cleanly_and_a_second_run_keeps_the_data(suite: Suite) -> N
     before = run_line(readme_tier, env, ports)
     out = stop_suite(proc)
     assert "stopped." in out and "Traceback" not in out
-    again = start_suite(data_dir, *ports)
+    again = start_suite(data_dir, ports)
     try:
         assert demo_env(data_dir) == env  # the same keys
         assert run_line(readme_tier, env, ports) == before

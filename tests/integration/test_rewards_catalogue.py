@@ -237,9 +237,16 @@ def test_a_retried_restock_adds_once(api: Authed, shop: Shop) -> None:
     assert api.GetReward(rpb.GetRewardRequest(shop_id=shop.shop_id, reward_id=reward.reward_id)).stock == 7
 
 
-def test_a_zero_delta_is_refused(api: Authed, shop: Shop) -> None:
-    reward = create_reward(api, shop.shop_id)
+def test_a_zero_delta_or_one_past_the_largest_stock_is_refused(api: Authed, shop: Shop) -> None:
+    reward = create_reward(api, shop.shop_id, stock=10)
     assert "delta" in refused(add_stock, api, shop, reward.reward_id, 0).fields
+    assert "delta" in refused(add_stock, api, shop, reward.reward_id, 1_000_000_000 - 9).fields
+    assert add_stock(api, shop, reward.reward_id, 1_000_000_000 - 10).stock == 1_000_000_000
+
+
+def test_an_update_names_its_reward(api: Authed, shop: Shop) -> None:
+    failure = refused(update, api, shop, rpb.Reward(name="x"), "name")
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "reward.reward_id" in failure.fields
 
 
 # ----- shops -------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from services.rewards import domain, payments, reasons
 from services.rewards.service import RewardsService
 from tests.conftest import Authed, ServiceUnderTest, Shop, create_shop
 from tests.support.builders import rid
+from tests.support.coupons import wallet
 from tests.support.errors import Failure
 from tests.support.events import outbox_events
 from tests.support.redemptions import (
@@ -76,6 +77,10 @@ def test_a_coupon_redemption_spends_the_points_takes_the_stock_and_issues_the_co
     assert [(e.held_delta, e.source.redemption_id) for e in captured] == [(-PRICE, done.redemption_id)]
     assert stock_of(api, shop.shop_id, reward.reward_id) == (9, 1)
     assert get_redemption(api, shop.shop_id, done.redemption_id) == done
+    (coupon,) = wallet(api, shop.shop_id, member_id)
+    assert (coupon.coupon_id, coupon.state, coupon.source, coupon.source_reference, coupon.reward_id) == (
+        done.coupon_ids[0], rpb.COUPON_STATE_UNUSED, rpb.COUPON_SOURCE_REDEMPTION, done.redemption_id,
+        reward.reward_id)
     events = outbox_events(rewards.running.app.db, shop.shop_id, events_pb2.RewardRedeemed)
     assert [(e.redemption_id, e.member_id, e.points) for e in events] == [(done.redemption_id, member_id, PRICE)]
 

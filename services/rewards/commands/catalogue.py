@@ -176,7 +176,7 @@ class UpdateReward:
     changes: dict[str, object]
 
     def __post_init__(self) -> None:
-        check_ids(self.shop_id, reward_id=self.reward_id).raise_if_any()
+        check_ids(self.shop_id, **{"reward.reward_id": self.reward_id}).raise_if_any()
 
 
 @dataclass(frozen=True)

@@ -124,13 +124,44 @@ def upgrade() -> None:
     )
     op.create_index("ix_coupons_once", "coupons", ["shop_id", "source", "source_reference", "member_id", "ordinal"],
                     unique=True)
-    op.create_index("ix_coupons_wallet", "coupons", ["shop_id", "member_id", "state", "valid_until"])
+    op.create_index("ix_coupons_wallet", "coupons", ["shop_id", "member_id", "issued_at", "coupon_id"])
     op.create_index("ix_coupons_due", "coupons", ["state", "valid_until"])
+    op.create_table(
+        "benefit_packs",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("pack_id", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("trigger", sa.SmallInteger, nullable=False),
+        sa.Column("enabled", sa.Boolean, nullable=False),
+        sa.Column("points", sa.BigInteger, nullable=False),
+        sa.Column("items", sa.Text, nullable=False),
+        sa.Column("tier_levels", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_benefit_packs_trigger", "benefit_packs", ["trigger", "enabled"])
+    op.create_table(
+        "pack_grants",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("grant_id", sa.String(32), primary_key=True),
+        sa.Column("pack_id", sa.String(32), nullable=False),
+        sa.Column("member_id", sa.String(32), nullable=False),
+        sa.Column("trigger", sa.SmallInteger, nullable=False),
+        sa.Column("period", sa.String(32), nullable=False),
+        sa.Column("points", sa.BigInteger, nullable=False),
+        sa.Column("points_outcome", sa.String(32), nullable=False),
+        sa.Column("coupon_ids", sa.Text, nullable=False),
+        sa.Column("granted_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_pack_grants_once", "pack_grants", ["shop_id", "pack_id", "member_id", "period"], unique=True)
+    op.create_index("ix_pack_grants_member", "pack_grants", ["shop_id", "member_id", "granted_at"])
+    op.create_index("ix_pack_grants_points_due", "pack_grants", ["points_outcome", "granted_at"])
     create_saga_tables(op)
     create_kit_tables(op)
 
 
 def downgrade() -> None:
-    for table in ("coupons", "grants", "redemptions", "usage", "rewards", "members", "programs", "saga_steps", "sagas",
+    for table in ("pack_grants", "benefit_packs", "coupons", "grants", "redemptions", "usage", "rewards", "members",
+                  "programs", "saga_steps", "sagas",
                   "idempotency", "inbox", "outbox"):
         op.drop_table(table)
