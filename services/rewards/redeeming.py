@@ -244,12 +244,12 @@ class RedemptionSteps:
         """Releases the hold: also one whose answer was never recorded (asked again with the same
         request_id), none if it was refused, and one released already or expired."""
         hold_id = ctx.data.get("hold_id")
-        if hold_id is None:
+        if hold_id is None and ctx.data["points"]:
             try:
                 hold_id = self.service.points.Hold(self._hold_request(ctx)).hold_id
             except (FailedPrecondition, NotFound):
                 return  # refused: nothing is held
-        self.release_hold(ctx, hold_id)
+        self.release_hold(ctx, hold_id or "")
 
     def release_hold(self, ctx: SagaContext, hold_id: str) -> None:
         if hold_id:

@@ -266,6 +266,19 @@ def test_an_unpaid_redemption_past_its_deadline_gives_everything_back_by_itself(
     assert refusal(confirm, api, shop, waiting.redemption_id).reason == reasons.NOT_AWAITING_PAYMENT
 
 
+
+def test_a_cash_only_reward_holds_no_points_and_completes_when_paid(api: Authed, papi: Authed,
+                                                                    points: ServiceUnderTest, shop: Shop) -> None:
+    reward = create_reward(api, shop.shop_id, points_price=0, cash_price_fen=500, stock=3)
+    member_id = funded_member(points, shop)
+    before = balance(papi, shop.shop_id, member_id)
+    waiting = redeem(api, shop.shop_id, member_id, reward.reward_id)
+    assert (waiting.state, waiting.points, waiting.cash_fen) == (rpb.REDEMPTION_STATE_AWAITING_PAYMENT, 0, 500)
+    assert balance(papi, shop.shop_id, member_id) == before
+    assert confirm(api, shop, waiting.redemption_id).state == rpb.REDEMPTION_STATE_COMPLETED
+    assert balance(papi, shop.shop_id, member_id) == before
+    assert stock_of(api, shop.shop_id, reward.reward_id) == (2, 1)
+
 # ----- an operator's cancellation of a gift ---------------------------------------------------------
 
 
