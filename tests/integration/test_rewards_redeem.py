@@ -5,6 +5,7 @@ cancelled or late; an operator cancels a gift before shipment; 200 members race 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -197,6 +198,9 @@ def test_bad_requests_name_the_field(api: Authed, shop: Shop) -> None:
                                                     quantity=100))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
     assert {"request_id", "quantity"} <= failure.fields.keys()
+    unpaid = refusal(api.ConfirmPayment, rpb.ConfirmPaymentRequest(request_id=rid(), shop_id=shop.shop_id,
+                                                                   redemption_id="rd_x"))
+    assert (unpaid.code, set(unpaid.fields)) == (grpc.StatusCode.INVALID_ARGUMENT, {"payment_reference"})
 
 
 # ----- points + cash ------------------------------------------------------------------------------
@@ -241,7 +245,10 @@ def test_a_paid_redemption_completes_and_cannot_be_cancelled(api: Authed, papi: 
 def test_cancelling_before_payment_gives_points_and_stock_back(api: Authed, papi: Authed,
                                                                points: ServiceUnderTest, shop: Shop) -> None:
     waiting, reward_id, available = awaiting(api, papi, points, shop)
-    cancelled = cancel(api, shop, waiting.redemption_id, reason="changed my mind")
+    request = rpb.CancelRedemptionRequest(request_id=rid(), shop_id=shop.shop_id, redemption_id=waiting.redemption_id,
+                                          reason="changed my mind")
+    cancelled = api.CancelRedemption(request)
+    assert api.CancelRedemption(request) == cancelled, "a retry is answered alike"
     assert (cancelled.state, cancelled.failure_reason, cancelled.cancel_reason) == (
         rpb.REDEMPTION_STATE_CANCELLED, reasons.CANCELLED_BY_MEMBER, "changed my mind")
     assert balance(papi, shop.shop_id, waiting.member_id) == (available, 0)
@@ -278,6 +285,31 @@ def test_a_cash_only_reward_holds_no_points_and_completes_when_paid(api: Authed,
     assert confirm(api, shop, waiting.redemption_id).state == rpb.REDEMPTION_STATE_COMPLETED
     assert balance(papi, shop.shop_id, member_id) == before
     assert stock_of(api, shop.shop_id, reward.reward_id) == (2, 1)
+
+
+def test_of_a_payment_and_a_cancellation_at_once_exactly_one_wins(api: Authed, papi: Authed,
+                                                                   points: ServiceUnderTest, shop: Shop) -> None:
+    waiting, reward_id, available = awaiting(api, papi, points, shop)
+    calls = [lambda: confirm(api, shop, waiting.redemption_id), lambda: cancel(api, shop, waiting.redemption_id)]
+
+    def outcome(call: Callable[[], rpb.Redemption]) -> object:
+        try:
+            return call().state
+        except grpc.RpcError as exc:
+            return exc.code()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        paid, cancelled = pool.map(outcome, calls)
+
+    final = get_redemption(api, shop.shop_id, waiting.redemption_id)
+    if final.state == rpb.REDEMPTION_STATE_COMPLETED:
+        assert (paid, cancelled) == (rpb.REDEMPTION_STATE_COMPLETED, grpc.StatusCode.FAILED_PRECONDITION)
+        assert balance(papi, shop.shop_id, waiting.member_id) == (available - PRICE, 0)
+        assert stock_of(api, shop.shop_id, reward_id) == (9, 1)
+    else:
+        assert (paid, cancelled) == (grpc.StatusCode.FAILED_PRECONDITION, rpb.REDEMPTION_STATE_CANCELLED)
+        assert balance(papi, shop.shop_id, waiting.member_id) == (available, 0)
+        assert stock_of(api, shop.shop_id, reward_id) == (10, 0)
 
 # ----- an operator's cancellation of a gift ---------------------------------------------------------
 
