@@ -19,7 +19,7 @@ from typing import Any
 
 from loyalty.points.v1 import points_service_pb2 as pp
 from loyalty.rewards.v1 import events_pb2
-from sqlalchemy import Connection, case, insert, update
+from sqlalchemy import Connection, case, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -96,15 +96,19 @@ def validate(service: RewardsService, cmd: Validate, now: datetime) -> tuple[lis
     return why, cost
 
 
-def accept(service: RewardsService, uow: UnitOfWork, cmd: Redeem, now: datetime) -> tuple[str, str]:
+def accept(service: RewardsService, uow: UnitOfWork, cmd: Redeem, now: datetime) -> tuple[str, str | None]:
     """Checks the redemption, writes it PENDING and records its saga; returns (redemption id,
-    saga id). A refusal here takes nothing (no row, no saga)."""
+    saga id). A refusal here takes nothing (no row, no saga). A request whose redemption exists
+    (retried after the kit forgot its answer) is that redemption, with no new saga."""
     assert service.sagas is not None
+    redemption_id = redemption_id_for(cmd.shop_id, cmd.request_id)
+    if uow.conn.execute(select(redemptions.c.redemption_id).where(
+            redemptions.c.shop_id == cmd.shop_id, redemptions.c.redemption_id == redemption_id)).first():
+        return redemption_id, None
     reward, verdict, month = judge(service, uow.conn, cmd.shop_id, cmd.member_id, cmd.reward_id, cmd.quantity, now)
     if not verdict.redeemable:
         raise refused(verdict.reasons[0], f"reward {cmd.reward_id} cannot be redeemed now: "
                       + ", ".join(verdict.reasons), f"reward/{cmd.reward_id}")
-    redemption_id = redemption_id_for(cmd.shop_id, cmd.request_id)
     cost = domain.cost_of(reward, cmd.quantity)
     row = {"shop_id": cmd.shop_id, "redemption_id": redemption_id, "member_id": cmd.member_id,
            "reward_id": cmd.reward_id, "kind": int(reward.kind), "quantity": cmd.quantity, "points": cost.points,
