@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 from loyalty.membership.v1 import membership_service_pb2 as mpb
 from loyalty.membership.v1 import membership_service_pb2_grpc as mgrpc
+from loyalty.rewards.v1 import lottery_pb2 as lpb
 from loyalty.rewards.v1 import rewards_service_pb2 as rpb
 from loyalty.rewards.v1 import rewards_service_pb2_grpc as rgrpc
 
@@ -75,8 +76,24 @@ def demo_packs(ids: dict[str, str]) -> list[rpb.BenefitPack]:
     ]
 
 
+def demo_lottery(ids: dict[str, str]) -> lpb.Lottery:
+    """幸运大转盘: 20 points a draw; Diamond members (the ladder's "monthly lottery chance") draw
+    once a month for free first."""
+    return lpb.Lottery(
+        name="幸运大转盘", style=lpb.LOTTERY_STYLE_WHEEL, enabled=True, cost_points=20, free_draws_per_month=1,
+        free_draw_tier_levels=[4], prizes=[
+            lpb.Prize(name="188 积分", kind=lpb.PRIZE_KIND_POINTS, points=188, probability_bp=500,
+                      unlimited_stock=True),
+            lpb.Prize(name="无门槛 5 元券", kind=lpb.PRIZE_KIND_COUPON, reward_id=ids["coupon-5"], probability_bp=1_000,
+                      stock=200),
+            lpb.Prize(name="品牌帆布袋", kind=lpb.PRIZE_KIND_GIFT, reward_id=ids["gift-bag"], probability_bp=50,
+                      stock=5),
+            lpb.Prize(kind=lpb.PRIZE_KIND_NOTHING, probability_bp=8_450),
+        ])
+
+
 def seed_rewards(rewards_port: int, auth: list[tuple[str, str]]) -> None:
-    """The demo catalogue and packs, once (fixed request_ids: a rerun after a crash creates nothing twice)."""
+    """The demo catalogue, packs and lottery, once (fixed request_ids: a rerun after a crash creates nothing twice)."""
     with grpc.insecure_channel(f"127.0.0.1:{rewards_port}") as channel:
         stub = rgrpc.RewardsServiceStub(channel)
         if stub.ListRewards(rpb.ListRewardsRequest(shop_id=SHOP_ID, page_size=1), metadata=auth).rewards:
@@ -87,6 +104,8 @@ def seed_rewards(rewards_port: int, auth: list[tuple[str, str]]) -> None:
         for i, pack in enumerate(demo_packs(ids)):
             stub.CreateBenefitPack(rpb.CreateBenefitPackRequest(request_id=f"demo-pack-{i}", shop_id=SHOP_ID,
                                                                 pack=pack), metadata=auth)
+        stub.CreateLottery(lpb.CreateLotteryRequest(request_id="demo-lottery", shop_id=SHOP_ID,
+                                                    lottery=demo_lottery(ids)), metadata=auth)
 
 
 def seed(settings: Settings, membership_port: int, rewards_port: int | None = None) -> DemoKeys:

@@ -44,3 +44,13 @@ THRESHOLD_NOT_MET = "THRESHOLD_NOT_MET"
 # Benefit packs.
 PACK_NOT_FOUND = "PACK_NOT_FOUND"
 PACK_ITEM_NOT_PACKABLE = "PACK_ITEM_NOT_PACKABLE"
+
+# Lottery.
+LOTTERY_NOT_FOUND = "LOTTERY_NOT_FOUND"
+DRAW_NOT_FOUND = "DRAW_NOT_FOUND"
+# A COUPON prize names a reward that is not a coupon reward, or a GIFT prize one not a gift.
+PRIZE_REWARD_MISMATCH = "PRIZE_REWARD_MISMATCH"
+# A free-only lottery (cost_points 0) whose free draws of the month are used up.
+NO_DRAWS_LEFT = "NO_DRAWS_LEFT"
+# A draw undone for a reason the refusal did not name.
+DRAW_ABORTED = "DRAW_ABORTED"

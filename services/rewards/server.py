@@ -14,7 +14,7 @@ from services.kit.jobs import Periodic
 from services.kit.saga import Sagas
 from services.kit.server import ServiceApp
 from services.kit.storage import Database
-from services.rewards import redeeming
+from services.rewards import lottery, redeeming
 from services.rewards.api import RewardsApi
 from services.rewards.jobs import periodic_jobs
 from services.rewards.members import membership_consumer
@@ -35,7 +35,7 @@ def build_service(settings: Settings, *, db_url: str | None = None,
     points = ServiceClient(points_grpc.PointsServiceStub, points_address, key=settings.admin_key,
                            timeout=settings.call_timeout_seconds)
     service = RewardsService(db, points)
-    service.sagas = Sagas(db, sagas, redeeming.saga_definitions(service))
+    service.sagas = Sagas(db, sagas, redeeming.saga_definitions(service) + lottery.saga_definitions(service))
     return service
 
 

@@ -185,3 +185,82 @@ pack_grants = Table(
     Index("ix_pack_grants_member", "shop_id", "member_id", "granted_at"),
     Index("ix_pack_grants_points_due", "points_outcome", "granted_at"),
 )
+
+# ----- the lottery (大转盘 / 九宫格) ------------------------------------------------------------------
+
+lotteries = Table(
+    "lotteries",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("lottery_id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("style", SmallInteger, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("start_at", DateTime),
+    Column("end_at", DateTime),
+    Column("cost_points", BigInteger, nullable=False),
+    Column("free_draws_per_month", Integer, nullable=False),
+    Column("free_draw_tier_levels", Text, nullable=False),  # JSON: [level, ...]; [] for every tier
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# A lottery's prize table, one row a slot. Stock changes only by conditional updates (never below
+# zero); an UpdateLottery of the prizes replaces the rows.
+lottery_prizes = Table(
+    "lottery_prizes",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("lottery_id", String(32), primary_key=True),
+    Column("prize_id", String(64), primary_key=True),
+    Column("slot", Integer, nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("reward_id", String(32), nullable=False),
+    Column("probability_bp", Integer, nullable=False),
+    Column("unlimited_stock", Boolean, nullable=False),
+    Column("stock", BigInteger, nullable=False),
+    Column("won", BigInteger, nullable=False),
+)
+
+# Free draws a member used of a lottery in a shop-local month ("YYYY-MM"): taken by a conditional
+# update within the month's allowance.
+lottery_chances = Table(
+    "lottery_chances",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("lottery_id", String(32), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("used", Integer, nullable=False),
+)
+
+# One draw: accepted PENDING with its saga, COMPLETED with its prize (a snapshot of the slot won;
+# a GIFT prize's shipment record, shipped = false until shipped), or FAILED with the reason.
+lottery_draws = Table(
+    "lottery_draws",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("draw_id", String(32), primary_key=True),
+    Column("lottery_id", String(32), nullable=False),
+    Column("member_id", String(32), nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("free", Boolean, nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("cost_points", BigInteger, nullable=False),
+    Column("prize_id", String(64), nullable=False),
+    Column("prize_name", String(100), nullable=False),
+    Column("prize_kind", SmallInteger, nullable=False),  # 0 until drawn
+    Column("points", BigInteger, nullable=False),
+    Column("reward_id", String(32), nullable=False),
+    Column("stock_taken", Boolean, nullable=False),  # whether the prize's stock was decremented
+    Column("coupon_ids", Text, nullable=False),  # JSON list
+    Column("points_credited", Boolean, nullable=False),
+    Column("shipped", Boolean, nullable=False),
+    Column("failure_reason", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("drawn_at", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_lottery_draws_member", "shop_id", "member_id", "created_at"),
+)

@@ -1,12 +1,13 @@
 """The gRPC servicer of the rewards service, one part per capability (catalogue, redemptions,
-wallet, packs, reports): requests to commands (which check their fields), handlers run in the kit's idempotent
-unit of work, results to responses. No SQL here."""
+wallet, packs, reports, lottery): requests to commands (which check their fields), handlers run in
+the kit's idempotent unit of work, results to responses. No SQL here."""
 
 from __future__ import annotations
 
 from loyalty.rewards.v1 import rewards_service_pb2_grpc as pb_grpc
 
 from services.rewards.api.catalogue import CatalogueApi
+from services.rewards.api.lottery import LotteryApi
 from services.rewards.api.packs import PacksApi
 from services.rewards.api.redemptions import RedemptionsApi
 from services.rewards.api.reports import ReportsApi
@@ -14,6 +15,7 @@ from services.rewards.api.wallet import WalletApi
 from services.rewards.service import RewardsService
 
 
-class RewardsApi(CatalogueApi, RedemptionsApi, WalletApi, PacksApi, ReportsApi, pb_grpc.RewardsServiceServicer):
+class RewardsApi(CatalogueApi, RedemptionsApi, WalletApi, PacksApi, ReportsApi, LotteryApi,
+                 pb_grpc.RewardsServiceServicer):
     def __init__(self, service: RewardsService):
         self.service = service

@@ -158,10 +158,79 @@ def upgrade() -> None:
     op.create_index("ix_pack_grants_points_due", "pack_grants", ["points_outcome", "granted_at"])
     create_saga_tables(op)
     create_kit_tables(op)
+    _create_lottery_tables()
 
 
 def downgrade() -> None:
+    for table in ("lottery_draws", "lottery_chances", "lottery_prizes", "lotteries"):
+        op.drop_table(table)
     for table in ("pack_grants", "benefit_packs", "coupons", "grants", "redemptions", "usage", "rewards", "members",
                   "programs", "saga_steps", "sagas",
                   "idempotency", "inbox", "outbox"):
         op.drop_table(table)
+
+
+def _create_lottery_tables() -> None:
+    op.create_table(
+        "lotteries",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("lottery_id", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("style", sa.SmallInteger, nullable=False),
+        sa.Column("enabled", sa.Boolean, nullable=False),
+        sa.Column("start_at", sa.DateTime),
+        sa.Column("end_at", sa.DateTime),
+        sa.Column("cost_points", sa.BigInteger, nullable=False),
+        sa.Column("free_draws_per_month", sa.Integer, nullable=False),
+        sa.Column("free_draw_tier_levels", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_table(
+        "lottery_prizes",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("lottery_id", sa.String(32), primary_key=True),
+        sa.Column("prize_id", sa.String(64), primary_key=True),
+        sa.Column("slot", sa.Integer, nullable=False),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("kind", sa.SmallInteger, nullable=False),
+        sa.Column("points", sa.BigInteger, nullable=False),
+        sa.Column("reward_id", sa.String(32), nullable=False),
+        sa.Column("probability_bp", sa.Integer, nullable=False),
+        sa.Column("unlimited_stock", sa.Boolean, nullable=False),
+        sa.Column("stock", sa.BigInteger, nullable=False),
+        sa.Column("won", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "lottery_chances",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("lottery_id", sa.String(32), primary_key=True),
+        sa.Column("member_id", sa.String(32), primary_key=True),
+        sa.Column("period", sa.String(7), primary_key=True),
+        sa.Column("used", sa.Integer, nullable=False),
+    )
+    op.create_table(
+        "lottery_draws",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("draw_id", sa.String(32), primary_key=True),
+        sa.Column("lottery_id", sa.String(32), nullable=False),
+        sa.Column("member_id", sa.String(32), nullable=False),
+        sa.Column("state", sa.SmallInteger, nullable=False),
+        sa.Column("free", sa.Boolean, nullable=False),
+        sa.Column("month", sa.String(7), nullable=False),
+        sa.Column("cost_points", sa.BigInteger, nullable=False),
+        sa.Column("prize_id", sa.String(64), nullable=False),
+        sa.Column("prize_name", sa.String(100), nullable=False),
+        sa.Column("prize_kind", sa.SmallInteger, nullable=False),
+        sa.Column("points", sa.BigInteger, nullable=False),
+        sa.Column("reward_id", sa.String(32), nullable=False),
+        sa.Column("stock_taken", sa.Boolean, nullable=False),
+        sa.Column("coupon_ids", sa.Text, nullable=False),
+        sa.Column("points_credited", sa.Boolean, nullable=False),
+        sa.Column("shipped", sa.Boolean, nullable=False),
+        sa.Column("failure_reason", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("drawn_at", sa.DateTime),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_lottery_draws_member", "lottery_draws", ["shop_id", "member_id", "created_at"])
