@@ -288,3 +288,10 @@ def month_after(joined_at_utc: datetime, zone: ZoneInfo) -> datetime:
     day = joined_at_utc.replace(tzinfo=UTC).astimezone(zone).date()
     year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
     return _local_midnight_utc(date(year, month, min(day.day, calendar.monthrange(year, month)[1])), zone)
+
+
+def month_end(at_utc: datetime, zone: ZoneInfo) -> datetime:
+    """The instant the shop-local month of `at_utc` ends (the next month's first local midnight)."""
+    local = at_utc.replace(tzinfo=UTC).astimezone(zone).date()
+    first_of_next = date(local.year + 1, 1, 1) if local.month == 12 else date(local.year, local.month + 1, 1)
+    return _local_midnight_utc(first_of_next, zone)

@@ -32,6 +32,7 @@ from services.rewards.domain import (
     PackTrigger,
     RewardKind,
     month_after,
+    month_end,
     month_of,
     pack_period,
     spec_to_json,
@@ -146,6 +147,8 @@ def grant(service: RewardsService, uow: UnitOfWork, pack: BenefitPack, member_id
     if not inserted:
         return None
     coupon_ids: list[str] = []
+    # 当月权益: a monthly pack's coupons are valid that shop-local month only.
+    cap = month_end(now, service.zones.get(pack.shop_id, uow.conn)) if pack.trigger is PackTrigger.MONTHLY else None
     for i, (reward_id, quantity) in enumerate(pack.items):
         try:
             reward = catalogue.read_reward(uow.conn, pack.shop_id, reward_id)
@@ -154,12 +157,13 @@ def grant(service: RewardsService, uow: UnitOfWork, pack: BenefitPack, member_id
             continue
         if reward.kind is RewardKind.COUPON:
             coupon_ids += wallet.issue_coupons(service, uow, reward, member_id, source=CouponSource.BENEFIT_PACK,
-                                               source_reference=f"{grant_id}/{i}", quantity=quantity, now=now)
+                                               source_reference=f"{grant_id}/{i}", quantity=quantity, now=now,
+                                               valid_until_cap=cap)
         elif reward.kind is RewardKind.VIRTUAL:
             uow.conn.execute(insert(grants), {
                 "shop_id": pack.shop_id, "redemption_id": f"{grant_id}-{i}", "member_id": member_id,
                 "reward_id": reward_id, "spec": spec_to_json(reward.spec), "quantity": quantity,
-                "valid_until": None, "revoked": False, "created_at": now})
+                "valid_until": _grant_end(reward.spec, now, cap), "revoked": False, "created_at": now})
     uow.conn.execute(update(pack_grants).where(pack_grants.c.shop_id == pack.shop_id,
                                                pack_grants.c.grant_id == grant_id)
                      .values(coupon_ids=json.dumps(coupon_ids)))
@@ -167,6 +171,13 @@ def grant(service: RewardsService, uow: UnitOfWork, pack: BenefitPack, member_id
         shop_id=pack.shop_id, member_id=member_id, grant_id=grant_id, pack_id=pack.pack_id, trigger=int(pack.trigger),
         period=period, points=pack.points, coupon_ids=coupon_ids, granted_at=to_timestamp(now)))
     return grant_id
+
+
+def _grant_end(spec: object, now: datetime, cap: datetime | None) -> datetime | None:
+    """Until when a packed virtual good lasts: its valid_days from now, within a monthly cap."""
+    days = getattr(spec, "valid_days", 0)
+    end = now + timedelta(days=days) if days else None
+    return min(end, cap) if end is not None and cap is not None else end or cap
 
 
 def on_joined(service: RewardsService, uow: UnitOfWork, shop_id: str, member_id: str, *, imported: bool,

@@ -1,6 +1,6 @@
 """What follows a reservation: points + cash redemptions paid (ConfirmPayment), cancelled by the
-member or past their payment deadline, and completed gift redemptions cancelled by an operator
-before shipment. Each change is a conditional update of the redemption's state (so only one of
+member or past their payment deadline, completed gift redemptions shipped, or cancelled by an
+operator before shipment. Each change is a conditional update of the redemption's state (so only one of
 confirm and cancel wins) recorded with the saga that carries it out, in one transaction."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from services.kit.saga import REFUSAL, SagaContext, SagaDefinition, Step
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.rewards import reasons
-from services.rewards.commands.redemptions import CancelRedemption, ConfirmPayment
+from services.rewards.commands.redemptions import CancelRedemption, ConfirmPayment, ShipRedemption
 from services.rewards.domain import RedemptionState, RewardKind
 from services.rewards.redeeming import (
     RedemptionSteps,
@@ -93,9 +93,26 @@ def cancel(service: RewardsService, uow: UnitOfWork, cmd: CancelRedemption) -> s
                               reason=reasons.OPERATOR_REQUIRED)
     if not set_state(uow, row.shop_id, row.redemption_id, RedemptionState.COMPLETED,
                       state=int(RedemptionState.CANCELLED), failure_reason=reasons.CANCELLED_BY_OPERATOR,
-                      cancel_reason=cmd.reason):
-        raise refused(reasons.NOT_CANCELLABLE, "the redemption changed meanwhile", subject)
+                      cancel_reason=cmd.reason, unless_shipped=True):
+        raise refused(reasons.NOT_CANCELLABLE, "the redemption changed meanwhile (shipped or cancelled)", subject)
     return _record(service, uow, KIND_REFUND, row, operator=cmd.operator, reason=cmd.reason)
+
+
+def ship(service: RewardsService, uow: UnitOfWork, cmd: ShipRedemption, now: datetime) -> None:
+    """A completed gift redemption shipped: it can no longer be cancelled (one conditional update,
+    so of a shipment and an operator's cancellation at once exactly one wins). Shipping it again
+    with the same reference changes nothing."""
+    row = read_redemption(uow.conn, cmd.shop_id, cmd.redemption_id)
+    subject = f"redemption/{cmd.redemption_id}"
+    if row.kind != RewardKind.GIFT:
+        raise refused(reasons.NOT_A_GIFT, "only a gift redemption is shipped", subject)
+    if row.shipped:
+        if row.shipment_reference == cmd.shipment_reference:
+            return
+        raise refused(reasons.ALREADY_SHIPPED, f"the gift was shipped ({row.shipment_reference})", subject)
+    if not set_state(uow, row.shop_id, row.redemption_id, RedemptionState.COMPLETED, unless_shipped=True,
+                     shipped=True, shipped_at=now, shipment_reference=cmd.shipment_reference):
+        raise refused(reasons.NOT_SHIPPABLE, "only a completed redemption is shipped", subject)
 
 
 def cancel_overdue(service: RewardsService, now: datetime | None = None, limit: int = 100) -> int:

@@ -125,12 +125,15 @@ def accept(service: RewardsService, uow: UnitOfWork, cmd: Redeem, now: datetime)
 # ----- what the steps change here -------------------------------------------------------------------
 
 
-def set_state(uow: UnitOfWork, shop_id: str, redemption_id: str, expected: RedemptionState,
-               **values: Any) -> bool:
-    """Moves a redemption on from `expected` (a conditional update: only one change wins)."""
-    return uow.conn.execute(update(redemptions).where(
-        redemptions.c.shop_id == shop_id, redemptions.c.redemption_id == redemption_id,
-        redemptions.c.state == int(expected)).values(updated_at=utcnow(), **values)).rowcount == 1
+def set_state(uow: UnitOfWork, shop_id: str, redemption_id: str, expected: RedemptionState, *,
+              unless_shipped: bool = False, **values: Any) -> bool:
+    """Moves a redemption on from `expected` (and, with `unless_shipped`, only while it is not
+    shipped): a conditional update, so only one change wins."""
+    r = redemptions.c
+    where = [r.shop_id == shop_id, r.redemption_id == redemption_id, r.state == int(expected)]
+    if unless_shipped:
+        where.append(r.shipped.is_(False))
+    return uow.conn.execute(update(redemptions).where(*where).values(updated_at=utcnow(), **values)).rowcount == 1
 
 
 def _take(conn: Connection, shop_id: str, data: dict[str, Any]) -> None:

@@ -34,6 +34,8 @@ class RedemptionView:
     created_at: datetime
     completed_at: datetime | None
     coupon_ids: tuple[str, ...] = ()
+    shipped_at: datetime | None = None
+    shipment_reference: str = ""
 
 
 def read_redemption(conn: Connection, shop_id: str, redemption_id: str) -> Row:
@@ -66,7 +68,7 @@ def _view(row: Row, coupon_ids: tuple[str, ...]) -> RedemptionView:
         state=RedemptionState(row.state), failure_reason=row.failure_reason,
         payment_reference=row.payment_reference or "", payment_deadline=row.payment_deadline, shipped=row.shipped,
         cancel_reason=row.cancel_reason, created_at=row.created_at, completed_at=row.completed_at,
-        coupon_ids=coupon_ids)
+        coupon_ids=coupon_ids, shipped_at=row.shipped_at, shipment_reference=row.shipment_reference or "")
 
 
 def get(conn: Connection, shop_id: str, redemption_id: str) -> RedemptionView:

@@ -100,6 +100,8 @@ redemptions = Table(
     Column("payment_reference", String(128)),
     Column("payment_deadline", DateTime),
     Column("shipped", Boolean, nullable=False),
+    Column("shipped_at", DateTime),
+    Column("shipment_reference", String(128)),
     Column("cancel_reason", String(500), nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("completed_at", DateTime),

@@ -92,12 +92,16 @@ def row_to_coupon(row: Row | dict, now: datetime) -> Coupon:
 
 
 def _issue(service: RewardsService, uow: UnitOfWork, reward: Reward, member_ids: Sequence[str], *,
-           source: CouponSource, source_reference: str, quantity: int, now: datetime) -> list[dict]:
+           source: CouponSource, source_reference: str, quantity: int, now: datetime,
+           valid_until_cap: datetime | None = None) -> list[dict]:
     """Inserts `quantity` coupons per member, skipping those of this (source, reference) that
-    exist already; emits CouponIssued for the new ones and returns their rows."""
+    exist already; emits CouponIssued for the new ones and returns their rows. `valid_until_cap`
+    ends the coupons' window earlier (a monthly benefit is valid that month only)."""
     assert isinstance(reward.spec, CouponSpec), "only a coupon reward issues coupons"
     spec = reward.spec
     valid_from, valid_until = coupon_window(spec, now, service.zones.get(reward.shop_id, uow.conn))
+    if valid_until_cap is not None:
+        valid_until = min(valid_until, valid_until_cap)
     rows = [{"shop_id": reward.shop_id, "coupon_id": new_coupon_id(), "member_id": member_id,
              "reward_id": reward.reward_id, "name": reward.name, "face_value_fen": spec.face_value_fen,
              "threshold_fen": spec.threshold_fen, "valid_from": valid_from, "valid_until": valid_until,
@@ -121,12 +125,13 @@ def _issue(service: RewardsService, uow: UnitOfWork, reward: Reward, member_ids:
 
 
 def issue_coupons(service: RewardsService, uow: UnitOfWork, reward: Reward, member_id: str, *,
-                  source: CouponSource, source_reference: str, quantity: int, now: datetime) -> list[str]:
+                  source: CouponSource, source_reference: str, quantity: int, now: datetime,
+                  valid_until_cap: datetime | None = None) -> list[str]:
     """Puts `quantity` coupons of the coupon reward into the member's wallet (those this source
     and reference issued before are not issued again); returns every coupon id of the issuance,
     in ordinal order, and emits CouponIssued for the new ones."""
     _issue(service, uow, reward, [member_id], source=source, source_reference=source_reference,
-           quantity=quantity, now=now)
+           quantity=quantity, now=now, valid_until_cap=valid_until_cap)
     return list(uow.conn.execute(select(coupons.c.coupon_id).where(
         coupons.c.shop_id == reward.shop_id, coupons.c.source == int(source),
         coupons.c.source_reference == source_reference, coupons.c.member_id == member_id)

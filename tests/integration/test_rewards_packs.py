@@ -20,9 +20,10 @@ from loyalty.rewards.v1 import rewards_service_pb2 as rpb
 
 from services.kit.timeutil import utcnow
 from services.rewards import packs
-from services.rewards.domain import month_of, zone_of
+from services.rewards.domain import month_end, month_of, zone_of
 from tests.conftest import Authed, create_shop, failure_of
 from tests.support.builders import eventually, rid
+from tests.support.coupons import wallet
 from tests.support.rewards import create_reward, join_member, rewards_api, set_tier
 
 
@@ -106,6 +107,10 @@ def test_the_monthly_pack_is_given_once_a_month_to_the_chosen_tiers(api: Authed,
     eventually(lambda: _run_scheduled_pass(rewards) and _grants(api, shop.shop_id, gold), "the monthly pack")
     month = month_of(utcnow(), zone_of(None))
     assert [(g.pack_id, g.period) for g in _grants(api, shop.shop_id, gold)] == [(pack.pack_id, month)]
+    (coupon_id,) = _grants(api, shop.shop_id, gold)[0].coupon_ids
+    (issued,) = [c for c in wallet(api, shop.shop_id, gold) if c.coupon_id == coupon_id]
+    # 当月权益: valid that month only, though the reward's coupons last 30 days.
+    assert issued.valid_until.ToDatetime() == month_end(utcnow(), zone_of(None))
     assert _grants(api, shop.shop_id, plain) == []
 
     _run_scheduled_pass(rewards)  # the same month again: nothing more

@@ -344,6 +344,43 @@ def test_an_operator_cancels_a_gift_before_shipment_and_the_points_come_back(
     assert refusal(cancel, api, shop, coupon_done.redemption_id, operator="alice").reason == reasons.NOT_CANCELLABLE
 
 
+def _ship(api: Authed, shop: Shop, redemption_id: str, reference: str, request_id: str | None = None
+          ) -> rpb.Redemption:
+    return api.ShipRedemption(rpb.ShipRedemptionRequest(request_id=request_id or rid(), shop_id=shop.shop_id,
+                                                        redemption_id=redemption_id, shipment_reference=reference))
+
+
+def test_a_shipped_gift_can_no_longer_be_cancelled(api: Authed, papi: Authed, points: ServiceUnderTest,
+                                                  shop: Shop) -> None:
+    gift = create_reward(api, shop.shop_id, name="Tote", kind=rpb.REWARD_KIND_GIFT, points_price=PRICE, stock=5,
+                         gift=rpb.GiftSpec(gift_class=rpb.GIFT_CLASS_PARTICIPATION, ship_with_next_order=True))
+    coupon = create_reward(api, shop.shop_id, points_price=PRICE)
+    member_id = funded_member(points, shop)
+    done = redeem(api, shop.shop_id, member_id, gift.reward_id)
+    assert not done.shipped
+
+    shipped = _ship(api, shop, done.redemption_id, "order-778899")  # 随单发货: with the member's next order
+    assert (shipped.shipped, shipped.shipment_reference, shipped.state) == (
+        True, "order-778899", rpb.REDEMPTION_STATE_COMPLETED)
+    assert shipped.ship_time.seconds > 0
+    again = _ship(api, shop, done.redemption_id, "order-778899")  # the same shipment reported twice
+    assert again.ship_time == shipped.ship_time
+    assert refusal(_ship, api, shop, done.redemption_id, "SF123").reason == reasons.ALREADY_SHIPPED
+    assert refusal(cancel, api, shop, done.redemption_id, operator="alice", reason="late").reason == (
+        reasons.ALREADY_SHIPPED)
+    available, _ = balance(papi, shop.shop_id, member_id)
+    assert stock_of(api, shop.shop_id, gift.reward_id) == (4, 1)  # nothing came back
+
+    coupon_done = redeem(api, shop.shop_id, member_id, coupon.reward_id)
+    assert refusal(_ship, api, shop, coupon_done.redemption_id, "SF1").reason == reasons.NOT_A_GIFT
+    other = redeem(api, shop.shop_id, member_id, gift.reward_id)
+    cancel(api, shop, other.redemption_id, operator="alice", reason="out of totes")
+    assert refusal(_ship, api, shop, other.redemption_id, "SF2").reason == reasons.NOT_SHIPPABLE
+    bad = refusal(_ship, api, shop, done.redemption_id, "")
+    assert (bad.code, "shipment_reference" in bad.fields) == (grpc.StatusCode.INVALID_ARGUMENT, True)
+    assert balance(papi, shop.shop_id, member_id)[0] == available - PRICE  # the coupon; the cancelled tote came back
+
+
 # ----- shops and lists ----------------------------------------------------------------------------------
 
 
@@ -355,7 +392,8 @@ def test_another_shops_redemption_is_not_found(api: Authed, points: ServiceUnder
     theirs = rewards_api(rewards, other)
     for call in (lambda: get_redemption(theirs, other.shop_id, done.redemption_id),
                  lambda: confirm(theirs, other, done.redemption_id),
-                 lambda: cancel(theirs, other, done.redemption_id, operator="eve")):
+                 lambda: cancel(theirs, other, done.redemption_id, operator="eve"),
+                 lambda: _ship(theirs, other, done.redemption_id, "SF9")):
         failure = refusal(call)
         assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, reasons.REDEMPTION_NOT_FOUND)
     assert theirs.ListRedemptions(rpb.ListRedemptionsRequest(shop_id=other.shop_id)).redemptions == []

@@ -12,7 +12,7 @@ from loyalty.rewards.v1 import rewards_service_pb2 as pb
 
 from services.kit import paging
 from services.kit.errors import FailedPrecondition, enum_value
-from services.kit.idempotency import idempotent_call
+from services.kit.idempotency import idempotent_call, require_request_id
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.rewards import payments, redeeming, redemptions
@@ -31,7 +31,7 @@ def redemption_to_proto(v: RedemptionView) -> pb.Redemption:
         failure_reason=v.failure_reason, payment_reference=v.payment_reference,
         payment_deadline=to_timestamp(v.payment_deadline), coupon_ids=list(v.coupon_ids), shipped=v.shipped,
         create_time=to_timestamp(v.created_at), complete_time=to_timestamp(v.completed_at),
-        cancel_reason=v.cancel_reason)
+        cancel_reason=v.cancel_reason, ship_time=to_timestamp(v.shipped_at), shipment_reference=v.shipment_reference)
 
 
 class RedemptionsApi:
@@ -84,6 +84,16 @@ class RedemptionsApi:
         cmd = commands.CancelRedemption(request.shop_id, request.redemption_id, request.reason, request.operator)
         return self._settle(request, "CancelRedemption", lambda uow: (
             cmd.redemption_id, payments.cancel(self.service, uow, cmd)))
+
+    def ShipRedemption(self, request: pb.ShipRedemptionRequest, context: grpc.ServicerContext) -> pb.Redemption:
+        require_request_id(request)
+        cmd = commands.ShipRedemption(request.shop_id, request.redemption_id, request.shipment_reference)
+
+        def work(uow: UnitOfWork) -> tuple[str, None]:
+            payments.ship(self.service, uow, cmd, utcnow())
+            return cmd.redemption_id, None
+
+        return self._settle(request, "ShipRedemption", work)
 
     def GetRedemption(self, request: pb.GetRedemptionRequest, context: grpc.ServicerContext) -> pb.Redemption:
         query = commands.GetRedemption(request.shop_id, request.redemption_id)

@@ -11,6 +11,7 @@ from services.rewards.domain import MAX_QUANTITY, RedemptionState
 
 MAX_PAYMENT_REFERENCE = 128
 MAX_OPERATOR = 100
+MAX_SHIPMENT_REFERENCE = 128
 MAX_REASON = 500
 
 
@@ -83,6 +84,21 @@ class CancelRedemption:
         v = check_ids(self.shop_id, redemption_id=self.redemption_id)
         v.check(len(self.reason) <= MAX_REASON, "reason", f"at most {MAX_REASON} characters")
         v.check(len(self.operator) <= MAX_OPERATOR, "operator", f"at most {MAX_OPERATOR} characters")
+        v.raise_if_any()
+
+
+@dataclass(frozen=True)
+class ShipRedemption:
+    """A completed gift redemption shipped, with its tracking number or the order it went with."""
+
+    shop_id: str
+    redemption_id: str
+    shipment_reference: str
+
+    def __post_init__(self) -> None:
+        v = check_ids(self.shop_id, redemption_id=self.redemption_id)
+        v.check(0 < len(self.shipment_reference) <= MAX_SHIPMENT_REFERENCE, "shipment_reference",
+                f"1 to {MAX_SHIPMENT_REFERENCE} characters: a tracking number or the order it shipped with")
         v.raise_if_any()
 
 

@@ -83,6 +83,8 @@ def upgrade() -> None:
         sa.Column("payment_reference", sa.String(128)),
         sa.Column("payment_deadline", sa.DateTime),
         sa.Column("shipped", sa.Boolean, nullable=False),
+        sa.Column("shipped_at", sa.DateTime),
+        sa.Column("shipment_reference", sa.String(128)),
         sa.Column("cancel_reason", sa.String(500), nullable=False),
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("completed_at", sa.DateTime),
