@@ -11,10 +11,8 @@ from dataclasses import dataclass
 import grpc
 from loyalty.membership.v1 import membership_service_pb2 as mpb
 from loyalty.membership.v1 import membership_service_pb2_grpc as mgrpc
-from loyalty.rewards.v1 import lottery_pb2 as lpb
-from loyalty.rewards.v1 import rewards_service_pb2 as rpb
-from loyalty.rewards.v1 import rewards_service_pb2_grpc as rgrpc
 
+from services import demo_rewards
 from services.kit.auth import KeyRing
 from services.kit.config import Settings
 from services.kit.server import RunningService
@@ -29,83 +27,6 @@ TIER_SPREAD = [(15, 0, 900), (10, 1_000, 2_900), (8, 3_000, 9_500), (5, 10_000, 
 class DemoKeys:
     admin_key: str
     shop_key: str
-
-
-def demo_catalogue() -> dict[str, rpb.Reward]:
-    """The demo shop's points mall by handle: coupons for every budget, one for Gold and above, a
-    participation gift shipped with the next order, stored value for points + cash, and a free
-    trial of a new product (the join pack's trial item)."""
-    coupon = rpb.REWARD_KIND_COUPON
-    return {
-        "coupon-99-10": rpb.Reward(
-            name="满99减10 优惠券", kind=coupon, points_price=500, unlimited_stock=True, limit_per_member=5,
-            monthly_limit_per_member=2,
-            coupon=rpb.CouponSpec(face_value_fen=1_000, threshold_fen=9_900, valid_days=30)),
-        "coupon-5": rpb.Reward(
-            name="无门槛 5 元券", kind=coupon, points_price=300, stock=500, monthly_limit_per_member=1,
-            coupon=rpb.CouponSpec(face_value_fen=500, valid_days=7)),
-        "coupon-gold": rpb.Reward(
-            name="满199减30 金卡专享", kind=coupon, points_price=1_200, stock=200, min_tier_level=2,
-            coupon=rpb.CouponSpec(face_value_fen=3_000, threshold_fen=19_900, valid_days=30)),
-        "gift-bag": rpb.Reward(
-            name="品牌帆布袋 (随单发货)", kind=rpb.REWARD_KIND_GIFT, points_price=2_000, stock=50, limit_per_member=1,
-            gift=rpb.GiftSpec(gift_class=rpb.GIFT_CLASS_PARTICIPATION, ship_with_next_order=True)),
-        "stored-value": rpb.Reward(
-            name="购物金 充100得110", kind=rpb.REWARD_KIND_VIRTUAL, points_price=200, cash_price_fen=10_000,
-            unlimited_stock=True, monthly_limit_per_member=1, virtual=rpb.VirtualSpec(
-                virtual_kind=rpb.VIRTUAL_KIND_STORED_VALUE, top_up_fen=10_000, bonus_fen=1_000)),
-        "trial": rpb.Reward(
-            name="新品小样 免费试用", kind=rpb.REWARD_KIND_VIRTUAL, points_price=100, stock=1_000, limit_per_member=1,
-            virtual=rpb.VirtualSpec(virtual_kind=rpb.VIRTUAL_KIND_FREE_TRIAL, valid_days=30)),
-    }
-
-
-def demo_packs(ids: dict[str, str]) -> list[rpb.BenefitPack]:
-    """The demo shop's benefit packs, naming rewards of the catalogue by their ids."""
-    def items(*handles: str) -> list[rpb.PackItem]:
-        return [rpb.PackItem(reward_id=ids[h], quantity=1) for h in handles]
-
-    return [
-        rpb.BenefitPack(name="入会礼包", trigger=rpb.PACK_TRIGGER_JOIN, enabled=True, points=100,
-                        items=items("coupon-5", "trial")),
-        rpb.BenefitPack(name="入会满月礼", trigger=rpb.PACK_TRIGGER_MONTH_AFTER_JOIN, enabled=True, points=50),
-        rpb.BenefitPack(name="生日礼包", trigger=rpb.PACK_TRIGGER_BIRTHDAY, enabled=True, points=200,
-                        items=items("coupon-99-10")),
-        rpb.BenefitPack(name="金卡及以上升级礼", trigger=rpb.PACK_TRIGGER_TIER_UPGRADE, enabled=True,
-                        items=items("coupon-gold"), tier_levels=[2, 3, 4]),
-    ]
-
-
-def demo_lottery(ids: dict[str, str]) -> lpb.Lottery:
-    """幸运大转盘: 20 points a draw; Diamond members (the ladder's "monthly lottery chance") draw
-    once a month for free first."""
-    return lpb.Lottery(
-        name="幸运大转盘", style=lpb.LOTTERY_STYLE_WHEEL, enabled=True, cost_points=20, free_draws_per_month=1,
-        free_draw_tier_levels=[4], prizes=[
-            lpb.Prize(name="188 积分", kind=lpb.PRIZE_KIND_POINTS, points=188, probability_bp=500,
-                      unlimited_stock=True),
-            lpb.Prize(name="无门槛 5 元券", kind=lpb.PRIZE_KIND_COUPON, reward_id=ids["coupon-5"], probability_bp=1_000,
-                      stock=200),
-            lpb.Prize(name="品牌帆布袋", kind=lpb.PRIZE_KIND_GIFT, reward_id=ids["gift-bag"], probability_bp=50,
-                      stock=5),
-            lpb.Prize(kind=lpb.PRIZE_KIND_NOTHING, probability_bp=8_450),
-        ])
-
-
-def seed_rewards(rewards_port: int, auth: list[tuple[str, str]]) -> None:
-    """The demo catalogue, packs and lottery, once (fixed request_ids: a rerun after a crash creates nothing twice)."""
-    with grpc.insecure_channel(f"127.0.0.1:{rewards_port}") as channel:
-        stub = rgrpc.RewardsServiceStub(channel)
-        if stub.ListRewards(rpb.ListRewardsRequest(shop_id=SHOP_ID, page_size=1), metadata=auth).rewards:
-            return
-        ids = {handle: stub.CreateReward(rpb.CreateRewardRequest(request_id=f"demo-reward-{handle}", shop_id=SHOP_ID,
-                                                                  reward=reward), metadata=auth).reward_id
-               for handle, reward in demo_catalogue().items()}
-        for i, pack in enumerate(demo_packs(ids)):
-            stub.CreateBenefitPack(rpb.CreateBenefitPackRequest(request_id=f"demo-pack-{i}", shop_id=SHOP_ID,
-                                                                pack=pack), metadata=auth)
-        stub.CreateLottery(lpb.CreateLotteryRequest(request_id="demo-lottery", shop_id=SHOP_ID,
-                                                    lottery=demo_lottery(ids)), metadata=auth)
 
 
 def seed(settings: Settings, membership_port: int, rewards_port: int | None = None) -> DemoKeys:
@@ -124,7 +45,7 @@ def seed(settings: Settings, membership_port: int, rewards_port: int | None = No
                                                         name="Demo Shop 旗舰店"), metadata=auth)
             created = True
         if rewards_port is not None:  # before the members, so that they join with the join pack there
-            seed_rewards(rewards_port, auth)
+            demo_rewards.seed(rewards_port, SHOP_ID, auth)
         if created:
             _add_members(stub, auth)
     (settings.data_dir / "demo.env").write_text(
