@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from enum import IntEnum
 from typing import TypeVar
@@ -24,12 +25,29 @@ class ServiceError(Exception):
 
 
 class InvalidArgument(ServiceError):
+    """Bad fields, each a (field path, description) violation. Unless a reason is given, it names
+    the first violation's field (AIP-193: a caller tells "no shop" from "bad page token" without
+    parsing text): SHOP_ID_REQUIRED for a missing field, INVALID_PROFILE_PHONE otherwise."""
+
     code = "INVALID_ARGUMENT"
 
-    def __init__(self, violations: Iterable[tuple[str, str]], *, reason: str = reasons.INVALID_ARGUMENT):
+    def __init__(self, violations: Iterable[tuple[str, str]], *, reason: str | None = None):
         self.violations = list(violations)
         message = "; ".join(f"{field}: {description}" for field, description in self.violations)
-        super().__init__(message or "invalid argument", reason=reason)
+        super().__init__(message or "invalid argument", reason=reason or reason_for(self.violations))
+
+
+def reason_for(violations: list[tuple[str, str]]) -> str:
+    """The specific reason of a set of violations, from the first: <FIELD>_REQUIRED or INVALID_<FIELD>
+    (indices dropped, at most 63 characters), or INVALID_ARGUMENT when there is none."""
+    if not violations:
+        return reasons.INVALID_ARGUMENT
+    field, description = violations[0]
+    name = "_".join(re.findall(r"[A-Za-z0-9]+", re.sub(r"\[\d*\]", "", field))).upper()
+    if not name or not name[0].isalpha():
+        return reasons.INVALID_ARGUMENT
+    reason = f"{name}_REQUIRED" if description == "required" else f"INVALID_{name}"
+    return reason[:63].rstrip("_")
 
 
 class NotFound(ServiceError):

@@ -57,7 +57,7 @@ def test_field_violations_come_back_as_invalid_argument(points_client: ServiceCl
     with pytest.raises(InvalidArgument) as caught:
         points_client.GetBalance(pp.GetBalanceRequest(shop_id="", member_id="m"))
     assert ("shop_id", "required") in caught.value.violations
-    assert caught.value.reason == "INVALID_ARGUMENT"
+    assert caught.value.reason == "SHOP_ID_REQUIRED"
     assert caught.value.domain == "points.loyalty"
 
 
