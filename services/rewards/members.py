@@ -85,4 +85,5 @@ def membership_consumer(db: Database, bus: Bus, service: RewardsService, *, work
         membership_events.TierChanged: on_tier,
         membership_events.MemberLeft: on_left,
         membership_events.OrderCompleted: on_order,
+        membership_events.OrderRefunded: lambda uow, e, _: orders.order_refunded(uow, e),
     }, workers=workers, per_transaction=per_transaction)

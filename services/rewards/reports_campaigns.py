@@ -12,7 +12,8 @@ Rules:
   split EvaluateCart and the coupon-after-order campaign apply.
 - A member converted when they have at least one completed order (membership's OrderCompleted,
   kept in member_orders) in the measured interval; their orders and spend (the orders'
-  amount_fen) are summed per group. A refund after completion does not undo a conversion.
+  amount_fen) are summed per group. An order fully refunded after completion no longer counts; a
+  partial refund changes nothing (the order converted, at the amount it completed with).
 - Rates are in basis points, rounded down; 0 for an empty group.
 
 Cost: one query per campaign, the audience's members outer-joined to their orders of the
@@ -79,7 +80,7 @@ def _measure(conn: Connection, c: Campaign, start: datetime, end: datetime, now:
     bought = (select(member_orders.c.member_id, func.count().label("orders"),
                      func.sum(member_orders.c.amount_fen).label("spend"))
               .where(member_orders.c.shop_id == c.shop_id, member_orders.c.completed_at >= lo,
-                     member_orders.c.completed_at < hi)
+                     member_orders.c.completed_at < hi, member_orders.c.refunded_at.is_(None))
               .group_by(member_orders.c.member_id).subquery())
     audience = select(members.c.member_id, bought.c.orders, bought.c.spend).select_from(
         members.outerjoin(bought, bought.c.member_id == members.c.member_id)).where(

@@ -128,10 +128,7 @@ def test_a_campaigns_reach_and_conversion_of_the_treated_vs_the_held_out(api: Au
     placed = [(gold[0], 100 * YUAN, False), (gold[0], 50 * YUAN, False), (gold[1], 30 * YUAN, False),
               (gold[2], 80 * YUAN, False), (gold[3], 70 * YUAN, True), (gold[4], 20 * YUAN, False),
               (gold[5], 40 * YUAN, True), (gold[5], 60 * YUAN, False)]
-    first = ""
-    for member_id, fen, early in placed:
-        order_id = _complete(shop, buyers[member_id], fen, before if early else None)
-        first = first or order_id
+    ids = [_complete(shop, buyers[member_id], fen, before if early else None) for member_id, fen, early in placed]
     _complete(shop, outsider, 90 * YUAN)  # not in the audience: not counted
 
     # What the report must say, computed here with the same deterministic holdout.
@@ -164,11 +161,24 @@ def test_a_campaigns_reach_and_conversion_of_the_treated_vs_the_held_out(api: Au
 
     # The same order completed again (membership answers it as done) and every OrderCompleted
     # delivered again to rewards' handler, as after a crash before the inbox recorded it: nothing counts twice.
-    _complete(shop, buyers[gold[0]], 100 * YUAN, order_id=first)
+    _complete(shop, buyers[gold[0]], 100 * YUAN, order_id=ids[0])
     service = rewards.running.app.servicer.service
     for event in outbox_events(membership.running.app.db, shop.shop_id, mev.OrderCompleted):
         service.db.transact(lambda uow, e=event: orders.order_completed(uow, e))
     assert _groups(figures()) == wanted
+
+    # Refunds after completion: gold[1]'s only order in full, no longer a conversion; gold[0]'s first
+    # in part (still counted at the amount it completed with), then its second in full (one
+    # member's events apply in order, so once that shows, the partial refund has been applied too).
+    for order_id, fen in ((ids[2], 30 * YUAN), (ids[0], 10 * YUAN), (ids[1], 50 * YUAN)):
+        shop.api.RefundOrder(mpb.RefundOrderRequest(request_id=rid(), shop_id=shop.shop_id, order_id=order_id,
+                                                    refund_id="r-" + order_id, amount_fen=fen))
+    group = expected[checkout.held_out(gold_only.campaign_id, gold[1], 5000)]
+    group[1], group[2], group[3] = group[1] - 1, group[2] - 1, group[3] - 30 * YUAN
+    group = expected[checkout.held_out(gold_only.campaign_id, gold[0], 5000)]
+    group[2], group[3] = group[2] - 1, group[3] - 50 * YUAN
+    wanted = (8, shaped(expected[False]), shaped(expected[True]))
+    eventually(lambda: _groups(figures()) == wanted, f"after the refunds, the report shows {wanted}", timeout=45.0)
 
     # A period over the later campaign lists it alone: not started, its window not yet come, nobody converted.
     ahead = _report(api, shop.shop_id, start_time=stamp(now + timedelta(days=35)),

@@ -194,6 +194,7 @@ def upgrade() -> None:
         sa.Column("member_id", sa.String(32), nullable=False),
         sa.Column("amount_fen", sa.BigInteger, nullable=False),
         sa.Column("completed_at", sa.DateTime, nullable=False),
+        sa.Column("refunded_at", sa.DateTime),
     )
     op.create_index("ix_member_orders_completed", "member_orders", ["shop_id", "completed_at"])
 
