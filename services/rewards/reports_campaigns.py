@@ -16,11 +16,12 @@ Rules:
   partial refund changes nothing (the order converted, at the amount it completed with).
 - Rates are in basis points, rounded down; 0 for an empty group.
 
-Cost: one query per campaign, the audience's members outer-joined to their orders of the
-measured interval grouped by member (set-wise in the database), streamed (yield_per) because the
-holdout split is a sha256 over the member id that SQL cannot portably compute. So a report costs
-O(audience) rows read and hashed per campaign listed, in flat memory; a shop with many campaigns
-over a large membership pays that many passes."""
+Cost: one query per campaign, the audience's members outer-joined to the shop's orders of the
+measured interval grouped by member (set-wise in the database, the orders found by their
+(shop_id, completed_at) index), streamed (yield_per) because the holdout split is a sha256 over
+the member id that SQL cannot portably compute. So a report costs, per campaign listed, O(audience)
+rows read and hashed in Python plus the database's pass over the interval's orders, in flat
+memory; a shop with many campaigns over a large membership pays that many passes."""
 
 from __future__ import annotations
 

@@ -130,6 +130,12 @@ def test_a_campaigns_reach_and_conversion_of_the_treated_vs_the_held_out(api: Au
               (gold[5], 40 * YUAN, True), (gold[5], 60 * YUAN, False)]
     ids = [_complete(shop, buyers[member_id], fen, before if early else None) for member_id, fen, early in placed]
     _complete(shop, outsider, 90 * YUAN)  # not in the audience: not counted
+    leaver_buyer = "b-" + uuid.uuid4().hex[:10]
+    leaver = join_member(shop, buyer_id=leaver_buyer)  # gold, ordered, then left: not counted
+    set_tier(shop, leaver, 2)
+    _complete(shop, leaver_buyer, 75 * YUAN)
+    shop.api.LeaveMember(mpb.LeaveMemberRequest(request_id=rid(), shop_id=shop.shop_id, member_id=leaver,
+                                                reason="test"))
 
     # What the report must say, computed here with the same deterministic holdout.
     expected: dict[bool, list[int]] = {False: [0, 0, 0, 0], True: [0, 0, 0, 0]}  # members, converted, orders, fen
@@ -180,9 +186,15 @@ def test_a_campaigns_reach_and_conversion_of_the_treated_vs_the_held_out(api: Au
     wanted = (8, shaped(expected[False]), shaped(expected[True]))
     eventually(lambda: _groups(figures()) == wanted, f"after the refunds, the report shows {wanted}", timeout=45.0)
 
-    # A period over the later campaign lists it alone: not started, its window not yet come, nobody converted.
-    ahead = _report(api, shop.shop_id, start_time=stamp(now + timedelta(days=35)),
-                    end_time=stamp(now + timedelta(days=45)))
-    (spring,) = ahead.campaigns
-    assert (spring.campaign_id, spring.status) == (later.campaign_id, cpb.CAMPAIGN_STATUS_NOT_STARTED)
-    assert spring.reach == 9 and spring.treated.converted == spring.held_out.converted == 0
+    # A period over the later campaign lists it alone: not started, nobody converted yet. Its
+    # audience is everyone: the 8 gold members and the outsider, not the one who left (the leaver
+    # counts until rewards hears they left, and the gold figures still hold after that).
+    def ahead() -> rpb.RewardsReport:
+        return _report(api, shop.shop_id, start_time=stamp(now + timedelta(days=35)),
+                       end_time=stamp(now + timedelta(days=45)))
+
+    (spring,) = eventually(lambda: [c for c in ahead().campaigns if c.reach == 9], "the leaver left", timeout=45.0)
+    assert [c.campaign_id for c in ahead().campaigns] == [later.campaign_id]
+    assert spring.status == cpb.CAMPAIGN_STATUS_NOT_STARTED
+    assert spring.treated.converted == spring.held_out.converted == 0
+    assert _groups(figures()) == wanted
