@@ -14,7 +14,7 @@ from services.kit.bus import Bus
 from services.kit.events import EventConsumer
 from services.kit.storage import Database, UnitOfWork, upsert
 from services.kit.timeutil import from_timestamp, utcnow
-from services.rewards import campaigns, packs
+from services.rewards import campaigns, orders, packs
 from services.rewards.domain import MemberStanding
 from services.rewards.service import RewardsService
 from services.rewards.tables import members, programs
@@ -74,11 +74,16 @@ def membership_consumer(db: Database, bus: Bus, service: RewardsService, *, work
         # The birth month goes with the member: rewards keeps nothing personal of who left.
         _change(uow, e.shop_id, e.member_id, left_at=from_timestamp(e.left_at, utcnow()), birth_month=None)
 
+    def on_order(uow: UnitOfWork, e: membership_events.OrderCompleted, _: envelope_pb2.EventEnvelope) -> None:
+        campaigns.order_completed(service, uow, e)
+        orders.order_completed(uow, e)  # the facts of campaigns' conversion in the report
+
     return EventConsumer(db, bus, consumer=CONSUMER, producer="membership", handlers={
         membership_events.ProgramChanged: on_program,
         membership_events.MemberJoined: on_joined,
         membership_events.ProfileUpdated: on_profile,
         membership_events.TierChanged: on_tier,
         membership_events.MemberLeft: on_left,
-        membership_events.OrderCompleted: lambda uow, e, _: campaigns.order_completed(service, uow, e),
+        membership_events.OrderCompleted: on_order,
+        membership_events.OrderRefunded: lambda uow, e, _: orders.order_refunded(uow, e),
     }, workers=workers, per_transaction=per_transaction)

@@ -1,5 +1,6 @@
 """Reports for operators: completed redemptions per reward and shop-local day, what they took in
-points and cash, the stock left, and the coupons issued in a period with what became of them."""
+points and cash, the stock left, the coupons issued in a period with what became of them, and each
+campaign's reach and conversion, treated vs held out (reports_campaigns)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from services.kit.errors import InvalidArgument
 from services.kit.timeutil import utcnow
 from services.kit.validation import require_shop
 from services.rewards.domain import CouponState, RedemptionState, RewardStatus
+from services.rewards.reports_campaigns import CampaignFigures, campaign_figures
 from services.rewards.service import RewardsService
 from services.rewards.tables import coupons, redemptions, rewards
 
@@ -63,6 +65,7 @@ class Report:
     stock: list[Stock]
     coupons: CouponFigures
     coupons_by_reward: list[tuple[str, str, CouponFigures]] = field(default_factory=list)
+    campaigns: list[CampaignFigures] = field(default_factory=list)
 
     @property
     def points_consumed(self) -> int:
@@ -123,6 +126,7 @@ def report(service: RewardsService, shop_id: str, start: datetime | None, end: d
         per_reward = [(r[0], names.get(r[0], ""), CouponFigures(*(int(n or 0) for n in r[1:]))) for r in rows]
         overall = CouponFigures(*(sum(getattr(f, name) for _, _, f in per_reward)
                                   for name in ("issued", "used", "expired", "unused", "revoked")))
-        return Report(shop_id, start, end, days, stock, overall, per_reward)
+        return Report(shop_id, start, end, days, stock, overall, per_reward,
+                      campaign_figures(conn, shop_id, start, end, now))
 
     return service.db.read(read)

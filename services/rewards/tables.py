@@ -303,3 +303,19 @@ tier_discounts = Table(
     Column("discount_bp", Integer, nullable=False),
     Column("changed_at", DateTime, nullable=False),
 )
+
+# Members' completed orders, from membership's OrderCompleted (never from its tables): the facts a
+# campaign's conversion is measured on. Written once per order (insert-or-ignore on the key), so a
+# redelivered event counts nothing twice. refunded_at: set when the order was fully refunded after
+# it completed (OrderRefunded), which takes it out of conversion; a redelivered OrderCompleted keeps it.
+member_orders = Table(
+    "member_orders",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("order_id", String(64), primary_key=True),
+    Column("member_id", String(32), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("completed_at", DateTime, nullable=False),
+    Column("refunded_at", DateTime),
+    Index("ix_member_orders_completed", "shop_id", "completed_at"),
+)

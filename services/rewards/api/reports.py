@@ -6,13 +6,27 @@ import grpc
 from loyalty.rewards.v1 import rewards_service_pb2 as pb
 
 from services.kit.timeutil import from_timestamp, to_timestamp
-from services.rewards import reports
+from services.rewards import reports, reports_campaigns
 from services.rewards.service import RewardsService
 
 
 def _coupons(f: reports.CouponFigures) -> pb.CouponFigures:
     return pb.CouponFigures(issued=f.issued, used=f.used, expired=f.expired, unused=f.unused, revoked=f.revoked,
                             use_rate_bp=f.use_rate_bp)
+
+
+def _group(g: reports_campaigns.Group) -> pb.CampaignGroup:
+    return pb.CampaignGroup(members=g.members, converted=g.converted, conversion_rate_bp=g.conversion_rate_bp,
+                            orders=g.orders, spend_fen=g.spend_fen)
+
+
+def _campaign(f: reports_campaigns.CampaignFigures) -> pb.CampaignFigures:
+    c = f.campaign
+    return pb.CampaignFigures(campaign_id=c.campaign_id, name=c.name, kind=int(c.kind), status=int(f.status),
+                              start_time=to_timestamp(c.start_at), end_time=to_timestamp(c.end_at),
+                              holdout_bp=c.holdout_bp, measured_start_time=to_timestamp(f.measured_start),
+                              measured_end_time=to_timestamp(f.measured_end), reach=f.reach,
+                              treated=_group(f.treated), held_out=_group(f.held_out))
 
 
 class ReportsApi:
@@ -32,4 +46,5 @@ class ReportsApi:
                    for s in r.stock],
             coupons=_coupons(r.coupons),
             coupons_by_reward=[pb.CouponRewardFigures(reward_id=reward_id, name=name, figures=_coupons(f))
-                               for reward_id, name, f in r.coupons_by_reward])
+                               for reward_id, name, f in r.coupons_by_reward],
+            campaigns=[_campaign(f) for f in r.campaigns])

@@ -189,11 +189,22 @@ def upgrade() -> None:
         sa.Column("discount_bp", sa.Integer, nullable=False),
         sa.Column("changed_at", sa.DateTime, nullable=False),
     )
+    op.create_table(
+        "member_orders",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("order_id", sa.String(64), primary_key=True),
+        sa.Column("member_id", sa.String(32), nullable=False),
+        sa.Column("amount_fen", sa.BigInteger, nullable=False),
+        sa.Column("completed_at", sa.DateTime, nullable=False),
+        sa.Column("refunded_at", sa.DateTime),
+    )
+    op.create_index("ix_member_orders_completed", "member_orders", ["shop_id", "completed_at"])
 
 
 
 def downgrade() -> None:
-    for table in ("tier_discounts", "campaigns", "lottery_draws", "lottery_chances", "lottery_prizes", "lotteries"):
+    for table in ("member_orders", "tier_discounts", "campaigns", "lottery_draws", "lottery_chances",
+                  "lottery_prizes", "lotteries"):
         op.drop_table(table)
     for table in ("pack_grants", "benefit_packs", "coupons", "grants", "redemptions", "usage", "rewards", "members",
                   "programs", "saga_steps", "sagas",
