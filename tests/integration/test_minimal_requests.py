@@ -1,0 +1,47 @@
+"""Every RPC of every service, sent what a careless caller sends — an empty request, or one naming
+only its shop (every other field at its default) — answers OK or a clear status with a reason,
+never INTERNAL or UNKNOWN (a handler that trips over a default value is a bug)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
+
+from tests.conftest import ServiceUnderTest, Shop, failure_of
+from tests.integration.test_decoding import methods
+
+BUGS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+def call(channel: grpc.Channel, method: MethodDescriptor, request: object, key: str) -> grpc.RpcError | None:
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    stub = channel.unary_stream(path) if method.server_streaming else channel.unary_unary(path)
+    metadata = [("authorization", f"Bearer {key}")]
+    try:
+        answer = stub(request.SerializeToString(), metadata=metadata, timeout=20)
+        if method.server_streaming:
+            list(answer)
+    except grpc.RpcError as exc:
+        return exc
+    return None
+
+
+def requests_for(method: MethodDescriptor, shop_id: str) -> dict[str, object]:
+    message = message_factory.GetMessageClass(method.input_type)
+    shaped = {"empty": message()}
+    if "shop_id" in method.input_type.fields_by_name:
+        shaped["shop only"] = message(shop_id=shop_id)
+    return shaped
+
+
+@pytest.mark.parametrize(("service", "method"), methods(), ids=lambda v: v if isinstance(v, str) else v.name)
+def test_a_minimal_request_is_answered_clearly(suite: dict[str, ServiceUnderTest], shop: Shop, service: str,
+                                               method: MethodDescriptor) -> None:
+    for shape, request in requests_for(method, shop.shop_id).items():
+        error = call(suite[service].channel, method, request, shop.key)
+        if error is None:
+            continue
+        assert error.code() not in BUGS, f"{method.full_name} ({shape}): {error.code()} {error.details()}"
+        assert failure_of(error).reason, f"{method.full_name} ({shape}) answered {error.code()} without a reason"
