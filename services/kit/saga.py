@@ -4,9 +4,12 @@ stock, CaptureHold — or Release) that ends consistent after a crash.
 Every step's progress is committed in the caller's own database before and after the step runs;
 a failure that is an answer (a kit ServiceError such as FailedPrecondition) compensates the steps
 already taken, newest first; an accident (UNAVAILABLE, a deadline, a crash) leaves the saga to be
-resumed. A saga is driven by whoever holds its lease: the runner that started it, or — once that
-lease has passed — the recovery job (Sagas.recovery_job) of any replica. Steps and compensations
-must therefore be idempotent: they pass SagaContext.request_id(), the same on every attempt.
+resumed. A step without a compensation is a pivot (points captured): once one is done the saga
+only goes forward — accidents are retried without limit and a refusal ends it FAILED for an
+operator, never undoing what came before. A saga is driven by whoever holds its lease: the
+runner that started it, or — once that lease has passed — the recovery job (Sagas.recovery_job)
+of any replica. Steps and compensations must therefore be idempotent: they pass
+SagaContext.request_id(), the same on every attempt.
 
 Services that run sagas add saga_tables(metadata) to their own metadata, create_saga_tables(op)
 to their migration, and Sagas.recovery_job() to their periodic worker."""
@@ -176,6 +179,14 @@ def refusal_of(step: str, exc: ServiceError) -> dict[str, str]:
             "subject": getattr(exc, "subject", "")}
 
 
+def _pivot_passed(definition: SagaDefinition, step_state: dict[int, str]) -> str | None:
+    """The name of the last step done that has no compensation (the saga's pivot: what it did
+    cannot be undone, e.g. points captured), or None while everything done can still be undone."""
+    done = [step.name for i, step in enumerate(definition.steps)
+            if step.compensation is None and step_state.get(i) == DONE]
+    return done[-1] if done else None
+
+
 def _is_answer(exc: Exception) -> bool:
     """A refusal the callee decided (retrying gets the same answer), not an accident."""
     return isinstance(exc, ServiceError) and not isinstance(exc, CallFailed)
@@ -307,6 +318,16 @@ class Sagas:
             try:
                 result = step.action(SagaContext(saga_id, row.shop_id, step.name, dict(data)))
             except Exception as exc:
+                pivot = _pivot_passed(definition, step_state)
+                if _is_answer(exc) and pivot is not None:
+                    # Past a step that cannot be undone, the saga only goes forward: a refusal
+                    # now is an operator's case, never a reason to undo what came before.
+                    error = f"{step.name}: {exc} (after {pivot}, which cannot be undone)"
+                    log.error("saga %s: step %s refused after %s; FAILED for an operator", saga_id, step.name, pivot)
+                    data[REFUSAL] = refusal_of(step.name, exc)
+                    self._save(saga_id, step=i, step_values={"state": REFUSED}, state=FAILED, error=error,
+                               attempts=0, data=json.dumps(data, sort_keys=True))
+                    return SagaOutcome(saga_id, FAILED, data, error)
                 if _is_answer(exc):
                     log.info("saga %s: step %s refused (%s); compensating", saga_id, step.name, exc)
                     step_state[i], state, error = REFUSED, COMPENSATING, f"{step.name}: {exc}"
@@ -316,7 +337,8 @@ class Sagas:
                                data=json.dumps(data, sort_keys=True))
                     continue
                 attempts += 1
-                return self._accident(saga_id, state, data, step.name, exc, attempts, then=COMPENSATING)
+                return self._accident(saga_id, state, data, step.name, exc, attempts,
+                                      then=COMPENSATING if pivot is None else RUNNING)
             data.update(result or {})
             step_state[i] = DONE
             attempts = 0
@@ -348,7 +370,12 @@ class Sagas:
         attempts moves it on to `then`: compensation of a step that never succeeds, or FAILED
         (an operator's case) for a compensation that never does."""
         error = f"{what}: {type(exc).__name__}: {exc}"
-        if attempts >= self.max_attempts:
+        if attempts >= self.max_attempts and then == RUNNING:
+            # Past a pivot: retried as long as it takes (every few minutes), said loudly once.
+            if attempts == self.max_attempts:
+                log.error("saga %s: %s failed %d times past a step that cannot be undone; still retrying",
+                          saga_id, what, attempts)
+        elif attempts >= self.max_attempts:
             log.error("saga %s: %s failed %d times; now %s", saga_id, what, attempts, then)
             self._save(saga_id, state=then, error=error, attempts=0)
             return self.run(saga_id) if then == COMPENSATING else SagaOutcome(saga_id, then, data, error)

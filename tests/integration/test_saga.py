@@ -19,9 +19,10 @@ import pytest
 from loyalty.points.v1 import points_service_pb2_grpc as pgrpc
 from sqlalchemy import func, select
 
-from services.kit.client import ServiceClient
+from services.kit.client import CallFailed, ServiceClient
+from services.kit.errors import FailedPrecondition
 from services.kit.jobs import Periodic
-from services.kit.saga import COMPENSATED, COMPLETED, RUNNING, Sagas
+from services.kit.saga import COMPENSATED, COMPLETED, FAILED, RUNNING, SagaContext, SagaDefinition, Sagas, Step
 from services.kit.storage import Database
 from tests.support import redeem_saga
 from tests.support.builders import PointsShop, balance, eventually, member_with_points, points_shop
@@ -231,3 +232,34 @@ def test_two_recoveries_at_once_drive_a_saga_once(
     after = balance(ps, member_id)
     assert (after.available, after.held) == (before.available - PRICE, 0)
     assert redeem_saga.stock_of(db, ps.shop_id, SKU) == 4
+
+
+def test_past_a_step_that_cannot_be_undone_a_saga_only_goes_forward(db: Database) -> None:
+    """A step without a compensation is the pivot (points captured): a later refusal ends the
+    saga FAILED for an operator and undoes nothing; later accidents are retried without limit."""
+    undone: list[str] = []
+    accidents = {"left": 5}
+
+    def flaky(_: SagaContext) -> None:
+        if accidents["left"]:
+            accidents["left"] -= 1
+            raise CallFailed("points is away", code="UNAVAILABLE", reason="DATABASE_UNAVAILABLE")
+
+    def refuse(_: SagaContext) -> None:
+        raise FailedPrecondition("the reward is gone", reason="REWARD_NOT_FOUND")
+
+    steps = [Step("hold", lambda _: None, lambda _: undone.append("hold")), Step("capture", lambda _: None)]
+    sagas = Sagas(db, redeem_saga.sagas, [SagaDefinition("refused", [*steps, Step("fulfil", refuse)]),
+                                         SagaDefinition("flaky", [*steps, Step("fulfil", flaky)])],
+                  max_attempts=2, retry_seconds=0.0)
+
+    refused = sagas.execute("refused", "shop-pivot", {})
+    assert (refused.state, refused.data["refusal"]["reason"]) == (FAILED, "REWARD_NOT_FOUND")
+    assert undone == []  # the hold was captured: releasing it now would lose nothing but mean nothing
+
+    saga_id = sagas.start("flaky", "shop-pivot", {})
+    states = [sagas.run(saga_id).state]
+    while states[-1] == RUNNING and len(states) < 10:
+        states.append(sagas.run(saga_id).state)
+    assert states == [RUNNING] * 5 + [COMPLETED]  # five accidents, more than max_attempts, and no undoing
+    assert undone == []
