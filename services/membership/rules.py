@@ -135,8 +135,10 @@ def tier_expiry(rules: ProgramRules, zone: ZoneInfo, level: int, reached_at: dat
 
 
 def period_start(rules: ProgramRules, zone: ZoneInfo, expires_at: datetime) -> datetime:
-    """The start of the period whose figures re-qualify a tier expiring at `expires_at`."""
-    return local_midnight_utc(add_months(local_date(expires_at, zone), -rules.validity_months), zone)
+    """The start of the period whose figures re-qualify a tier expiring at `expires_at`: the
+    shop-local day `validity_months` before its last day (so the day it was reached counts)."""
+    last_day = date.fromordinal(local_date(expires_at, zone).toordinal() - 1)
+    return local_midnight_utc(add_months(last_day, -rules.validity_months), zone)
 
 
 def expiry_level(policy: DowngradePolicy, current: int, qualified: int) -> int:
