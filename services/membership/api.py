@@ -20,7 +20,12 @@ from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
 from services.kit.validation import mask_paths, require_shop
 from services.membership import answers, commands, domain, members, orders, programs, tiers, views
-from services.membership.api_lifecycle import LifecycleRpcs, join_benefit_to_proto, join_threshold_to_proto
+from services.membership.api_lifecycle import (
+    LifecycleRpcs,
+    join_benefit_to_proto,
+    join_rules,
+    join_threshold_to_proto,
+)
 from services.membership.context import Membership
 from services.membership.domain import DowngradePolicy, ProfileField, ProfileInput, QualificationMode, Tier
 from services.membership.orders import OrderOutcome
@@ -165,7 +170,7 @@ class MembershipApi(LifecycleRpcs, pb_grpc.MembershipServiceServicer):
             shop_id=request.shop_id, name=request.name, time_zone=request.time_zone or domain.DEFAULT_TIME_ZONE,
             require_follow=request.join_threshold.require_follow,
             tiers=tuple(tier_from_proto(t) for t in request.tiers), mode=_mode(request.qualification_mode),
-            policy=_policy(request.downgrade_policy))
+            policy=_policy(request.downgrade_policy), rules=join_rules(request.join_threshold))
         return self._run(request, "CreateProgram", command, programs.create_program,
                          lambda result: pb.CreateProgramResponse(program=program_to_proto(result[0]),
                                                                  api_key=result[1].api_key),

@@ -13,7 +13,7 @@ from services.kit import paging
 from services.kit.timeutil import to_timestamp
 from services.membership import joining, lifecycle, simulation
 from services.membership.domain import Ladder
-from services.membership.rules import JoinFacts, ProgramRules
+from services.membership.rules import Combine, JoinFacts, ProgramRules
 
 if TYPE_CHECKING:
     from services.membership.context import Membership
@@ -26,6 +26,12 @@ def join_threshold_to_proto(require_follow: bool, rules: ProgramRules) -> pb.Joi
 
 def join_benefit_to_proto(rules: ProgramRules) -> pb.JoinBenefit:
     return pb.JoinBenefit(text=rules.benefit_text, pack_id=rules.benefit_pack_id)
+
+
+def join_rules(threshold: pb.JoinThreshold) -> ProgramRules:
+    """CreateProgram's join threshold parts beyond following (UpdateProgram names them by mask)."""
+    return ProgramRules(join_min_trades=threshold.min_completed_trades, join_min_spend_fen=threshold.min_spend_fen,
+                        join_combine=Combine.ANY if threshold.combine == Combine.ANY else Combine.ALL)
 
 
 class LifecycleRpcs:

@@ -64,11 +64,13 @@ class CreateProgram:
     tiers: tuple[Tier, ...]  # empty: the default ladder
     mode: QualificationMode
     policy: DowngradePolicy
+    rules: rules.ProgramRules = rules.ProgramRules()  # the join threshold's further parts
 
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id)
         _name(v, self.name, "name")
         domain.validate_time_zone(self.time_zone, v)
+        rules.validate_rules(self.rules, v)
         domain.validate_tiers(list(self.tiers or domain.default_tiers()), v, self.mode)
         v.raise_if_any()
 

@@ -113,6 +113,7 @@ def create_program(ctx: Membership, uow: UnitOfWork, cmd: commands.CreateProgram
             "shop_id": cmd.shop_id, "name": cmd.name, "time_zone": cmd.time_zone,
             "require_follow": cmd.require_follow, "qualification_mode": int(cmd.mode),
             "downgrade_policy": int(cmd.policy), "tiers": _ladder_json(ladder), "created_at": now, "updated_at": now,
+            "rules": rules_json(cmd.rules),
         })
     except IntegrityError as exc:
         raise AlreadyExists(f"shop {cmd.shop_id!r} already has a program", reason=reasons.PROGRAM_EXISTS,
@@ -122,7 +123,7 @@ def create_program(ctx: Membership, uow: UnitOfWork, cmd: commands.CreateProgram
     uow.emit(cmd.shop_id, events_pb2.ProgramChanged(shop_id=cmd.shop_id, name=cmd.name, time_zone=cmd.time_zone,
                                                     created=True, changed_at=to_timestamp(now),
                                                     tiers=_ladder_tiers(ladder)))
-    return Program(cmd.shop_id, cmd.name, cmd.time_zone, cmd.require_follow, ladder, now, now), key
+    return Program(cmd.shop_id, cmd.name, cmd.time_zone, cmd.require_follow, ladder, now, now, cmd.rules), key
 
 
 def update_program(ctx: Membership, uow: UnitOfWork, cmd: commands.UpdateProgram) -> Program:

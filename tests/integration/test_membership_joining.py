@@ -9,7 +9,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 from loyalty.membership.v1 import membership_service_pb2 as pb
 
-from tests.conftest import Shop
+from tests.conftest import Authed, ServiceUnderTest, Shop, create_shop
 from tests.integration.test_membership import YUAN, complete, join, pay, rid, rpc_error
 
 FOLLOW, TRADES, SPEND = pb.JOIN_REQUIREMENT_FOLLOW, pb.JOIN_REQUIREMENT_COMPLETED_TRADES, pb.JOIN_REQUIREMENT_SPEND
@@ -99,3 +99,10 @@ def test_eligibility_is_per_shop_and_checks_its_input(shop: Shop) -> None:
     err, _, _ = rpc_error(shop.api.CheckJoinEligibility, pb.CheckJoinEligibilityRequest(
         shop_id="shop-of-someone-else", buyer_id="b1"))
     assert err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_a_program_created_with_a_richer_threshold_keeps_it(membership: ServiceUnderTest, admin: Authed) -> None:
+    shop = create_shop(membership, admin, join_threshold=pb.JoinThreshold(min_completed_trades=1))
+    got = shop.api.GetProgram(pb.GetProgramRequest(shop_id=shop.shop_id))
+    assert got.join_threshold.min_completed_trades == 1
+    assert list(check(shop, "b1").unmet) == [TRADES]
