@@ -234,3 +234,24 @@ def test_a_retry_under_a_new_request_id_answers_what_the_first_completion_did(sh
     again = shop.api.CompleteOrder(pb.CompleteOrderRequest(request_id=rid(), shop_id=shop.shop_id,
                                                            order_id=plain.order.order_id))
     assert not plain.tier_changed and not again.tier_changed and again.tier == plain.tier
+
+
+def test_expiry_notices_page_newest_first(membership: ServiceUnderTest, shop: Shop) -> None:
+    configure(shop, pb.DOWNGRADE_POLICY_RECOMPUTE)
+    set_validity(shop, 12, 30)
+    ids = []
+    for buyer in ("b1", "b2", "b3"):
+        ids.append(join(shop, buyer).member_id)
+        shop.api.SetTier(pb.SetTierRequest(request_id=rid(), shop_id=shop.shop_id, member_id=ids[-1], tier_level=1,
+                                           reason="trial", operator="ops"))
+    latest = max(expiry_of(membership, shop, m) for m in ids)
+    assert run_job(membership, shop, latest - timedelta(days=5)).notices == 3
+    seen, token = [], ""
+    while True:
+        page = shop.api.ListTierExpiryNotices(pb.ListTierExpiryNoticesRequest(
+            shop_id=shop.shop_id, page_size=2, page_token=token))
+        seen += [n.member_id for n in page.notices]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == 3
