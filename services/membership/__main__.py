@@ -1,4 +1,18 @@
+from services.kit.auth import KeyRing
+from services.kit.bus import make_bus
+from services.kit.cache import make_cache
+from services.kit.config import Settings
 from services.kit.main import service_main
+from services.membership import lifecycle
 from services.membership.server import NAME, build_app
 
-service_main(NAME, build_app)
+
+def expire_tiers(settings: Settings) -> str:
+    """The tier expiry job once (a CronJob's command): notices due, then expiries due."""
+    app = build_app(settings, cache=make_cache(settings.redis_url), bus=make_bus(settings.redis_url),
+                    keyring=KeyRing(settings.admin_key, settings.auth_secret))
+    run = lifecycle.expire_all(app.servicer.ctx)
+    return f"sent {run.notices} tier expiry notices; {run.moved} members moved and {run.renewed} renewed at expiry"
+
+
+service_main(NAME, build_app, commands={"expire-tiers": expire_tiers})

@@ -20,6 +20,12 @@ from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
 from services.kit.validation import mask_paths, require_shop
 from services.membership import answers, commands, domain, members, orders, programs, tiers, views
+from services.membership.api_lifecycle import (
+    LifecycleRpcs,
+    join_benefit_to_proto,
+    join_rules,
+    join_threshold_to_proto,
+)
 from services.membership.context import Membership
 from services.membership.domain import DowngradePolicy, ProfileField, ProfileInput, QualificationMode, Tier
 from services.membership.orders import OrderOutcome
@@ -27,7 +33,8 @@ from services.membership.programs import Program
 from services.membership.views import MemberView, OrderView
 
 R = TypeVar("R", bound=Message)
-PROGRAM_PATHS = ("name", "time_zone", "join_threshold")  # what UpdateProgram may change
+PROGRAM_PATHS = ("name", "time_zone", "join_threshold", "join_benefit", "tier_validity_months",
+                 "downgrade_notice_days")  # what UpdateProgram may change
 T = TypeVar("T")
 C = TypeVar("C", bound=commands.Command)
 Handler = Callable[[Membership, UnitOfWork, C], T]
@@ -47,7 +54,9 @@ def tier_from_proto(t: pb.Tier) -> Tier:
 def program_to_proto(p: Program) -> pb.Program:
     return pb.Program(
         shop_id=p.shop_id, name=p.name, time_zone=p.time_zone,
-        join_threshold=pb.JoinThreshold(require_follow=p.require_follow),
+        join_threshold=join_threshold_to_proto(p.require_follow, p.rules),
+        join_benefit=join_benefit_to_proto(p.rules), tier_validity_months=p.rules.validity_months,
+        downgrade_notice_days=p.rules.notice_days,
         tiers=[tier_to_proto(t) for t in p.ladder.tiers], qualification_mode=int(p.ladder.mode),
         downgrade_policy=int(p.ladder.policy), create_time=to_timestamp(p.created_at),
         update_time=to_timestamp(p.updated_at))
@@ -125,7 +134,7 @@ def _profile(p: pb.Profile, paths: set[str] | None = None) -> ProfileInput:
     )
 
 
-class MembershipApi(pb_grpc.MembershipServiceServicer):
+class MembershipApi(LifecycleRpcs, pb_grpc.MembershipServiceServicer):
     def __init__(self, ctx: Membership):
         self.ctx = ctx
 
@@ -161,7 +170,7 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
             shop_id=request.shop_id, name=request.name, time_zone=request.time_zone or domain.DEFAULT_TIME_ZONE,
             require_follow=request.join_threshold.require_follow,
             tiers=tuple(tier_from_proto(t) for t in request.tiers), mode=_mode(request.qualification_mode),
-            policy=_policy(request.downgrade_policy))
+            policy=_policy(request.downgrade_policy), rules=join_rules(request.join_threshold))
         return self._run(request, "CreateProgram", command, programs.create_program,
                          lambda result: pb.CreateProgramResponse(program=program_to_proto(result[0]),
                                                                  api_key=result[1].api_key),
@@ -177,7 +186,13 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         command = commands.UpdateProgram(
             shop_id=request.shop_id, name=request.name if "name" in paths else None,
             time_zone=request.time_zone if "time_zone" in paths else None,
-            require_follow=request.join_threshold.require_follow if "join_threshold" in paths else None)
+            require_follow=request.join_threshold.require_follow if "join_threshold" in paths else None,
+            join_parts=(request.join_threshold.min_completed_trades, request.join_threshold.min_spend_fen,
+                        request.join_threshold.combine) if "join_threshold" in paths else None,
+            join_benefit=(request.join_benefit.text, request.join_benefit.pack_id)
+            if "join_benefit" in paths else None,
+            validity_months=request.tier_validity_months if "tier_validity_months" in paths else None,
+            notice_days=request.downgrade_notice_days if "downgrade_notice_days" in paths else None)
         return self._run(request, "UpdateProgram", command, programs.update_program, program_to_proto, pb.Program)
 
     def IssueApiKey(self, request: pb.IssueApiKeyRequest, context: grpc.ServicerContext) -> pb.IssueApiKeyResponse:
@@ -194,7 +209,8 @@ class MembershipApi(pb_grpc.MembershipServiceServicer):
         command = commands.JoinMember(
             shop_id=request.shop_id, buyer_id=request.buyer_id, profile=_profile(request.profile),
             consent=_consent(request.consent_fields, "consent_fields"), channel=request.join_channel,
-            referrer_member_id=request.referrer_member_id, follows_shop=request.facts.follows_shop)
+            referrer_member_id=request.referrer_member_id, follows_shop=request.facts.follows_shop,
+            completed_trades=request.facts.completed_trades, spent_fen=request.facts.spent_fen)
         return self._run_sealed(request, "JoinMember", command, members.join_member, member_to_proto, pb.Member,
                                 key_id=lambda m: m.key_id)
 

@@ -5,13 +5,13 @@ given) are checked by the handlers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from services.kit.errors import InvalidArgument, Violations
 from services.kit.timeutil import utcnow
 from services.kit.validation import check_ids, validate_id
-from services.membership import domain
+from services.membership import domain, rules
 from services.membership.domain import DowngradePolicy, ProfileField, ProfileInput, QualificationMode, Tier
 
 MAX_IMPORT_ROWS = 1000
@@ -21,6 +21,10 @@ MAX_AMOUNT_FEN = 10**13  # 100 billion yuan: anything above is a unit mistake
 EARLIEST_TRADE = datetime(2000, 1, 1)
 LATEST_TRADE_AHEAD = timedelta(days=366)
 EARLIEST_JOIN = EARLIEST_TRADE
+# A completion is reported as actions are (points' RecordAction): late by a month at most, never
+# ahead of the clock beyond skew; a later or earlier one would earn multipliers of another day.
+LATE_COMPLETION = timedelta(days=31)
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 def check_trade_time(at: datetime, field: str, v: Violations) -> None:
@@ -60,11 +64,13 @@ class CreateProgram:
     tiers: tuple[Tier, ...]  # empty: the default ladder
     mode: QualificationMode
     policy: DowngradePolicy
+    rules: rules.ProgramRules = rules.ProgramRules()  # the join threshold's further parts
 
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id)
         _name(v, self.name, "name")
         domain.validate_time_zone(self.time_zone, v)
+        rules.validate_rules(self.rules, v)
         domain.validate_tiers(list(self.tiers or domain.default_tiers()), v, self.mode)
         v.raise_if_any()
 
@@ -77,6 +83,10 @@ class UpdateProgram:
     name: str | None
     time_zone: str | None
     require_follow: bool | None
+    join_parts: tuple[int, int, int] | None = None  # (min trades, min spend fen, combine) with join_threshold
+    join_benefit: tuple[str, str] | None = None  # (text, pack id)
+    validity_months: int | None = None
+    notice_days: int | None = None
 
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id)
@@ -84,7 +94,26 @@ class UpdateProgram:
             _name(v, self.name, "name")
         if self.time_zone is not None:
             domain.validate_time_zone(self.time_zone, v)
+        if self.join_parts is not None:
+            v.check(self.join_parts[2] in (0, *map(int, rules.Combine)), "join_threshold.combine",
+                    "unknown combine")
+        rules.validate_rules(self.rules(rules.ProgramRules()), v)
         v.raise_if_any()
+
+    def rules(self, current: rules.ProgramRules) -> rules.ProgramRules:
+        """The program's rules with what this update names changed."""
+        changed: dict = {}
+        if self.join_parts is not None:
+            trades, spend, combine = self.join_parts
+            changed.update(join_min_trades=trades, join_min_spend_fen=spend,
+                           join_combine=rules.Combine.ANY if combine == rules.Combine.ANY else rules.Combine.ALL)
+        if self.join_benefit is not None:
+            changed.update(benefit_text=self.join_benefit[0].strip(), benefit_pack_id=self.join_benefit[1])
+        if self.validity_months is not None:
+            changed["validity_months"] = self.validity_months
+        if self.notice_days is not None:
+            changed["notice_days"] = self.notice_days
+        return replace(current, **changed)
 
 
 @dataclass(frozen=True)
@@ -123,10 +152,14 @@ class JoinMember:
     channel: int
     referrer_member_id: str
     follows_shop: bool
+    completed_trades: int = 0  # facts the caller states (BuyerFacts)
+    spent_fen: int = 0
 
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id)
         validate_id(self.buyer_id, "buyer_id", v)
+        v.check(self.completed_trades >= 0, "facts.completed_trades", "must not be negative")
+        v.check(0 <= self.spent_fen <= MAX_AMOUNT_FEN, "facts.spent_fen", f"must be 0..{MAX_AMOUNT_FEN} fen")
         v.check(self.channel > 0, "join_channel", "required: where the buyer joined")
         validate_id(self.referrer_member_id, "referrer_member_id", v, required=False)
         domain.validate_profile(self.profile, set(self.consent), v)
@@ -233,7 +266,9 @@ class CompleteOrder:
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id)
         validate_id(self.order_id, "order_id", v)
-        check_trade_time(self.completed_at, "complete_time", v)
+        now = utcnow()
+        v.check(now - LATE_COMPLETION <= self.completed_at <= now + CLOCK_SKEW, "complete_time",
+                "must be within the last 31 days, not in the future")
         v.raise_if_any()
 
 

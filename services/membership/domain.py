@@ -23,6 +23,7 @@ class QualificationMode(IntEnum):
 class DowngradePolicy(IntEnum):
     NEVER = 1
     RECOMPUTE = 2
+    DOWN_ONE_LEVEL = 3  # qualification only raises; an expired tier goes down one level (lifecycle.py)
 
 
 class MemberStatus(IntEnum):
@@ -44,6 +45,7 @@ class TierChangeReason(IntEnum):
     REEVALUATED = 5
     LADDER_CHANGED = 6
     IMPORTED = 7
+    EXPIRED = 8
 
 
 class ProfileField(IntEnum):
@@ -134,9 +136,10 @@ class Ladder:
         return level
 
     def evaluate(self, current: int, spend_fen: int, trades: int) -> int:
-        """The tier after a qualification event: up when qualified; down only under RECOMPUTE."""
+        """The tier after a qualification event: up when qualified; down only under RECOMPUTE
+        (DOWN_ONE_LEVEL moves members down at tier expiry only, see rules.expiry_level)."""
         qualified = self.qualified_level(spend_fen, trades)
-        if self.policy is DowngradePolicy.NEVER:
+        if self.policy is not DowngradePolicy.RECOMPUTE:
             return max(min(current, self.top), qualified)
         return qualified
 

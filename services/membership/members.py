@@ -13,13 +13,14 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.cache import invalidate_on_commit
-from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Violations
+from services.kit.errors import AlreadyExists, InvalidArgument, Violations
 from services.kit.idempotency import erase_responses
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
-from services.membership import commands, data_keys, domain, reasons, tiers, views
+from services.membership import commands, data_keys, domain, joining, lifecycle, reasons, tiers, views
 from services.membership.domain import MemberStatus, ProfileField, ProfileInput, TierChangeReason
 from services.membership.pii import DataKey
+from services.membership.rules import JoinFacts
 from services.membership.tables import members, orders, tier_history
 from services.membership.views import MemberView
 
@@ -83,9 +84,8 @@ def active_member(ctx: Membership, conn: Connection, shop_id: str, member_id: st
 
 def join_member(ctx: Membership, uow: UnitOfWork, cmd: commands.JoinMember) -> MemberView:
     program = ctx.programs.get(cmd.shop_id, uow.conn)
-    if program.require_follow and not cmd.follows_shop:
-        raise FailedPrecondition("the shop requires following it before joining",
-                                 reason=reasons.JOIN_THRESHOLD_NOT_MET, subject=f"buyer/{cmd.buyer_id}")
+    joining.require_threshold(ctx, uow.conn, program, cmd.buyer_id, ctx.pii.buyer_hash(cmd.shop_id, cmd.buyer_id),
+                              JoinFacts(cmd.follows_shop, cmd.completed_trades, cmd.spent_fen))
     if cmd.referrer_member_id:
         referrer = uow.conn.execute(select(members.c.member_id).where(
             members.c.shop_id == cmd.shop_id, members.c.member_id == cmd.referrer_member_id,
@@ -211,5 +211,6 @@ def import_members(ctx: Membership, uow: UnitOfWork, cmd: commands.ImportMembers
         raise AlreadyExists("a buyer of this import joined meanwhile; validate and import again",
                             reason=reasons.ALREADY_MEMBER) from exc
     uow.conn.execute(insert(tier_history), history)
+    lifecycle.stamp_imported(ctx, uow, program, member_ids, now)
     uow.emit_many(cmd.shop_id, joined)
     return member_ids

@@ -17,7 +17,7 @@ from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp
 from services.membership import commands, data_keys, reasons, tiers, views
 from services.membership.domain import MemberStatus, OrderStatus, Tier, TierChangeReason
-from services.membership.tables import members, orders, refunds
+from services.membership.tables import members, orders, refunds, tier_history
 from services.membership.views import OrderView
 
 if TYPE_CHECKING:
@@ -82,13 +82,14 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
         raise FailedPrecondition("the order was refunded in full before it completed", reason=reasons.ORDER_REFUNDED,
                                  subject=f"order/{order_id}")
     if order.completed_at is not None:  # completed before: the same answer again
-        return OrderOutcome(views.order(ctx, uow.conn, shop_id, order_id),
-                            _member_tier(uow.conn, program, shop_id, order.member_id), False)
+        return _completed_again(ctx, uow.conn, program, order)
     member = None
     if order.buyer_hash is not None:
         member = uow.conn.execute(select(members).where(
             members.c.shop_id == shop_id, members.c.buyer_hash == order.buyer_hash,
             members.c.status == MemberStatus.ACTIVE).with_for_update(of=members)).first()
+    if member is not None and cmd.completed_at < member.joined_at - commands.CLOCK_SKEW:
+        member = None  # completed before the buyer joined: a fact about the buyer, not the member's trade
     if member is None:  # an order alone does not make a member
         uow.conn.execute(update(orders).where(orders.c.shop_id == shop_id, orders.c.order_id == order_id)
                          .values(status=OrderStatus.COMPLETED, completed_at=cmd.completed_at))
@@ -126,6 +127,20 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
         tiers.change_tier(ctx, uow, ladder, shop_id, member.member_id, member.tier_level, member.buyer_hash,
                           new_level, TierChangeReason.QUALIFIED, order_id=order_id)
     return OrderOutcome(views.order_view(ctx, completed, keys), ladder.tier(new_level), changed)
+
+
+def _completed_again(ctx: Membership, conn: Connection, program: Program, order: Row) -> OrderOutcome:
+    """The first completion's answer again, to a retry under any request_id: whether the trade
+    raised the tier is in the tier history (a QUALIFIED change naming the order), and the tier is
+    the one it raised the member to."""
+    raised = conn.execute(select(tier_history.c.to_level).where(
+        tier_history.c.shop_id == order.shop_id, tier_history.c.member_id == order.member_id,
+        tier_history.c.order_id == order.order_id, tier_history.c.reason == TierChangeReason.QUALIFIED)
+        .order_by(tier_history.c.id)).first() if order.member_id else None
+    view = views.order(ctx, conn, order.shop_id, order.order_id)
+    if raised is not None:
+        return OrderOutcome(view, program.ladder.tier(raised.to_level), True)
+    return OrderOutcome(view, _member_tier(conn, program, order.shop_id, order.member_id), False)
 
 
 def refund_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RefundOrder) -> OrderOutcome:

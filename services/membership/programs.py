@@ -17,8 +17,9 @@ from services.kit.errors import AlreadyExists, NotFound
 from services.kit.memo import ShopMemo
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
-from services.membership import commands, domain, reasons, tiers
+from services.membership import commands, domain, lifecycle, reasons, tiers
 from services.membership.domain import DowngradePolicy, Ladder, QualificationMode, Tier, TierChangeReason
+from services.membership.rules import ProgramRules, rules_from_json, rules_json
 from services.membership.tables import api_keys, members, programs
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class Program:
     ladder: Ladder
     created_at: datetime
     updated_at: datetime
+    rules: ProgramRules = ProgramRules()  # join threshold parts, join benefit, tier validity
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def _ladder_from_json(raw: str) -> Ladder:
 
 def _program(row: Row) -> Program:
     return Program(row.shop_id, row.name, row.time_zone, row.require_follow, _ladder_from_json(row.tiers),
-                   row.created_at, row.updated_at)
+                   row.created_at, row.updated_at, rules_from_json(row.rules))
 
 
 def _not_found(shop_id: str) -> NotFound:
@@ -111,6 +113,7 @@ def create_program(ctx: Membership, uow: UnitOfWork, cmd: commands.CreateProgram
             "shop_id": cmd.shop_id, "name": cmd.name, "time_zone": cmd.time_zone,
             "require_follow": cmd.require_follow, "qualification_mode": int(cmd.mode),
             "downgrade_policy": int(cmd.policy), "tiers": _ladder_json(ladder), "created_at": now, "updated_at": now,
+            "rules": rules_json(cmd.rules),
         })
     except IntegrityError as exc:
         raise AlreadyExists(f"shop {cmd.shop_id!r} already has a program", reason=reasons.PROGRAM_EXISTS,
@@ -120,7 +123,7 @@ def create_program(ctx: Membership, uow: UnitOfWork, cmd: commands.CreateProgram
     uow.emit(cmd.shop_id, events_pb2.ProgramChanged(shop_id=cmd.shop_id, name=cmd.name, time_zone=cmd.time_zone,
                                                     created=True, changed_at=to_timestamp(now),
                                                     tiers=_ladder_tiers(ladder)))
-    return Program(cmd.shop_id, cmd.name, cmd.time_zone, cmd.require_follow, ladder, now, now), key
+    return Program(cmd.shop_id, cmd.name, cmd.time_zone, cmd.require_follow, ladder, now, now, cmd.rules), key
 
 
 def update_program(ctx: Membership, uow: UnitOfWork, cmd: commands.UpdateProgram) -> Program:
@@ -130,10 +133,12 @@ def update_program(ctx: Membership, uow: UnitOfWork, cmd: commands.UpdateProgram
         cmd.shop_id, current.name if cmd.name is None else cmd.name,
         current.time_zone if cmd.time_zone is None else cmd.time_zone,
         current.require_follow if cmd.require_follow is None else cmd.require_follow,
-        current.ladder, current.created_at, now)
+        current.ladder, current.created_at, now, cmd.rules(current.rules))
     uow.conn.execute(update(programs).where(programs.c.shop_id == cmd.shop_id).values(
-        name=program.name, time_zone=program.time_zone, require_follow=program.require_follow, updated_at=now))
+        name=program.name, time_zone=program.time_zone, require_follow=program.require_follow, updated_at=now,
+        rules=rules_json(program.rules)))
     ctx.programs.forget(uow, cmd.shop_id)
+    lifecycle.validity_changed(ctx, uow, current, program, now)
     uow.emit(cmd.shop_id, events_pb2.ProgramChanged(shop_id=cmd.shop_id, name=program.name,
                                                     time_zone=program.time_zone, changed_at=to_timestamp(now),
                                                     tiers=_ladder_tiers(program.ladder)))
@@ -165,4 +170,4 @@ def configure_tiers(ctx: Membership, uow: UnitOfWork, cmd: commands.ConfigureTie
                                                     time_zone=current.time_zone, changed_at=to_timestamp(now),
                                                     tiers=_ladder_tiers(ladder)))
     return Program(cmd.shop_id, current.name, current.time_zone, current.require_follow, ladder,
-                   current.created_at, now)
+                   current.created_at, now, current.rules)

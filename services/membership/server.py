@@ -12,7 +12,7 @@ from services.kit.config import keys_db_url as default_keys_db_url
 from services.kit.jobs import Periodic
 from services.kit.server import ServiceApp
 from services.kit.storage import Database
-from services.membership import data_keys
+from services.membership import data_keys, lifecycle
 from services.membership.api import MembershipApi
 from services.membership.context import Membership
 from services.membership.key_store import KeyStore
@@ -36,4 +36,5 @@ def build_app(
     ctx = Membership.build(db, cache, keys, keyring, cache_ttl=settings.cache_ttl_seconds)
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=MembershipApi(ctx),
                       add_to_server=pb_grpc.add_MembershipServiceServicer_to_server, admin_methods=ADMIN_METHODS,
-                      background=[Periodic([data_keys.sweeper(ctx)], name="membership-keys"), keys])
+                      background=[Periodic([data_keys.sweeper(ctx), *lifecycle.periodic_jobs(
+                          ctx, batch_jobs=settings.scheduled_jobs(NAME))], name="membership-keys"), keys])

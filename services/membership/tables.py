@@ -35,6 +35,9 @@ programs = Table(
     Column("tiers", Text, nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
+    # The join threshold's further parts, the join benefit and tier validity, as JSON (rules.py);
+    # NULL: the defaults (no further parts, no benefit, tiers forever).
+    Column("rules", Text),
 )
 
 api_keys = Table(
@@ -85,9 +88,12 @@ members = Table(
     Column("cumulative_spend_fen", BigInteger, nullable=False),
     Column("trade_count", Integer, nullable=False),
     Column("first_completed_at", DateTime),
+    # When the tier held expires and is re-qualified (lifecycle.py); NULL: never.
+    Column("tier_expires_at", DateTime),
     Index("uq_members_buyer", "shop_id", "buyer_hash", unique=True),
     Index("ix_members_tier", "shop_id", "tier_level"),
     Index("ix_members_key", "shop_id", "key_id"),
+    Index("ix_members_tier_expiry", "shop_id", "tier_expires_at"),
 )
 
 orders = Table(
@@ -137,6 +143,22 @@ tier_history = Table(
     Column("order_id", String(64), nullable=False, default=""),
     Column("changed_at", DateTime, nullable=False),
     Index("ix_tier_history_member", "shop_id", "member_id", "id"),
+)
+
+# TierExpiring notices: one per member and expiry (what makes the job idempotent), listed for
+# the shop by ListTierExpiryNotices.
+tier_expiry_notices = Table(
+    "tier_expiry_notices",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("member_id", String(32), nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("tier_level", SmallInteger, nullable=False),
+    Column("expected_level", SmallInteger, nullable=False),
+    Column("notified_at", DateTime, nullable=False),
+    Index("uq_tier_expiry_notices", "shop_id", "member_id", "expires_at", unique=True),
+    Index("ix_tier_expiry_notices_shop", "shop_id", "id"),
 )
 
 # The key store: a database of its own (LOYALTY_MEMBERSHIP_KEYS_DB_URL), so that a backup of the

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from loyalty.membership.v1 import events_pb2
 from sqlalchemy import ColumnElement, Connection, and_, case, func, insert, literal, select, update
@@ -15,7 +16,7 @@ from services.kit.codec import DataclassCodec, TypedCache
 from services.kit.errors import InvalidArgument
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
-from services.membership import commands, tables, views
+from services.membership import commands, rules, tables, views
 from services.membership.domain import DowngradePolicy, Ladder, MemberStatus, QualificationMode, Tier, TierChangeReason
 from services.membership.tables import members
 
@@ -167,7 +168,7 @@ def change_tier(ctx: Membership, uow: UnitOfWork, ladder: Ladder, shop_id: str, 
     """Moves one member (locked by the caller), with its history row, event and cache invalidation."""
     now = utcnow()
     uow.conn.execute(update(members).where(members.c.shop_id == shop_id, members.c.member_id == member_id)
-                     .values(tier_level=level, tier_since=now))
+                     .values(tier_level=level, tier_since=now, tier_expires_at=_expiry(ctx, uow, shop_id, now, level)))
     record_tier_change(uow, shop_id, member_id, from_level, level, reason, now, note=note, operator=operator,
                        order_id=order_id)
     uow.emit(shop_id, events_pb2.TierChanged(
@@ -200,7 +201,9 @@ def move_setwise(ctx: Membership, uow: UnitOfWork, shop_id: str, ladder: Ladder,
         ["shop_id", "member_id", "from_level", "to_level", "reason", "note", "operator", "order_id", "changed_at"],
         select(members.c.shop_id, members.c.member_id, members.c.tier_level, target, literal(int(reason)),
                literal(""), literal(""), literal(""), literal(now)).where(scope)))
-    uow.conn.execute(update(members).where(scope).values(tier_level=target, tier_since=now))
+    expiry = _expiry(ctx, uow, shop_id, now, 1)
+    uow.conn.execute(update(members).where(scope).values(
+        tier_level=target, tier_since=now, tier_expires_at=case((target > 0, expiry), else_=None) if expiry else None))
     changed_at = to_timestamp(now)
     for i in range(0, len(moved), 1000):
         uow.emit_many(shop_id, [
@@ -211,6 +214,12 @@ def move_setwise(ctx: Membership, uow: UnitOfWork, shop_id: str, ladder: Ladder,
     invalidate_on_commit(uow, ctx.cache, [k for m in moved for k in tier_cache_keys(shop_id, m.member_id,
                                                                                      m.buyer_hash)])
     return len(moved)
+
+
+def _expiry(ctx: Membership, uow: UnitOfWork, shop_id: str, now: datetime, level: int) -> datetime | None:
+    """When a tier reached now expires under the program's tier validity (rules.tier_expiry)."""
+    program = ctx.programs.get(shop_id, uow.conn)
+    return rules.tier_expiry(program.rules, ZoneInfo(program.time_zone), level, now)
 
 
 def target_level_sql(ladder: Ladder, spend: ColumnElement[int] = members.c.cumulative_spend_fen,
@@ -225,6 +234,6 @@ def target_level_sql(ladder: Ladder, spend: ColumnElement[int] = members.c.cumul
             ladder.mode, by_spend | by_count)
         whens.append((meets, tier.level))
     qualified = case(*whens, else_=0) if whens else literal(0)
-    if ladder.policy is DowngradePolicy.NEVER:
+    if ladder.policy is not DowngradePolicy.RECOMPUTE:  # NEVER and DOWN_ONE_LEVEL: up only
         return case((qualified > current, qualified), (current > ladder.top, ladder.top), else_=current)
     return qualified
