@@ -16,10 +16,12 @@ from loyalty.membership.v1 import events_pb2
 from loyalty.membership.v1 import membership_service_pb2 as pb
 from loyalty.points.v1 import points_service_pb2 as pp
 from loyalty.points.v1 import points_service_pb2_grpc
+from loyalty.rewards.v1 import rewards_service_pb2 as rpb
 
 from tests.conftest import Authed, ServiceUnderTest, Shop, create_shop, failure_of
 from tests.integration.test_membership import buy, complete, join, outbox_events, pay, refund, rid, tier_of
 from tests.support.builders import eventually
+from tests.support.rewards import rewards_api
 
 YUAN = 100
 S = pb.GrowthSource
@@ -258,3 +260,23 @@ def test_a_milestone_is_reached_once_per_member(membership: ServiceUnderTest, sh
     reached = [(e.member_id, e.threshold, e.pack_id, e.growth_value)
                for e in outbox_events(membership, shop.shop_id, events_pb2.GrowthMilestoneReached)]
     assert reached == [(member, 100, "pack-100", 150), (member, 500, "", 550)]
+
+
+def test_rewards_grants_the_milestone_pack_once(shop: Shop, rewards: ServiceUnderTest) -> None:
+    api = rewards_api(rewards, shop)
+    named = api.CreateBenefitPack(rpb.CreateBenefitPackRequest(
+        request_id=rid(), shop_id=shop.shop_id,
+        pack=rpb.BenefitPack(name="成长礼", trigger=rpb.PACK_TRIGGER_GROWTH_MILESTONE, enabled=True, points=10)))
+    update_rules(shop, ["milestones"], milestones=[pb.GrowthMilestone(threshold=100, pack_id=named.pack_id)])
+    member = join(shop, "buyer-growth-pack").member_id
+    adjust(shop, member, 120)
+    adjust(shop, member, -50)
+    adjust(shop, member, 50)
+
+    def grants() -> list[rpb.PackGrant]:
+        return list(api.ListPackGrants(rpb.ListPackGrantsRequest(shop_id=shop.shop_id, member_id=member)).grants)
+
+    (grant,) = eventually(grants, "the milestone pack")
+    assert (grant.pack_id, grant.period, grant.trigger) == (named.pack_id, "milestone-100",
+                                                            rpb.PACK_TRIGGER_GROWTH_MILESTONE)
+    assert len(grants()) == 1
