@@ -17,7 +17,7 @@ from loyalty.membership.v1 import events_pb2
 from sqlalchemy import Connection, and_, insert, select, update
 from sqlalchemy.engine import Row
 
-from services.kit.errors import InvalidArgument, Violations
+from services.kit.errors import InvalidArgument, NotFound, Violations
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.kit.validation import check_ids, validate_id
@@ -298,7 +298,10 @@ def record_action(ctx: Membership, uow: UnitOfWork, shop_id: str, member_id: str
     source = growth_rules.ACTION_SOURCES.get(action)
     if source is None:
         return
-    program = ctx.programs.get(shop_id, uow.conn)
+    try:
+        program = ctx.programs.get(shop_id, uow.conn)
+    except NotFound:  # a shop points knows without a membership program: nobody to give growth to
+        return
     member = uow.conn.execute(select(members).where(
         members.c.shop_id == shop_id, members.c.member_id == member_id,
         members.c.status == MemberStatus.ACTIVE).with_for_update(of=members)).first()

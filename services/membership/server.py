@@ -37,7 +37,7 @@ def build_app(
     ctx = Membership.build(db, cache, keys, keyring, cache_ttl=settings.cache_ttl_seconds)
     # Growth decay runs by itself in the embedded default; in production a CronJob runs
     # `python -m services.membership decay` unless LOYALTY_MEMBERSHIP_JOBS=1.
-    jobs = [PeriodicJob("decay-growth", 60.0, lambda: growth_decay.decay_all(ctx))] \
+    jobs = [PeriodicJob("decay-growth", 3600.0, lambda: growth_decay.decay_all(ctx))] \
         if settings.scheduled_jobs(NAME) else []
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=MembershipApi(ctx),
                       add_to_server=pb_grpc.add_MembershipServiceServicer_to_server, admin_methods=ADMIN_METHODS,

@@ -147,6 +147,10 @@ def test_growth_of_another_shops_member_is_not_found(shop: Shop, membership: Ser
         with pytest.raises(grpc.RpcError) as caught:
             call()
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as caught:
+        shop.api.AdjustGrowth(pb.AdjustGrowthRequest(request_id=rid(), shop_id=shop.shop_id, member_id=member))
+    failure = failure_of(caught.value)
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and {"amount", "reason", "operator"} <= set(failure.fields)
 
 
 # ----- refunds ----------------------------------------------------------------------------------
