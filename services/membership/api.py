@@ -20,6 +20,7 @@ from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
 from services.kit.validation import mask_paths, require_shop
 from services.membership import answers, commands, domain, members, orders, programs, tiers, views
+from services.membership.api_growth import GrowthApi
 from services.membership.api_lifecycle import (
     LifecycleRpcs,
     join_benefit_to_proto,
@@ -43,12 +44,13 @@ Handler = Callable[[Membership, UnitOfWork, C], T]
 def tier_to_proto(tier: Tier) -> pb.Tier:
     return pb.Tier(level=tier.level, code=tier.code, name=tier.name, min_spend_fen=tier.min_spend_fen,
                    min_trades=tier.min_trades, discount_bp=tier.discount_bp,
-                   points_rate_milli=tier.points_rate_milli, benefits=list(tier.benefits))
+                   points_rate_milli=tier.points_rate_milli, benefits=list(tier.benefits),
+                   min_growth=tier.min_growth)
 
 
 def tier_from_proto(t: pb.Tier) -> Tier:
     return Tier(t.level, t.code, t.name, t.min_spend_fen, t.min_trades, t.discount_bp, t.points_rate_milli,
-                tuple(t.benefits))
+                tuple(t.benefits), t.min_growth)
 
 
 def program_to_proto(p: Program) -> pb.Program:
@@ -57,7 +59,8 @@ def program_to_proto(p: Program) -> pb.Program:
         join_threshold=join_threshold_to_proto(p.require_follow, p.rules),
         join_benefit=join_benefit_to_proto(p.rules), tier_validity_months=p.rules.validity_months,
         downgrade_notice_days=p.rules.notice_days,
-        tiers=[tier_to_proto(t) for t in p.ladder.tiers], qualification_mode=int(p.ladder.mode),
+        tiers=[tier_to_proto(domain.shown(t, p.ladder.mode)) for t in p.ladder.tiers],
+        qualification_mode=int(p.ladder.mode),
         downgrade_policy=int(p.ladder.policy), create_time=to_timestamp(p.created_at),
         update_time=to_timestamp(p.updated_at))
 
@@ -134,7 +137,7 @@ def _profile(p: pb.Profile, paths: set[str] | None = None) -> ProfileInput:
     )
 
 
-class MembershipApi(LifecycleRpcs, pb_grpc.MembershipServiceServicer):
+class MembershipApi(LifecycleRpcs, GrowthApi, pb_grpc.MembershipServiceServicer):
     def __init__(self, ctx: Membership):
         self.ctx = ctx
 
@@ -303,13 +306,15 @@ class MembershipApi(LifecycleRpcs, pb_grpc.MembershipServiceServicer):
         require_shop(request.shop_id)
         seen = views.tier_progress(self.ctx, request.shop_id, request.member_id)
         progress = seen.progress
+        mode = seen.program.ladder.mode
         response = pb.GetTierProgressResponse(
-            current=tier_to_proto(progress.current), qualification_mode=int(seen.program.ladder.mode),
+            current=tier_to_proto(domain.shown(progress.current, mode)), qualification_mode=int(mode),
             cumulative_spend_fen=seen.member.cumulative_spend_fen, trade_count=seen.member.trade_count,
             spend_missing_fen=progress.spend_missing_fen, trades_missing=progress.trades_missing,
-            progress_permille=progress.progress_permille)
+            progress_permille=progress.progress_permille, growth_value=seen.growth_value,
+            growth_missing=progress.growth_missing)
         if progress.next is not None:
-            response.next.CopyFrom(tier_to_proto(progress.next))
+            response.next.CopyFrom(tier_to_proto(domain.shown(progress.next, mode)))
         return response
 
     def SetTier(self, request: pb.SetTierRequest, context: grpc.ServicerContext) -> pb.SetTierResponse:

@@ -71,7 +71,7 @@ class CreateProgram:
         _name(v, self.name, "name")
         domain.validate_time_zone(self.time_zone, v)
         rules.validate_rules(self.rules, v)
-        domain.validate_tiers(list(self.tiers or domain.default_tiers()), v, self.mode)
+        domain.validate_tiers(list(self.tiers or domain.default_tiers(self.mode)), v, self.mode)
         v.raise_if_any()
 
 

@@ -4,7 +4,7 @@ Pure Python: no database, no gRPC."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from enum import IntEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,6 +18,7 @@ class QualificationMode(IntEnum):
     CUMULATIVE_SPEND = 1
     TRADE_COUNT = 2
     SPEND_OR_COUNT = 3  # Taobao: amount OR count
+    GROWTH = 4  # by growth value (成长值) thresholds
 
 
 class DowngradePolicy(IntEnum):
@@ -78,11 +79,36 @@ class Tier:
     discount_bp: int  # 10000 = full price
     points_rate_milli: int  # 1000 = 1 point per whole yuan
     benefits: tuple[str, ...] = ()
+    min_growth: int = 0  # growth value, in QualificationMode.GROWTH
 
 
-def default_tiers() -> tuple[Tier, ...]:
-    """The 5-tier ladder a new program starts with (DOMAIN.md): thresholds on cumulative spend of
-    0 / 1,000 / 3,000 / 10,000 / 30,000 yuan, rates 1 to 3 points per yuan."""
+def uses(mode: QualificationMode) -> tuple[bool, bool, bool]:
+    """Which measures the mode qualifies by: (spend, trades, growth)."""
+    return (mode in (QualificationMode.CUMULATIVE_SPEND, QualificationMode.SPEND_OR_COUNT),
+            mode in (QualificationMode.TRADE_COUNT, QualificationMode.SPEND_OR_COUNT),
+            mode is QualificationMode.GROWTH)
+
+
+def shown(tier: Tier, mode: QualificationMode) -> Tier:
+    """The tier with only the thresholds the mode uses (the others play no part, so they read 0)."""
+    spend, trades, growth = uses(mode)
+    return replace(tier, min_spend_fen=tier.min_spend_fen if spend else 0, min_trades=tier.min_trades if trades else 0,
+                   min_growth=tier.min_growth if growth else 0)
+
+
+DEFAULT_MIN_GROWTH = (0, 1_000, 3_000, 10_000, 30_000)  # 1 growth per yuan: the spend ladder's steps
+
+
+def default_tiers(mode: QualificationMode | None = None) -> tuple[Tier, ...]:
+    """The 5-tier ladder a new program starts with (DOMAIN.md), with the thresholds of the
+    program's mode only: cumulative spend of 0 / 1,000 / 3,000 / 10,000 / 30,000 yuan, 0 / 5 /
+    10 / 20 / 50 trades, or growth value 0 / 1,000 / 3,000 / 10,000 / 30,000; rates 1 to 3 points
+    per yuan. Without a mode, every threshold."""
+    tiers = tuple(replace(t, min_growth=DEFAULT_MIN_GROWTH[t.level]) for t in _default_tiers())
+    return tiers if mode is None else tuple(shown(t, mode) for t in tiers)
+
+
+def _default_tiers() -> tuple[Tier, ...]:
     return (
         Tier(0, "regular", "普通会员", 0, 0, 10000, 1000, ("birthday gift",)),
         Tier(1, "silver", "银卡会员", 100_000, 5, 9500, 1500, ("birthday gift", "free shipping")),
@@ -103,6 +129,7 @@ class Progress:
     spend_missing_fen: int
     trades_missing: int
     progress_permille: int
+    growth_missing: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,36 +145,41 @@ class Ladder:
     def tier(self, level: int) -> Tier:
         return self.tiers[max(0, min(level, self.top))]
 
-    def meets(self, tier: Tier, spend_fen: int, trades: int) -> bool:
+    def meets(self, tier: Tier, spend_fen: int, trades: int, growth: int = 0) -> bool:
         by_spend = spend_fen >= tier.min_spend_fen
         by_count = trades >= tier.min_trades
+        if self.mode is QualificationMode.GROWTH:
+            return growth >= tier.min_growth
         if self.mode is QualificationMode.CUMULATIVE_SPEND:
             return by_spend
         if self.mode is QualificationMode.TRADE_COUNT:
             return by_count
         return by_spend or by_count
 
-    def qualified_level(self, spend_fen: int, trades: int) -> int:
+    def qualified_level(self, spend_fen: int, trades: int, growth: int = 0) -> int:
         """The highest tier the figures qualify for."""
         level = 0
         for tier in self.tiers:
-            if self.meets(tier, spend_fen, trades):
+            if self.meets(tier, spend_fen, trades, growth):
                 level = tier.level
         return level
 
-    def evaluate(self, current: int, spend_fen: int, trades: int) -> int:
+    def evaluate(self, current: int, spend_fen: int, trades: int, growth: int = 0) -> int:
         """The tier after a qualification event: up when qualified; down only under RECOMPUTE
         (DOWN_ONE_LEVEL moves members down at tier expiry only, see rules.expiry_level)."""
-        qualified = self.qualified_level(spend_fen, trades)
+        qualified = self.qualified_level(spend_fen, trades, growth)
         if self.policy is not DowngradePolicy.RECOMPUTE:
             return max(min(current, self.top), qualified)
         return qualified
 
-    def progress(self, level: int, spend_fen: int, trades: int) -> Progress:
+    def progress(self, level: int, spend_fen: int, trades: int, growth: int = 0) -> Progress:
         current = self.tier(level)
         if current.level >= self.top:
             return Progress(current, None, 0, 0, 1000)
         nxt = self.tiers[current.level + 1]
+        if self.mode is QualificationMode.GROWTH:
+            return Progress(current, nxt, 0, 0, _ratio(growth, current.min_growth, nxt.min_growth),
+                            max(0, nxt.min_growth - growth))
         uses_spend = self.mode is not QualificationMode.TRADE_COUNT
         uses_count = self.mode is not QualificationMode.CUMULATIVE_SPEND
         spend_missing = max(0, nxt.min_spend_fen - spend_fen) if uses_spend else 0
@@ -186,15 +218,19 @@ def validate_tiers(tiers: list[Tier], v: Violations, mode: QualificationMode, fi
         v.check(0 < len(tier.name) <= MAX_NAME, f"{at}.name", f"required, at most {MAX_NAME} characters")
         v.check(tier.min_spend_fen >= 0, f"{at}.min_spend_fen", "must not be negative")
         v.check(tier.min_trades >= 0, f"{at}.min_trades", "must not be negative")
+        v.check(tier.min_growth >= 0, f"{at}.min_growth", "must not be negative")
         v.check(0 < tier.discount_bp <= 10000, f"{at}.discount_bp", "must be 1..10000 (10000 = full price)")
         v.check(0 <= tier.points_rate_milli <= 100_000, f"{at}.points_rate_milli", "must be 0..100000")
         v.check(len(tier.benefits) <= 50 and all(0 < len(b) <= MAX_NAME for b in tier.benefits),
                 f"{at}.benefits", f"at most 50, each 1..{MAX_NAME} characters")
         if i == 0:
-            v.check(tier.min_spend_fen == 0 and tier.min_trades == 0, f"{at}",
-                    "the first tier has no threshold (min_spend_fen and min_trades 0)")
+            v.check(tier.min_spend_fen == 0 and tier.min_trades == 0 and tier.min_growth == 0, f"{at}",
+                    "the first tier has no threshold (min_spend_fen, min_trades and min_growth 0)")
             continue
         prev = tiers[i - 1]
+        if mode is QualificationMode.GROWTH:
+            v.check(tier.min_growth > prev.min_growth, f"{at}.min_growth", "must rise above the tier below")
+            continue
         if mode is not QualificationMode.TRADE_COUNT:
             v.check(tier.min_spend_fen > prev.min_spend_fen, f"{at}.min_spend_fen", "must rise above the tier below")
         if mode is not QualificationMode.CUMULATIVE_SPEND:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp
-from services.membership import commands, data_keys, reasons, tiers, views
+from services.membership import commands, data_keys, growth, reasons, tiers, views
 from services.membership.domain import MemberStatus, OrderStatus, Tier, TierChangeReason
 from services.membership.tables import members, orders, refunds, tier_history
 from services.membership.views import OrderView
@@ -121,7 +121,8 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
         points_rate_milli=held.points_rate_milli, first_completed_order=first,
         referrer_member_id=member.referrer_member_id or "", birth_month=birthday[1] if birthday else 0,
         birth_day=birthday[2] if birthday else 0))
-    new_level = ladder.evaluate(member.tier_level, spend, trades)
+    growth_value = growth.credit_spend(ctx, uow, program, member, order_id, amount, cmd.completed_at)
+    new_level = ladder.evaluate(member.tier_level, spend, trades, growth_value)
     changed = new_level != member.tier_level
     if changed:
         tiers.change_tier(ctx, uow, ladder, shop_id, member.member_id, member.tier_level, member.buyer_hash,
@@ -184,7 +185,8 @@ def refund_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RefundOrder) ->
         uow.conn.execute(update(members).where(
             members.c.shop_id == shop_id, members.c.member_id == member.member_id).values(
             cumulative_spend_fen=spend, trade_count=trades))
-        new_level = program.ladder.evaluate(member.tier_level, spend, trades)
+        growth_value = growth.take_back_refund(ctx, uow, program, member, order_id, amount_fen, cmd.refunded_at)
+        new_level = program.ladder.evaluate(member.tier_level, spend, trades, growth_value)
         changed = new_level != member.tier_level
         if changed:
             tiers.change_tier(ctx, uow, program.ladder, shop_id, member.member_id, member.tier_level,

@@ -107,7 +107,7 @@ def _ladder_tiers(ladder: Ladder) -> list[membership_pb.Tier]:
 def create_program(ctx: Membership, uow: UnitOfWork, cmd: commands.CreateProgram) -> tuple[Program, IssuedKey]:
     """A shop's program with the default ladder unless it brings its own, and its first API key."""
     now = utcnow()
-    ladder = Ladder(cmd.tiers or domain.default_tiers(), cmd.mode, cmd.policy)
+    ladder = Ladder(cmd.tiers or domain.default_tiers(cmd.mode), cmd.mode, cmd.policy)
     try:
         uow.conn.execute(insert(programs), {
             "shop_id": cmd.shop_id, "name": cmd.name, "time_zone": cmd.time_zone,

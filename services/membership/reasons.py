@@ -15,3 +15,5 @@ REFUND_EXCEEDS_ORDER = "REFUND_EXCEEDS_ORDER"
 # The kit's reason for a request_id whose stored answer does not fit; membership gives it too for
 # an answer erased with a member's data.
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+# DecayGrowth as of a moment still to come needs the admin key (a shop key decays what is due now).
+DECAY_AHEAD_ADMIN_ONLY = "DECAY_AHEAD_ADMIN_ONLY"

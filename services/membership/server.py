@@ -9,11 +9,12 @@ from services.kit.bus import Bus
 from services.kit.cache import Cache
 from services.kit.config import Settings
 from services.kit.config import keys_db_url as default_keys_db_url
-from services.kit.jobs import Periodic
+from services.kit.jobs import Periodic, PeriodicJob
 from services.kit.server import ServiceApp
 from services.kit.storage import Database
-from services.membership import data_keys, lifecycle
+from services.membership import data_keys, growth_decay, lifecycle
 from services.membership.api import MembershipApi
+from services.membership.consumers import points_consumer
 from services.membership.context import Membership
 from services.membership.key_store import KeyStore
 from services.membership.pii import PiiKeys
@@ -34,7 +35,13 @@ def build_app(
     keys = KeyStore(keys_db_url or default_keys_db_url(NAME, db_url), PiiKeys(settings.pii_key),
                     pool_size=settings.threads, retry_seconds=settings.db_retry_seconds)
     ctx = Membership.build(db, cache, keys, keyring, cache_ttl=settings.cache_ttl_seconds)
+    # Growth decay runs by itself in the embedded default; in production a CronJob runs
+    # `python -m services.membership decay` unless LOYALTY_MEMBERSHIP_JOBS=1.
+    jobs = [PeriodicJob("decay-growth", 3600.0, lambda: growth_decay.decay_all(ctx))] \
+        if settings.scheduled_jobs(NAME) else []
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=MembershipApi(ctx),
                       add_to_server=pb_grpc.add_MembershipServiceServicer_to_server, admin_methods=ADMIN_METHODS,
-                      background=[Periodic([data_keys.sweeper(ctx), *lifecycle.periodic_jobs(
+                      consumers=[points_consumer(ctx, bus, workers=settings.consumer_workers,
+                                                 per_transaction=settings.consumer_per_transaction)],
+                      background=[Periodic([data_keys.sweeper(ctx), *jobs, *lifecycle.periodic_jobs(
                           ctx, batch_jobs=settings.scheduled_jobs(NAME))], name="membership-keys"), keys])

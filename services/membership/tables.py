@@ -145,6 +145,84 @@ tier_history = Table(
     Index("ix_tier_history_member", "shop_id", "member_id", "id"),
 )
 
+# Growth value (成长值), see growth.py. The member's balance (and when they last earned, for
+# idle decay), apart from the members row so that growth writes lock nothing else of it.
+growth_accounts = Table(
+    "growth_accounts",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+    Column("last_earned_at", DateTime),
+    # When idle decay last took its share (a month's idleness is counted once).
+    Column("decayed_at", DateTime),
+)
+
+# Append-only: every change of a member's growth, with its source and reason.
+growth_ledger = Table(
+    "growth_ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("member_id", String(32), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("source", SmallInteger, nullable=False),
+    Column("reference", String(64), nullable=False, default=""),
+    Column("reason", String(500), nullable=False, default=""),
+    Column("operator", String(100), nullable=False, default=""),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_growth_ledger_member", "shop_id", "member_id", "id"),
+)
+
+# Occurrences of a source counted against its caps: per day ("d:2026-11-26"), month ("m:2026-11"),
+# ever ("all"), and per subject ("s:<subject>", so the same review never gives twice).
+growth_counts = Table(
+    "growth_counts",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("source", SmallInteger, primary_key=True),
+    Column("period", String(80), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+# A shop's growth rules, decay policy and milestones; no row: the defaults (growth_rules.py).
+growth_settings = Table(
+    "growth_settings",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("rules", Text, nullable=False),
+    Column("decay_kind", SmallInteger, nullable=False),
+    Column("decay_months", Integer, nullable=False),
+    Column("decay_percent", Integer, nullable=False),
+    Column("milestones", Text, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# The spend growth an order gave, so that its refunds take back their share (once).
+order_growth = Table(
+    "order_growth",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("order_id", String(64), primary_key=True),
+    Column("member_id", String(32), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("growth", BigInteger, nullable=False),
+    Column("refunded_fen", BigInteger, nullable=False),
+    Column("taken_back", BigInteger, nullable=False),
+)
+
+# Milestones a member reached: the unique row makes each one reached (and rewarded) once.
+growth_milestones = Table(
+    "growth_milestones",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("threshold", BigInteger, primary_key=True),
+    Column("reached_at", DateTime, nullable=False),
+)
+
 # TierExpiring notices: one per member and expiry (what makes the job idempotent), listed for
 # the shop by ListTierExpiryNotices.
 tier_expiry_notices = Table(

@@ -222,15 +222,27 @@ def _expiry(ctx: Membership, uow: UnitOfWork, shop_id: str, now: datetime, level
     return rules.tier_expiry(program.rules, ZoneInfo(program.time_zone), level, now)
 
 
+def growth_value_sql() -> ColumnElement[int]:
+    """The member's growth value (growth.py), correlated to the members row of the statement."""
+    return func.coalesce(select(tables.growth_accounts.c.balance).where(
+        tables.growth_accounts.c.shop_id == members.c.shop_id,
+        tables.growth_accounts.c.member_id == members.c.member_id).scalar_subquery(), 0)
+
+
 def target_level_sql(ladder: Ladder, spend: ColumnElement[int] = members.c.cumulative_spend_fen,
                      trades: ColumnElement[int] = members.c.trade_count,
-                     current: ColumnElement[int] = members.c.tier_level) -> ColumnElement[int]:
+                     current: ColumnElement[int] = members.c.tier_level,
+                     growth: ColumnElement[int] | None = None) -> ColumnElement[int]:
     """Ladder.evaluate() as SQL: the tier the figures qualify for as one CASE, then the downgrade
-    policy. tests/unit/test_membership_ladder_sql.py proves the two agree."""
+    policy. tests/unit/test_membership_ladder_sql.py proves the two agree. `growth` defaults to
+    the member's growth value, read only in QUALIFICATION_MODE_GROWTH."""
+    if ladder.mode is QualificationMode.GROWTH and growth is None:
+        growth = growth_value_sql()
     whens = []
     for tier in reversed(ladder.tiers[1:]):
         by_spend, by_count = spend >= tier.min_spend_fen, trades >= tier.min_trades
-        meets = {QualificationMode.CUMULATIVE_SPEND: by_spend, QualificationMode.TRADE_COUNT: by_count}.get(
+        meets = {QualificationMode.CUMULATIVE_SPEND: by_spend, QualificationMode.TRADE_COUNT: by_count,
+                 QualificationMode.GROWTH: growth >= tier.min_growth if growth is not None else None}.get(
             ladder.mode, by_spend | by_count)
         whens.append((meets, tier.level))
     qualified = case(*whens, else_=0) if whens else literal(0)

@@ -16,7 +16,7 @@ from services.membership import data_keys, domain, reasons
 from services.membership.commands import require_member_id, require_one_member_key
 from services.membership.domain import Ladder, MemberStatus, ProfileField, Tier
 from services.membership.pii import DataKey
-from services.membership.tables import members, orders
+from services.membership.tables import growth_accounts, members, orders
 
 if TYPE_CHECKING:
     from services.membership.context import Membership
@@ -69,6 +69,7 @@ class TierProgress:
     program: Program
     member: MemberView
     progress: domain.Progress
+    growth_value: int = 0
 
 
 def fields_str(fields: set[ProfileField] | frozenset[ProfileField]) -> str:
@@ -196,8 +197,10 @@ def tier_progress(ctx: Membership, shop_id: str, member_id: str) -> TierProgress
         if row is None:
             raise member_not_found(member_id)
         member = member_view(ctx, row, program.ladder)
+        growth_value = conn.execute(select(growth_accounts.c.balance).where(
+            growth_accounts.c.shop_id == shop_id, growth_accounts.c.member_id == member_id)).scalar() or 0
         return TierProgress(program, member, program.ladder.progress(
-            row.tier_level, member.cumulative_spend_fen, member.trade_count))
+            row.tier_level, member.cumulative_spend_fen, member.trade_count, growth_value), growth_value)
 
     return ctx.db.read(read)
 

@@ -46,7 +46,17 @@ def earn(svc: PointsService, uow: UnitOfWork, cmd: commands.Earn) -> ledger.Post
 
 
 def record_action(svc: PointsService, uow: UnitOfWork, cmd: commands.RecordAction) -> ActionOutcome:
-    """An action the shop rewards (sign-in, review, share…), under its rule's caps."""
+    """An action the shop rewards (sign-in, review, share…), under its rule's caps. Every action
+    reported is announced (ActionRecorded), earning or not: membership counts growth value from
+    it, so a storefront reports an action once, here."""
+    outcome = _judge_action(svc, uow, cmd)
+    uow.emit(cmd.shop_id, events_pb2.ActionRecorded(
+        shop_id=cmd.shop_id, member_id=cmd.member_id, action=int(cmd.action), subject=cmd.subject,
+        occurred_at=to_timestamp(cmd.at), points=outcome.points))
+    return outcome
+
+
+def _judge_action(svc: PointsService, uow: UnitOfWork, cmd: commands.RecordAction) -> ActionOutcome:
     program = load_program(svc, cmd.shop_id, uow.conn)
     acct = ledger.lock(uow, cmd.shop_id, cmd.member_id)
 

@@ -247,6 +247,7 @@ class PackTrigger(IntEnum):
     BIRTHDAY = 3
     MONTHLY = 4
     TIER_UPGRADE = 5
+    GROWTH_MILESTONE = 6  # 阶段性奖励: membership's GrowthMilestoneReached, once per milestone
 
 
 SCHEDULED_TRIGGERS = (PackTrigger.MONTH_AFTER_JOIN, PackTrigger.BIRTHDAY, PackTrigger.MONTHLY)

@@ -86,4 +86,7 @@ def membership_consumer(db: Database, bus: Bus, service: RewardsService, *, work
         membership_events.MemberLeft: on_left,
         membership_events.OrderCompleted: on_order,
         membership_events.OrderRefunded: lambda uow, e, _: orders.order_refunded(uow, e),
+        membership_events.GrowthMilestoneReached: lambda uow, e, _: packs.on_growth_milestone(
+            service, uow, e.shop_id, e.member_id, e.threshold, e.pack_id, e.tier_level,
+            from_timestamp(e.reached_at, utcnow())),
     }, workers=workers, per_transaction=per_transaction)

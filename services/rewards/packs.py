@@ -200,6 +200,23 @@ def on_tier_changed(service: RewardsService, uow: UnitOfWork, shop_id: str, memb
                 shop_id, uow.conn), tier_level=to_level), at)
 
 
+def on_growth_milestone(service: RewardsService, uow: UnitOfWork, shop_id: str, member_id: str, threshold: int,
+                        pack_id: str, tier_level: int, at: datetime) -> None:
+    """阶段性奖励: the pack the milestone names (if it still exists and is enabled), else the shop's
+    enabled GROWTH_MILESTONE packs whose tiers include the member's; once per milestone."""
+    if pack_id:
+        try:
+            chosen = [read_pack(uow.conn, shop_id, pack_id)]
+        except NotFound:
+            log.warning("growth milestone %s names pack %s, which is gone; nothing granted", threshold, pack_id)
+            return
+        chosen = [p for p in chosen if p.enabled]
+    else:
+        chosen = [p for p in _enabled_packs(uow.conn, shop_id, PackTrigger.GROWTH_MILESTONE) if p.for_tier(tier_level)]
+    for pack in chosen:
+        grant(service, uow, pack, member_id, f"milestone-{threshold}", at)
+
+
 def grant_due(service: RewardsService, now: datetime | None = None) -> int:
     """The scheduled packs (month after joining, birthday, monthly) for every member due now, in
     batches of a few hundred members a transaction; returns how many grants it made."""
