@@ -35,16 +35,18 @@ from loyalty.points.v1 import points_service_pb2 as pp
 from loyalty.points.v1 import points_service_pb2_grpc
 from sqlalchemy import event, select
 
+from services.kit.events import stream_name
 from services.membership.tables import kit as membership_kit
 from services.points.earning import EventOutOfOrder
 from tests.conftest import ADMIN_KEY, Authed, Failure, Shop, create_shop, failure_of
 from tests.support.builders import eventually
+from tests.support.events import membership_envelope
 
 T = TypeVar("T")
 YUAN = 100
 DEADLINE = 5.0
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-MEMBERSHIP_STREAM = "loyalty.membership.v1"
+MEMBERSHIP_STREAM = stream_name("membership")
 E = pp  # entry kinds and actions read as E.ENTRY_KIND_EARN, E.ACTION_JOIN
 
 
@@ -125,12 +127,13 @@ def assert_insufficient(failure: Failure, shortfall: int) -> None:
 @dataclass
 class PointsShop:
     """A shop seen from both services: `shop.api` is membership, `api` is points (same key);
-    `admin` is points with the admin key."""
+    `admin` is points with the admin key; `bus` the bus the services share."""
 
     shop: Shop
     api: Authed
     admin: Authed
     zone: ZoneInfo = SHANGHAI
+    bus: Any = None
 
     @property
     def shop_id(self) -> str:
@@ -139,8 +142,15 @@ class PointsShop:
 
 @dataclass
 class Member:
+    """A member as the tests know it; what membership would put in an OrderCompleted it no longer
+    sends (see `order`) is kept from the join."""
+
     member_id: str
     buyer_id: str
+    joined_at: datetime | None = None
+    birthday: tuple[int, int] | None = None  # (month, day), when consented
+    referrer_member_id: str = ""
+    completed_orders: int = field(default=0, compare=False)
 
 
 def points_stub(points: Any, key: str) -> Authed:
@@ -153,7 +163,7 @@ def points_shop(points: Any, shop: Shop, zone: ZoneInfo = SHANGHAI) -> PointsSho
     # The first shop of a session may wait behind the backlog of the membership tests' events.
     eventually(lambda: api.GetPointsProgram(pp.GetPointsProgramRequest(shop_id=shop.shop_id)),
                "points knows the shop", timeout=60.0)
-    return PointsShop(shop, api, points_stub(points, ADMIN_KEY), zone)
+    return PointsShop(shop, api, points_stub(points, ADMIN_KEY), zone, points.bus)
 
 
 @pytest.fixture
@@ -211,7 +221,10 @@ def join(s: PointsShop, buyer: str | None = None, **fields: Any) -> Member:
     fields.setdefault("join_channel", mpb.JOIN_CHANNEL_HOME_PAGE_MODULE)
     joined = s.shop.api.JoinMember(mpb.JoinMemberRequest(request_id=rid(), shop_id=s.shop_id, buyer_id=buyer,
                                                          **fields))
-    member = Member(joined.member_id, buyer)
+    profile, consent = fields.get("profile"), fields.get("consent_fields", ())
+    birthday = ((profile.birthday.month, profile.birthday.day)
+                if profile is not None and mpb.PROFILE_FIELD_BIRTHDAY in consent else None)
+    member = Member(joined.member_id, buyer, at(joined.join_time), birthday, fields.get("referrer_member_id", ""))
     wait_entries(s, member, E.ENTRY_KIND_EARN, action=E.ACTION_JOIN)
     return member
 
@@ -221,16 +234,74 @@ def birthday_fields(month: int, day: int) -> dict[str, Any]:
             "consent_fields": [mpb.PROFILE_FIELD_BIRTHDAY]}
 
 
-def order(s: PointsShop, m: Member, fen: int, when: datetime | str | None = None, order_id: str | None = None) -> str:
-    """Records and completes an order in membership (completed at `when`, default now)."""
+# Membership completes an order only within its bounds (commands.LATE_COMPLETION back, CLOCK_SKEW
+# ahead), and a trade completed before the buyer joined (less CLOCK_SKEW) does not count for the
+# member. Inside them (with a margin for the time a test takes), orders go through membership.
+MEMBERSHIP_LATEST_LATE = timedelta(days=30)
+MEMBERSHIP_SKEW = timedelta(minutes=5)
+
+
+@dataclass
+class PublishedOrder:
+    """An order whose events a test published itself: what its OrderRefunded events carry."""
+
+    shop_id: str
+    member_id: str
+    amount_fen: int
+    rate_milli: int
+    refunded_fen: int = 0
+
+
+# (shop_id, order_id) -> the order, for `refund`.
+PUBLISHED_ORDERS: dict[tuple[str, str], PublishedOrder] = {}
+
+
+def through_membership(m: Member, when: datetime) -> bool:
+    """Whether membership would complete an order at `when` and count it for the member."""
+    current = now()
+    joined = m.joined_at is None or when >= m.joined_at - MEMBERSHIP_SKEW
+    return current - MEMBERSHIP_LATEST_LATE <= when <= current + timedelta(minutes=1) and joined
+
+
+def publish_membership_event(s: PointsShop, payload: Any) -> None:
+    """Delivers an event to points as membership would have sent it, on the bus the services share."""
+    assert s.bus is not None, "a shop made by points_shop"
+    s.bus.publish(MEMBERSHIP_STREAM, [membership_envelope(payload, s.shop_id)])
+
+
+def order(s: PointsShop, m: Member, fen: int, when: datetime | str | None = None, order_id: str | None = None,
+          rate_milli: int = 1000) -> str:
+    """A completed order of the member's (completed at `when`, default now). Through membership
+    when it would complete and count it; otherwise (a date it refuses, or before the join) its
+    OrderCompleted is published as membership would have sent it, at `rate_milli` (the member's
+    tier's rate; Regular by default): these tests are about how points treats the event."""
     order_id = order_id or "o-" + uuid.uuid4().hex[:12]
-    moment = {} if when is None else {"paid_time": ts(when)}
-    s.shop.api.RecordOrder(mpb.RecordOrderRequest(shop_id=s.shop_id, order_id=order_id, buyer_id=m.buyer_id,
-                                                  amount_fen=fen, **moment))
-    done = {} if when is None else {"complete_time": ts(when)}
-    s.shop.api.CompleteOrder(mpb.CompleteOrderRequest(request_id=rid(), shop_id=s.shop_id, order_id=order_id,
-                                                      **done))
+    moment = None if when is None else at(ts(when))
+    if moment is None or through_membership(m, moment):
+        paid = {} if moment is None else {"paid_time": ts(moment)}
+        s.shop.api.RecordOrder(mpb.RecordOrderRequest(shop_id=s.shop_id, order_id=order_id, buyer_id=m.buyer_id,
+                                                      amount_fen=fen, **paid))
+        done = {} if moment is None else {"complete_time": ts(moment)}
+        s.shop.api.CompleteOrder(mpb.CompleteOrderRequest(request_id=rid(), shop_id=s.shop_id, order_id=order_id,
+                                                          **done))
+    else:
+        birth_month, birth_day = m.birthday or (0, 0)
+        publish_membership_event(s, mev.OrderCompleted(
+            shop_id=s.shop_id, order_id=order_id, member_id=m.member_id, amount_fen=fen, completed_at=ts(moment),
+            points_rate_milli=rate_milli, first_completed_order=m.completed_orders == 0,
+            referrer_member_id=m.referrer_member_id, birth_month=birth_month, birth_day=birth_day))
+        PUBLISHED_ORDERS[(s.shop_id, order_id)] = PublishedOrder(s.shop_id, m.member_id, fen, rate_milli)
+    m.completed_orders += 1
     return order_id
+
+
+def no_member_day(s: PointsShop) -> None:
+    """Deletes the shop's member day, for a test whose orders must go through membership (it counts
+    only trades completed after the join, so they complete now) and earn unmultiplied even on the 1st."""
+    (member_day,) = [m for m in s.api.ListMultipliers(pp.ListMultipliersRequest(shop_id=s.shop_id)).multipliers
+                     if m.kind == pp.MULTIPLIER_KIND_MEMBER_DAY]
+    s.api.DeleteMultiplier(pp.DeleteMultiplierRequest(request_id=rid(), shop_id=s.shop_id,
+                                                      multiplier_id=member_day.multiplier_id))
 
 
 def buy(s: PointsShop, m: Member, fen: int, when: datetime | str | None = None) -> tuple[str, pp.LedgerEntry]:
@@ -241,8 +312,19 @@ def buy(s: PointsShop, m: Member, fen: int, when: datetime | str | None = None) 
 
 
 def refund(s: PointsShop, order_id: str, fen: int) -> None:
-    s.shop.api.RefundOrder(mpb.RefundOrderRequest(request_id=rid(), shop_id=s.shop_id, order_id=order_id,
-                                                  refund_id="r-" + uuid.uuid4().hex[:12], amount_fen=fen))
+    """A refund in membership; of an order `order` published, its OrderRefunded as membership sends it."""
+    refund_id = "r-" + uuid.uuid4().hex[:12]
+    published = PUBLISHED_ORDERS.get((s.shop_id, order_id))
+    if published is None:
+        s.shop.api.RefundOrder(mpb.RefundOrderRequest(request_id=rid(), shop_id=s.shop_id, order_id=order_id,
+                                                      refund_id=refund_id, amount_fen=fen))
+        return
+    published.refunded_fen += fen
+    publish_membership_event(s, mev.OrderRefunded(
+        shop_id=s.shop_id, order_id=order_id, refund_id=refund_id, member_id=published.member_id,
+        refund_amount_fen=fen, total_refunded_fen=published.refunded_fen, order_amount_fen=published.amount_fen,
+        after_completion=True, fully_refunded=published.refunded_fen >= published.amount_fen,
+        points_rate_milli=published.rate_milli, refunded_at=ts(now())))
 
 
 def refund_and_wait(s: PointsShop, m: Member, order_id: str, fen: int) -> pp.LedgerEntry:
@@ -416,11 +498,12 @@ def test_done_when_a_completed_order_earns_within_a_second(ps: PointsShop) -> No
 
 def test_purchase_earns_per_whole_yuan_at_the_tier_rate(ps: PointsShop) -> None:
     member = join(ps)
-    first_at = ordinary_time() - timedelta(hours=1)
+    no_member_day(ps)  # membership qualifies the tier from trades after the join: these complete now
+    first_at = now()
     _, first = buy(ps, member, 123456, first_at)  # 1,234.56 yuan at Regular (1000): the member becomes Silver
     assert first.amount == 1234 and first.source.action == E.ACTION_PURCHASE
     assert at(first.expire_time) == expiry_of(first_at)
-    _, second = buy(ps, member, 10199, ordinary_time())  # 101.99 yuan at Silver (1500): floor(101 × 1.5)
+    _, second = buy(ps, member, 10199, now())  # 101.99 yuan at Silver (1500): floor(101 × 1.5)
     assert second.amount == 151
     balance = assert_consistent(ps, member)
     assert balance.available == 100 + 1234 + 151 and balance.lifetime_earned == 100 + 1234 + 151
@@ -516,12 +599,13 @@ def test_clawing_back_spent_points_leaves_a_debt_that_later_earnings_pay_first(p
 
 def test_a_refund_before_completion_earns_on_what_remains_without_clawback(ps: PointsShop) -> None:
     member = join(ps)
+    no_member_day(ps)  # membership's own handling of the refund: the order completes now, after the join
     order_id = "o-" + uuid.uuid4().hex[:12]
     ps.shop.api.RecordOrder(mpb.RecordOrderRequest(shop_id=ps.shop_id, order_id=order_id, buyer_id=member.buyer_id,
                                                    amount_fen=200 * YUAN))
     refund(ps, order_id, 50 * YUAN)
     ps.shop.api.CompleteOrder(mpb.CompleteOrderRequest(request_id=rid(), shop_id=ps.shop_id, order_id=order_id,
-                                                       complete_time=ts(ordinary_time())))
+                                                       complete_time=ts(now())))
     (earned,) = wait_entries(ps, member, E.ENTRY_KIND_EARN, order_id=order_id)
     assert earned.amount == 150
     assert entries(ps, member, E.ENTRY_KIND_CLAWBACK) == []
@@ -532,7 +616,7 @@ def test_a_refund_before_completion_earns_on_what_remains_without_clawback(ps: P
 
 def test_a_refund_delivered_before_its_completion_waits_for_it(points: Any, membership: Any, ps: PointsShop) -> None:
     member = join(ps)
-    buy(ps, member, 10 * YUAN, ordinary_time())
+    buy(ps, member, 10 * YUAN)  # now, through membership: its OrderCompleted is the model
     # Craft a completion and a full refund of a new order from the member's real completion.
     completed = envelope_pb2.EventEnvelope.FromString(
         membership_envelopes(membership, ps.shop_id, mev.OrderCompleted)[-1])
@@ -1075,10 +1159,12 @@ def test_the_same_request_id_with_another_request_is_refused(ps: PointsShop) -> 
 
 def test_a_redelivered_order_completed_earns_once(points: Any, membership: Any, ps: PointsShop) -> None:
     member = join(ps)
-    order_id, earned = buy(ps, member, 77 * YUAN, ordinary_time())
+    no_member_day(ps)  # membership's own envelopes are redelivered: the orders complete now, after the join
+    order_id, earned = buy(ps, member, 77 * YUAN, now())
     envelopes = membership_envelopes(membership, ps.shop_id, mev.OrderCompleted)
+    assert len(envelopes) == 1
     points.bus.publish(MEMBERSHIP_STREAM, envelopes + envelopes)
-    buy(ps, member, 3 * YUAN, ordinary_time())  # a later event: once it is handled, so are the repeats
+    buy(ps, member, 3 * YUAN, now())  # a later event: once it is handled, so are the repeats
     assert [e.amount for e in entries(ps, member, E.ENTRY_KIND_EARN, order_id=order_id)] == [77]
     assert assert_consistent(ps, member).available == 100 + 77 + 3
 

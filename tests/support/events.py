@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -32,3 +33,13 @@ def outbox_envelopes(db: Any, shop_id: str, payload_type: type[Message]) -> list
 def outbox_events(db: Any, shop_id: str, payload_type: type[M]) -> list[M]:
     """The payloads of one type a service wrote to its outbox for one shop, oldest first."""
     return [decode_event(raw, payload_type)[1] for raw in outbox_envelopes(db, shop_id, payload_type)]
+
+
+def membership_envelope(payload: Message, shop_id: str) -> bytes:
+    """An envelope of membership's, as its outbox relay publishes it, for a test that delivers an
+    event membership itself would no longer send (a completion dated beyond its bounds)."""
+    envelope = envelope_pb2.EventEnvelope(id=str(uuid.uuid4()), type=payload.DESCRIPTOR.full_name, shop_id=shop_id,
+                                          producer="membership")
+    envelope.occurred_at.GetCurrentTime()
+    envelope.payload.Pack(payload)
+    return envelope.SerializeToString()
