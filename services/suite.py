@@ -47,11 +47,14 @@ def main() -> None:
         running, bus = start(settings, host=settings.host)
     except OSError as exc:
         sys.exit(f"suite: {exc}")
-    keys = None
-    if not args.no_seed:
-        keys = demo.seed(settings, demo.membership_port(running), demo.port_of(running, "rewards"))
-    demo.print_banner(settings, running, keys)
-    wait_for_signal()
+    try:
+        keys = None
+        if not args.no_seed:
+            keys = demo.seed(settings, demo.membership_port(running), demo.port_of(running, "rewards"))
+        demo.print_banner(settings, running, keys)
+        wait_for_signal()
+    except KeyboardInterrupt:  # Ctrl-C before the banner (while seeding): stop as cleanly
+        pass
     print("\nstopping: finishing in-flight calls…", flush=True)
     for service in running:
         service.stop(settings.grace_seconds)

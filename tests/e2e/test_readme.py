@@ -58,6 +58,8 @@ def start_suite(data_dir: Path, ports: Ports) -> subprocess.Popen:
            **{f"LOYALTY_{name.upper()}_PORT": str(port) for name, port in ports.items()}}
     for name in ("LOYALTY_ADMIN_KEY", "LOYALTY_AUTH_SECRET", "LOYALTY_PII_KEY", "LOYALTY_REDIS_URL"):
         env.pop(name, None)
+    # Every start writes demo.env once it has seeded (or found) the demo: the sign it is ready.
+    (data_dir / "demo.env").unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "services.suite", "run"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 90
