@@ -232,9 +232,11 @@ def test_redis_stopped_under_load_fails_no_call_loses_no_event_and_logs_a_few_li
         outage_log = membership.lines()[logged_before:]
         assert len(outage_log) <= 8, outage_log
         assert not any("Traceback" in line for line in outage_log), outage_log
-        # The relay backs off while the bus is away, however many commits wake it meanwhile.
+        # The relay and membership's consumer (of points' stream) back off while the bus is away,
+        # each on its own schedule (a handful of tries over these seconds), however many commits
+        # wake the relay meanwhile.
         (back,) = [json.loads(line) for line in outage_log if "redis bus is back" in line]
-        assert back["failures"] <= 12 < joins / 4, back
+        assert back["failures"] <= 24 < joins / 4, back
     finally:
         if load is not None:
             load.stop()
