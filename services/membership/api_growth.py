@@ -113,5 +113,6 @@ class GrowthApi:
 
 
 def _decayed(done: growth_decay.Decayed) -> pb.DecayGrowthResponse:
-    return pb.DecayGrowthResponse(members=done.members, growth=done.growth, downgraded=done.downgraded)
+    return pb.DecayGrowthResponse(members=done.members, growth=done.growth, downgraded=done.downgraded,
+                                      downgrades_announced=done.scheduled)
 

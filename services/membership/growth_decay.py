@@ -7,8 +7,11 @@ DecayGrowth. Each decay is a DECAY entry in the growth ledger, so a balance stay
 - PERCENT_PER_IDLE_MONTH P: a member who earned nothing for a month loses P% (rounded down),
   and P% again for each further month without earning.
 
-In QUALIFICATION_MODE_GROWTH, members the decay takes below their tier's threshold are then
-re-qualified under the shop's downgrade policy (NEVER keeps them where they are)."""
+In QUALIFICATION_MODE_GROWTH, members the decay takes below their tier's threshold follow the
+shop's downgrade policy: NEVER keeps them where they are; DOWN_ONE_LEVEL and RECOMPUTE move them
+at once when the shop gives no notice, and otherwise announce it (TierExpiring, listed by
+ListTierExpiryNotices) and let their tier expire downgrade_notice_days later, when the tier
+expiry job re-qualifies them on their growth value then (growth earned meanwhile saves them)."""
 
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ from sqlalchemy import ColumnElement, and_, case, exists, func, insert, literal,
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import utcnow
 from services.kit.validation import check_ids
-from services.membership import growth, tiers
-from services.membership.domain import QualificationMode, TierChangeReason
+from services.membership import growth, lifecycle, tiers
+from services.membership.domain import DowngradePolicy, MemberStatus, QualificationMode, TierChangeReason
 from services.membership.growth_rules import DecayKind, GrowthSource
 from services.membership.tables import growth_accounts, growth_ledger, growth_settings, members
 
@@ -47,6 +50,7 @@ class Decayed:
     members: int
     growth: int
     downgraded: int
+    scheduled: int = 0  # downgrades announced (TierExpiring), to happen downgrade_notice_days later
 
 
 def months_before(at: datetime, months: int) -> datetime:
@@ -109,16 +113,20 @@ def decay_shop(ctx: Membership, uow: UnitOfWork, cmd: DecayShop) -> Decayed:
     if d.kind is DecayKind.PERCENT_PER_IDLE_MONTH:
         values["decayed_at"] = literal(cmd.as_of)
     uow.conn.execute(update(growth_accounts).where(scope).values(**values))
-    downgraded = 0
-    if program.ladder.mode is QualificationMode.GROWTH:
-        target = tiers.target_level_sql(program.ladder)
+    downgraded = scheduled = 0
+    if program.ladder.mode is QualificationMode.GROWTH and program.ladder.policy is not DowngradePolicy.NEVER:
         decayed_now = exists().where(
             growth_ledger.c.shop_id == members.c.shop_id, growth_ledger.c.member_id == members.c.member_id,
             growth_ledger.c.source == int(GrowthSource.DECAY), growth_ledger.c.created_at == now)
-        downgraded = tiers.move_setwise(ctx, uow, cmd.shop_id, program.ladder, target,
-                                        and_(decayed_now, target < members.c.tier_level),
-                                        TierChangeReason.REEVALUATED, now)
-    return Decayed(int(counted[0]), int(counted[1]), downgraded)
+        # What the tier becomes by the policy (down one level, or what the growth qualifies for).
+        target = lifecycle.expiry_level_sql(program.ladder, members.c.cumulative_spend_fen, members.c.trade_count)
+        below = and_(members.c.status == MemberStatus.ACTIVE, decayed_now, target < members.c.tier_level)
+        if program.rules.notice_days <= 0:
+            downgraded = tiers.move_setwise(ctx, uow, cmd.shop_id, program.ladder, target, below,
+                                            TierChangeReason.REEVALUATED, now)
+        else:
+            scheduled = lifecycle.schedule_downgrade(uow, program, below, now)
+    return Decayed(int(counted[0]), int(counted[1]), downgraded, scheduled)
 
 
 def decay_all(ctx: Membership, as_of: datetime | None = None) -> Decayed:
@@ -129,7 +137,8 @@ def decay_all(ctx: Membership, as_of: datetime | None = None) -> Decayed:
     total = Decayed(0, 0, 0)
     for shop_id in shops:
         done = ctx.db.transact(lambda uow, shop_id=shop_id: decay_shop(ctx, uow, DecayShop(shop_id, as_of)))
-        total = Decayed(total.members + done.members, total.growth + done.growth, total.downgraded + done.downgraded)
+        total = Decayed(total.members + done.members, total.growth + done.growth, total.downgraded + done.downgraded,
+                        total.scheduled + done.scheduled)
     if total.members:
         log.info("growth decayed", extra={"members": total.members, "growth": total.growth,
                                           "downgraded": total.downgraded})

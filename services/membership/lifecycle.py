@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from loyalty.membership.v1 import events_pb2
-from sqlalchemy import ColumnElement, Connection, and_, case, exists, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, case, exists, func, insert, or_, select, update
 
 from services.kit.jobs import PeriodicJob
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.membership import rules, tiers
 from services.membership.domain import DowngradePolicy, Ladder, MemberStatus, TierChangeReason
+from services.membership.rules import local_date, local_midnight_utc
 from services.membership.tables import members, orders, programs, tier_expiry_notices
 
 if TYPE_CHECKING:
@@ -104,15 +105,37 @@ def stamp_imported(ctx: Membership, uow: UnitOfWork, program: Program, member_id
                                                members.c.member_id.in_(member_ids)).values(tier_expires_at=expiry))
 
 
+def schedule_downgrade(uow: UnitOfWork, program: Program, who: ColumnElement[bool], now: datetime) -> int:
+    """Announces a coming downgrade (decay took these members below their tier): their tier
+    expires at the shop-local midnight downgrade_notice_days on (unless it expires sooner), a
+    TierExpiring notice goes out now, and the expiry job re-qualifies them then. Returns how many
+    were announced."""
+    zone = ZoneInfo(program.time_zone)
+    last_day = local_date(now, zone) + timedelta(days=program.rules.notice_days)
+    expires_at = local_midnight_utc(last_day + timedelta(days=1), zone)
+    uow.conn.execute(update(members).where(
+        members.c.shop_id == program.shop_id, who,
+        or_(members.c.tier_expires_at.is_(None), members.c.tier_expires_at > expires_at)).values(
+        tier_expires_at=expires_at))
+    return _notify(uow, program, zone, expires_at, now)
+
+
 # ----- the scheduled job ------------------------------------------------------------------------
 
 
 def expire_all(ctx: Membership, now: datetime | None = None) -> ExpiryRun:
     """Every shop with tier validity: notices due, then expiries due; one transaction a shop."""
     now = now or utcnow()
-    shops = ctx.db.read(lambda conn: [r.shop_id for r in conn.execute(
-        select(programs.c.shop_id, programs.c.rules).where(programs.c.rules.is_not(None)))
-        if rules.rules_from_json(r.rules).validity_months > 0])
+
+    def due_shops(conn: Connection) -> list[str]:
+        # Shops with tier validity, and shops whose members have a downgrade announced by decay.
+        valid = {r.shop_id for r in conn.execute(select(programs.c.shop_id, programs.c.rules).where(
+            programs.c.rules.is_not(None))) if rules.rules_from_json(r.rules).validity_months > 0}
+        announced = set(conn.execute(select(members.c.shop_id).distinct().where(
+            members.c.tier_expires_at.is_not(None), members.c.status == MemberStatus.ACTIVE)).scalars())
+        return sorted(valid | announced)
+
+    shops = ctx.db.read(due_shops)
     notices = renewed = moved = 0
     for shop_id in shops:
         done = ctx.db.transact(lambda uow, shop_id=shop_id: expire_shop(ctx, uow, shop_id, now))
@@ -125,8 +148,6 @@ def expire_shop(ctx: Membership, uow: UnitOfWork, shop_id: str, now: datetime) -
     (a CronJob and a worker) queue rather than both act."""
     program = ctx.programs.for_update(uow, shop_id)
     r, zone = program.rules, ZoneInfo(program.time_zone)
-    if r.validity_months <= 0:
-        return ExpiryRun(0, 0, 0)
     notices = 0
     if r.notice_days > 0 and program.ladder.policy is not DowngradePolicy.NEVER:
         for expires_at in _expiries(uow.conn, shop_id, now, now + timedelta(days=r.notice_days)):
@@ -139,6 +160,7 @@ def expire_shop(ctx: Membership, uow: UnitOfWork, shop_id: str, now: datetime) -
         # Those who move get their new tier's expiry from tiers.move_setwise; the others renew.
         moved += tiers.move_setwise(ctx, uow, shop_id, program.ladder, target,
                                     and_(due, target != members.c.tier_level), TierChangeReason.EXPIRED, now)
+        # Without tier validity (an expiry decay announced), a tier that stays holds for good again.
         renewed += uow.conn.execute(update(members).where(
             members.c.shop_id == shop_id, members.c.status == MemberStatus.ACTIVE, due).values(
             tier_expires_at=rules.tier_expiry(r, zone, 1, now))).rowcount

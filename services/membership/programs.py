@@ -97,11 +97,13 @@ class ProgramMemo:
 
 
 def _ladder_tiers(ladder: Ladder) -> list[membership_pb.Tier]:
-    """The ladder as ProgramChanged carries it (rewards prices carts with the tiers' discounts)."""
+    """The ladder as ProgramChanged carries it (rewards prices carts with the tiers' discounts),
+    with the thresholds of its qualification mode, as GetProgram shows them."""
+    shown = [domain.shown(t, ladder.mode) for t in ladder.tiers]
     return [membership_pb.Tier(level=t.level, code=t.code, name=t.name, min_spend_fen=t.min_spend_fen,
-                               min_trades=t.min_trades, discount_bp=t.discount_bp,
+                               min_trades=t.min_trades, min_growth=t.min_growth, discount_bp=t.discount_bp,
                                points_rate_milli=t.points_rate_milli, benefits=list(t.benefits))
-            for t in ladder.tiers]
+            for t in shown]
 
 
 def create_program(ctx: Membership, uow: UnitOfWork, cmd: commands.CreateProgram) -> tuple[Program, IssuedKey]:

@@ -18,6 +18,7 @@ from loyalty.points.v1 import points_service_pb2 as pp
 from loyalty.points.v1 import points_service_pb2_grpc
 from loyalty.rewards.v1 import rewards_service_pb2 as rpb
 
+from services.membership import lifecycle
 from tests.conftest import Authed, ServiceUnderTest, Shop, create_shop, failure_of
 from tests.integration.test_membership import buy, complete, join, outbox_events, pay, refund, rid, tier_of
 from tests.support.builders import eventually
@@ -248,6 +249,38 @@ def test_expiring_growth_older_than_the_policy_keeps_the_tier_under_never(
     done = decay(admin, shop, now + timedelta(days=400))
     assert (done.members, done.growth, done.downgraded) == (1, 1500, 0)
     assert growth_of(shop, member) == 0 and tier_of(shop, member) == 1  # NEVER: nobody moves down
+
+
+@pytest.mark.parametrize(("policy", "after"), [(pb.DOWNGRADE_POLICY_DOWN_ONE_LEVEL, 1),
+                                               (pb.DOWNGRADE_POLICY_RECOMPUTE, 0)])
+def test_a_downgrade_by_decay_is_announced_first_and_made_at_its_expiry_by_the_policy(
+        membership: ServiceUnderTest, admin: Authed, policy: int, after: int) -> None:
+    shop = growth_shop(membership, admin, policy=policy)
+    shop.api.UpdateProgram(pb.UpdateProgramRequest(request_id=rid(), shop_id=shop.shop_id, downgrade_notice_days=7,
+                                                   update_mask=FieldMask(paths=["downgrade_notice_days"])))
+    update_rules(shop, ["decay"], decay=pb.GrowthDecay(kind=pb.GROWTH_DECAY_KIND_PERCENT_PER_IDLE_MONTH, percent=90))
+    lapsing, saved = join(shop, "buyer-growth-lapsing").member_id, join(shop, "buyer-growth-saved").member_id
+    for member in (lapsing, saved):
+        assert adjust(shop, member, 3000).tier.level == 2
+    done = decay(admin, shop, datetime.now(UTC) + timedelta(days=32))  # 3,000 → 300: tier 0's figures
+    assert (done.members, done.downgraded, done.downgrades_announced) == (2, 0, 2)
+    assert tier_of(shop, lapsing) == 2 and tier_of(shop, saved) == 2  # announced, not yet made
+    notices = shop.api.ListTierExpiryNotices(pb.ListTierExpiryNoticesRequest(shop_id=shop.shop_id)).notices
+    assert sorted((n.member_id, n.tier_level, n.expected_level) for n in notices) == sorted(
+        [(lapsing, 2, after), (saved, 2, after)])
+    announced = outbox_events(membership, shop.shop_id, events_pb2.TierExpiring)
+    assert sorted(e.member_id for e in announced) == sorted([lapsing, saved])
+    adjust(shop, saved, 2700)  # back to 3,000 before the expiry
+
+    ctx = membership.running.app.servicer.ctx
+    lifecycle.expire_all(ctx, datetime.now(UTC).replace(tzinfo=None) + timedelta(days=3))  # not yet due
+    assert tier_of(shop, lapsing) == 2
+    lifecycle.expire_all(ctx, datetime.now(UTC).replace(tzinfo=None) + timedelta(days=9))
+    assert (tier_of(shop, lapsing), tier_of(shop, saved)) == (after, 2)
+    newest = shop.api.ListTierHistory(pb.ListTierHistoryRequest(shop_id=shop.shop_id, member_id=lapsing)).changes[0]
+    assert (newest.from_level, newest.to_level, newest.reason) == (2, after, pb.TIER_CHANGE_REASON_EXPIRED)
+    lifecycle.expire_all(ctx, datetime.now(UTC).replace(tzinfo=None) + timedelta(days=40))  # nothing more expires
+    assert (tier_of(shop, lapsing), tier_of(shop, saved)) == (after, 2)
 
 
 # ----- milestones -------------------------------------------------------------------------------
