@@ -150,12 +150,15 @@ def refund_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RefundOrder) ->
     shop_id, order_id, refund_id, amount_fen = cmd.shop_id, cmd.order_id, cmd.refund_id, cmd.amount_fen
     program = ctx.programs.get(shop_id, uow.conn)
     order = _locked_order(uow.conn, shop_id, order_id)
-    previous = uow.conn.execute(select(refunds.c.amount_fen).where(
+    previous = uow.conn.execute(select(refunds.c.amount_fen, refunds.c.tier_level_after).where(
         refunds.c.shop_id == shop_id, refunds.c.order_id == order_id, refunds.c.refund_id == refund_id)).first()
-    if previous is not None:
+    if previous is not None:  # refunded before: the first answer again, under any request_id
         if previous.amount_fen != amount_fen:
             raise AlreadyExists(f"refund {refund_id!r} was made with another amount", reason=reasons.REFUND_CONFLICT,
                                 metadata={"refund_id": refund_id})
+        if previous.tier_level_after is not None:
+            return OrderOutcome(views.order(ctx, uow.conn, shop_id, order_id),
+                                program.ladder.tier(previous.tier_level_after), True)
         return OrderOutcome(views.order(ctx, uow.conn, shop_id, order_id),
                             _member_tier(uow.conn, program, shop_id, order.member_id), False)
     remaining = order.amount_fen - order.refunded_fen
@@ -191,6 +194,9 @@ def refund_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RefundOrder) ->
         if changed:
             tiers.change_tier(ctx, uow, program.ladder, shop_id, member.member_id, member.tier_level,
                               member.buyer_hash, new_level, TierChangeReason.REFUNDED, order_id=order_id)
+            uow.conn.execute(update(refunds).where(
+                refunds.c.shop_id == shop_id, refunds.c.order_id == order_id, refunds.c.refund_id == refund_id)
+                .values(tier_level_after=new_level))
         tier = program.ladder.tier(new_level)
     uow.emit(shop_id, events_pb2.OrderRefunded(
         shop_id=shop_id, order_id=order_id, refund_id=refund_id, member_id=order.member_id or "",

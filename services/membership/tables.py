@@ -127,6 +127,9 @@ refunds = Table(
     Column("refund_id", String(64), primary_key=True),
     Column("amount_fen", BigInteger, nullable=False),
     Column("refunded_at", DateTime, nullable=False),
+    # What the refund did to the member's tier, so that a retry under any request_id answers the
+    # same (NULL: it changed nothing, or it was made before this was kept).
+    Column("tier_level_after", SmallInteger),
 )
 
 tier_history = Table(

@@ -236,6 +236,22 @@ def test_a_retry_under_a_new_request_id_answers_what_the_first_completion_did(sh
     assert not plain.tier_changed and not again.tier_changed and again.tier == plain.tier
 
 
+def test_a_refund_retried_under_a_new_request_id_answers_what_the_first_did(shop: Shop) -> None:
+    configure(shop, pb.DOWNGRADE_POLICY_RECOMPUTE)
+    join(shop, "b1")
+    order = buy(shop, "b1", 1000 * YUAN).order.order_id  # Silver
+
+    def refund(request_id: str) -> pb.RefundOrderResponse:
+        return shop.api.RefundOrder(pb.RefundOrderRequest(request_id=request_id, shop_id=shop.shop_id,
+                                                          order_id=order, refund_id="r-1", amount_fen=500 * YUAN))
+
+    first = refund(rid())
+    assert first.tier_changed and first.tier.code == "regular"
+    buy(shop, "b1", 600 * YUAN)  # Silver again: the retry still tells what the refund did
+    retry = refund(rid())
+    assert retry.tier_changed and retry.tier.code == "regular" and retry.order == first.order
+
+
 def test_expiry_notices_page_newest_first(membership: ServiceUnderTest, shop: Shop) -> None:
     configure(shop, pb.DOWNGRADE_POLICY_RECOMPUTE)
     set_validity(shop, 12, 30)
