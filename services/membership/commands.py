@@ -55,6 +55,13 @@ def require_member_id(member_id: str) -> None:
 # ----- programs ---------------------------------------------------------------------------------
 
 
+def check_audited(v: Violations, reason: str, operator: str) -> None:
+    """An operator's change (a manual tier, a growth adjustment) says who made it and why."""
+    v.check(0 < len(reason.strip()) <= domain.MAX_NOTE, "reason", f"required, at most {domain.MAX_NOTE} characters")
+    v.check(0 < len(operator.strip()) <= domain.MAX_NAME, "operator",
+            f"required, at most {domain.MAX_NAME} characters")
+
+
 @dataclass(frozen=True)
 class CreateProgram:
     shop_id: str
@@ -303,10 +310,7 @@ class SetTier:
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id)
         validate_id(self.member_id, "member_id", v)
-        v.check(0 < len(self.reason.strip()) <= domain.MAX_NOTE, "reason",
-                f"required, at most {domain.MAX_NOTE} characters")
-        v.check(0 < len(self.operator.strip()) <= domain.MAX_NAME, "operator",
-                f"required, at most {domain.MAX_NAME} characters")
+        check_audited(v, self.reason, self.operator)
         v.raise_if_any()
 
 

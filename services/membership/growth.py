@@ -22,6 +22,7 @@ from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.kit.validation import check_ids, validate_id
 from services.membership import domain, growth_rules, tiers, views
+from services.membership.commands import check_audited
 from services.membership.domain import MemberStatus, QualificationMode, TierChangeReason
 from services.membership.growth_rules import Decay, DecayKind, GrowthSettings, GrowthSource
 from services.membership.tables import (
@@ -78,10 +79,7 @@ class AdjustGrowth:
         validate_id(self.member_id, "member_id", v)
         v.check(self.amount != 0 and abs(self.amount) <= growth_rules.MAX_GROWTH, "amount",
                 f"non-zero, at most {growth_rules.MAX_GROWTH} either way")
-        v.check(0 < len(self.reason.strip()) <= domain.MAX_NOTE, "reason",
-                f"required, at most {domain.MAX_NOTE} characters")
-        v.check(0 < len(self.operator.strip()) <= domain.MAX_NAME, "operator",
-                f"required, at most {domain.MAX_NAME} characters")
+        check_audited(v, self.reason, self.operator)
         v.raise_if_any()
 
 
