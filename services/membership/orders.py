@@ -109,18 +109,16 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
         members.c.shop_id == shop_id, members.c.member_id == member.member_id).values(
         cumulative_spend_fen=spend, trade_count=trades,
         first_completed_at=member.first_completed_at or cmd.completed_at))
-    # The buyer's key, read from the key store once for both views (the order's is the member's,
-    # unless the buyer left and joined again since the order was paid).
+    # The buyer's key, read from the key store once (the order's view is the member's, unless
+    # the buyer left and joined again since the order was paid).
     keys = {member.key_id: key} if member.key_id and (key := data_keys.unwrap(ctx, member)) else {}
-    birthday = views.member_view(ctx, member, ladder, keys).birthday
-    # Points needs the birthday for its birthday multipliers; the buyer id is not sent
-    # (OrderCompleted.buyer_id is deprecated).
+    # Neither the buyer id nor the birthday is sent (both fields are deprecated): events outlive
+    # an erasure on the bus, and consumers keep the birthday from MemberJoined/ProfileUpdated.
     uow.emit(shop_id, events_pb2.OrderCompleted(
         shop_id=shop_id, order_id=order_id, member_id=member.member_id, amount_fen=amount,
         completed_at=to_timestamp(cmd.completed_at), tier_level=held.level, tier_code=held.code,
         points_rate_milli=held.points_rate_milli, first_completed_order=first,
-        referrer_member_id=member.referrer_member_id or "", birth_month=birthday[1] if birthday else 0,
-        birth_day=birthday[2] if birthday else 0))
+        referrer_member_id=member.referrer_member_id or ""))
     growth_value = growth.credit_spend(ctx, uow, program, member, order_id, amount, cmd.completed_at)
     new_level = ladder.evaluate(member.tier_level, spend, trades, growth_value)
     changed = new_level != member.tier_level
