@@ -23,12 +23,10 @@ from typing import Any
 
 from loyalty.points.v1 import points_service_pb2 as pp
 from sqlalchemy import Connection, Row, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from services.kit.errors import FailedPrecondition, NotFound
 from services.kit.saga import REFUSAL, SagaContext, SagaDefinition, Step
-from services.kit.storage import UnitOfWork
+from services.kit.storage import UnitOfWork, insert_ignoring
 from services.kit.timeutil import utcnow
 from services.rewards import catalogue, domain, members, reasons
 from services.rewards.commands import lottery as commands
@@ -84,8 +82,7 @@ def _take_free_draw(conn: Connection, lottery: Lottery, member_id: str, allowanc
     if allowance <= 0:
         return False
     key = {"shop_id": lottery.shop_id, "lottery_id": lottery.lottery_id, "member_id": member_id, "period": month}
-    dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(dialect(lottery_chances).values(**key, used=0).on_conflict_do_nothing())
+    conn.execute(insert_ignoring(conn, lottery_chances).values(**key, used=0))
     c = lottery_chances.c
     return conn.execute(update(lottery_chances).where(*[getattr(c, k) == v for k, v in key.items()],
                                                       c.used + 1 <= allowance)

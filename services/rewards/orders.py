@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from loyalty.membership.v1 import events_pb2 as membership_events
 from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from services.kit.storage import UnitOfWork
+from services.kit.storage import UnitOfWork, insert_ignoring
 from services.kit.timeutil import from_timestamp, utcnow
 from services.rewards.tables import member_orders
 
@@ -25,11 +23,9 @@ def order_completed(uow: UnitOfWork, e: membership_events.OrderCompleted) -> Non
     """Keeps the completed order, once (insert-or-ignore on its key)."""
     if not e.member_id:
         return
-    insert = pg_insert if uow.conn.dialect.name == "postgresql" else sqlite_insert
-    uow.conn.execute(insert(member_orders).values(
+    uow.conn.execute(insert_ignoring(uow.conn, member_orders, ["shop_id", "order_id"]).values(
         shop_id=e.shop_id, order_id=e.order_id, member_id=e.member_id, amount_fen=e.amount_fen,
-        completed_at=from_timestamp(e.completed_at, utcnow())).on_conflict_do_nothing(
-        index_elements=["shop_id", "order_id"]))
+        completed_at=from_timestamp(e.completed_at, utcnow())))
 
 
 def order_refunded(uow: UnitOfWork, e: membership_events.OrderRefunded) -> None:

@@ -16,11 +16,9 @@ from zoneinfo import ZoneInfo
 from loyalty.points.v1 import points_service_pb2 as ppb
 from loyalty.rewards.v1 import events_pb2
 from sqlalchemy import Connection, Row, exists, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from services.kit.errors import FailedPrecondition, NotFound, ServiceError
-from services.kit.storage import UnitOfWork
+from services.kit.storage import UnitOfWork, insert_ignoring
 from services.kit.timeutil import to_timestamp, utcnow
 from services.rewards import catalogue, reasons, wallet
 from services.rewards.commands import packs as commands
@@ -138,12 +136,11 @@ def grant(service: RewardsService, uow: UnitOfWork, pack: BenefitPack, member_id
     """Gives the pack to the member for `period` unless it was given already; returns the grant
     id, or None when there was nothing to give. Its coupons and virtual goods commit with it."""
     grant_id = "pg_" + secrets.token_hex(12)
-    dialect = pg_insert if uow.conn.dialect.name == "postgresql" else sqlite_insert
-    inserted = uow.conn.execute(dialect(pack_grants).values(
+    once = insert_ignoring(uow.conn, pack_grants, ["shop_id", "pack_id", "member_id", "period"])
+    inserted = uow.conn.execute(once.values(
         shop_id=pack.shop_id, grant_id=grant_id, pack_id=pack.pack_id, member_id=member_id,
         trigger=int(pack.trigger), period=period, points=pack.points,
-        points_outcome="" if pack.points else CREDITED, coupon_ids="[]", granted_at=now,
-    ).on_conflict_do_nothing(index_elements=["shop_id", "pack_id", "member_id", "period"])).rowcount
+        points_outcome="" if pack.points else CREDITED, coupon_ids="[]", granted_at=now)).rowcount
     if not inserted:
         return None
     coupon_ids: list[str] = []

@@ -20,12 +20,10 @@ from typing import Any
 from loyalty.points.v1 import points_service_pb2 as pp
 from loyalty.rewards.v1 import events_pb2
 from sqlalchemy import Connection, case, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from services.kit.errors import FailedPrecondition, NotFound
 from services.kit.saga import REFUSAL, SagaContext, SagaDefinition, Step
-from services.kit.storage import UnitOfWork
+from services.kit.storage import UnitOfWork, insert_ignoring
 from services.kit.timeutil import to_timestamp, utcnow
 from services.rewards import catalogue, domain, members, reasons
 from services.rewards.commands.redemptions import Redeem, Validate
@@ -148,11 +146,10 @@ def _take(conn: Connection, shop_id: str, data: dict[str, Any]) -> None:
         redeemed=rewards.c.redeemed + quantity, updated_at=utcnow())).rowcount
     if not taken:
         raise refused(reasons.OUT_OF_STOCK, f"reward {reward_id} is out of stock", f"reward/{reward_id}")
-    dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     for period, limit, reason in (("", reward.limit_per_member, reasons.LIMIT_REACHED),
                                   (data["month"], reward.monthly_limit_per_member, reasons.MONTHLY_LIMIT_REACHED)):
         key = {"shop_id": shop_id, "reward_id": reward_id, "member_id": data["member_id"], "period": period}
-        conn.execute(dialect(usage).values(**key, quantity=0).on_conflict_do_nothing())
+        conn.execute(insert_ignoring(conn, usage).values(**key, quantity=0))
         where = [getattr(usage.c, k) == v for k, v in key.items()]
         if limit:
             where.append(usage.c.quantity + quantity <= limit)

@@ -14,11 +14,9 @@ from datetime import datetime
 
 from loyalty.rewards.v1 import events_pb2
 from sqlalchemy import ColumnElement, Connection, Row, and_, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from services.kit.errors import FailedPrecondition, NotFound
-from services.kit.storage import UnitOfWork
+from services.kit.storage import UnitOfWork, insert_ignoring
 from services.kit.timeutil import to_timestamp, utcnow
 from services.rewards import reasons
 from services.rewards.catalogue import read_reward
@@ -108,12 +106,11 @@ def _issue(service: RewardsService, uow: UnitOfWork, reward: Reward, member_ids:
              "state": int(CouponState.UNUSED), "source": int(source), "source_reference": source_reference,
              "ordinal": ordinal, "order_id": None, "issued_at": now, "used_at": None, "updated_at": now}
             for member_id in member_ids for ordinal in range(quantity)]
-    dialect = pg_insert if uow.conn.dialect.name == "postgresql" else sqlite_insert
+    once = insert_ignoring(uow.conn, coupons, ["shop_id", "source", "source_reference", "member_id", "ordinal"])
     inserted: set[str] = set()
     for i in range(0, len(rows), ROWS_PER_INSERT):
-        inserted.update(uow.conn.execute(dialect(coupons).values(rows[i:i + ROWS_PER_INSERT]).on_conflict_do_nothing(
-            index_elements=["shop_id", "source", "source_reference", "member_id", "ordinal"])
-            .returning(coupons.c.coupon_id)).scalars())
+        inserted.update(uow.conn.execute(once.values(rows[i:i + ROWS_PER_INSERT])
+                                         .returning(coupons.c.coupon_id)).scalars())
     new = [row for row in rows if row["coupon_id"] in inserted]
     for i in range(0, len(new), ROWS_PER_INSERT):
         uow.emit_many(reward.shop_id, [events_pb2.CouponIssued(
