@@ -26,6 +26,7 @@ from services.membership.api_lifecycle import (
     join_benefit_to_proto,
     join_rules,
     join_threshold_to_proto,
+    storefront_card_to_proto,
 )
 from services.membership.context import Membership
 from services.membership.domain import DowngradePolicy, ProfileField, ProfileInput, QualificationMode, Tier
@@ -35,7 +36,7 @@ from services.membership.views import MemberView, OrderView
 
 R = TypeVar("R", bound=Message)
 PROGRAM_PATHS = ("name", "time_zone", "join_threshold", "join_benefit", "tier_validity_months",
-                 "downgrade_notice_days")  # what UpdateProgram may change
+                 "downgrade_notice_days", "storefront_card", "storefront_origins")  # what UpdateProgram may change
 T = TypeVar("T")
 C = TypeVar("C", bound=commands.Command)
 Handler = Callable[[Membership, UnitOfWork, C], T]
@@ -53,12 +54,18 @@ def tier_from_proto(t: pb.Tier) -> Tier:
                 tuple(t.benefits), t.min_growth)
 
 
+def _card(card: pb.StorefrontCard) -> tuple[int, str, str, int, int]:
+    return (card.mode, card.call_to_action, card.background_image_url, card.background_image_width,
+            card.background_image_height)
+
+
 def program_to_proto(p: Program) -> pb.Program:
     return pb.Program(
         shop_id=p.shop_id, name=p.name, time_zone=p.time_zone,
         join_threshold=join_threshold_to_proto(p.require_follow, p.rules),
         join_benefit=join_benefit_to_proto(p.rules), tier_validity_months=p.rules.validity_months,
-        downgrade_notice_days=p.rules.notice_days,
+        downgrade_notice_days=p.rules.notice_days, storefront_card=storefront_card_to_proto(p.rules),
+        storefront_origins=p.rules.storefront_origins,
         tiers=[tier_to_proto(domain.shown(t, p.ladder.mode)) for t in p.ladder.tiers],
         qualification_mode=int(p.ladder.mode),
         downgrade_policy=int(p.ladder.policy), create_time=to_timestamp(p.created_at),
@@ -195,7 +202,9 @@ class MembershipApi(LifecycleRpcs, GrowthApi, pb_grpc.MembershipServiceServicer)
             join_benefit=(request.join_benefit.text, request.join_benefit.pack_id)
             if "join_benefit" in paths else None,
             validity_months=request.tier_validity_months if "tier_validity_months" in paths else None,
-            notice_days=request.downgrade_notice_days if "downgrade_notice_days" in paths else None)
+            notice_days=request.downgrade_notice_days if "downgrade_notice_days" in paths else None,
+            card=_card(request.storefront_card) if "storefront_card" in paths else None,
+            storefront_origins=tuple(request.storefront_origins) if "storefront_origins" in paths else None)
         return self._run(request, "UpdateProgram", command, programs.update_program, program_to_proto, pb.Program)
 
     def IssueApiKey(self, request: pb.IssueApiKeyRequest, context: grpc.ServicerContext) -> pb.IssueApiKeyResponse:

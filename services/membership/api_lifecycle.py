@@ -28,6 +28,13 @@ def join_benefit_to_proto(rules: ProgramRules) -> pb.JoinBenefit:
     return pb.JoinBenefit(text=rules.benefit_text, pack_id=rules.benefit_pack_id)
 
 
+def storefront_card_to_proto(rules: ProgramRules) -> pb.StorefrontCard:
+    width, height = rules.card_image_size
+    return pb.StorefrontCard(mode=int(rules.card_mode), call_to_action=rules.card_call_to_action,
+                             background_image_url=rules.card_image_url, background_image_width=width,
+                             background_image_height=height)
+
+
 def join_rules(threshold: pb.JoinThreshold) -> ProgramRules:
     """CreateProgram's join threshold parts beyond following (UpdateProgram names them by mask)."""
     return ProgramRules(join_min_trades=threshold.min_completed_trades, join_min_spend_fen=threshold.min_spend_fen,
@@ -75,7 +82,8 @@ class LifecycleRpcs:
             unmet=[int(u) for u in seen.unmet], completed_trades=seen.facts.completed_trades,
             spent_fen=seen.facts.spent_fen, has_join_benefit=seen.rules.has_join_benefit,
             join_benefit=join_benefit_to_proto(seen.rules),
-            join_threshold=join_threshold_to_proto(seen.require_follow, seen.rules))
+            join_threshold=join_threshold_to_proto(seen.require_follow, seen.rules),
+            storefront_card=storefront_card_to_proto(seen.rules))
         if seen.tier is not None:
             response.tier.CopyFrom(tier_to_proto(seen.tier))
         return response

@@ -94,9 +94,13 @@ class UpdateProgram:
     join_benefit: tuple[str, str] | None = None  # (text, pack id)
     validity_months: int | None = None
     notice_days: int | None = None
+    card: tuple[int, str, str, int, int] | None = None  # (mode, call to action, image url, width, height)
+    storefront_origins: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id)
+        if self.card is not None:
+            v.check(self.card[0] in (0, *map(int, rules.CardMode)), "storefront_card.mode", "unknown mode")
         if self.name is not None:
             _name(v, self.name, "name")
         if self.time_zone is not None:
@@ -120,6 +124,14 @@ class UpdateProgram:
             changed["validity_months"] = self.validity_months
         if self.notice_days is not None:
             changed["notice_days"] = self.notice_days
+        if self.card is not None:
+            mode, text, url, width, height = self.card
+            custom = mode == rules.CardMode.CUSTOM
+            changed.update(card_mode=rules.CardMode.CUSTOM if custom else rules.CardMode.SMART,
+                           card_call_to_action=text.strip() if custom else "", card_image_url=url if custom else "",
+                           card_image_size=(width, height) if custom else (0, 0))
+        if self.storefront_origins is not None:
+            changed["storefront_origins"] = tuple(dict.fromkeys(o.strip() for o in self.storefront_origins))
         return replace(current, **changed)
 
 

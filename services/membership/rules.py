@@ -21,6 +21,11 @@ MAX_NOTICE_DAYS = 90
 MAX_BENEFIT_TEXT = 200
 MAX_JOIN_TRADES = 10_000
 MAX_JOIN_SPEND_FEN = 10**13
+MAX_CALL_TO_ACTION = 13  # characters, as the storefront module allows
+CARD_IMAGE_SIZE = (702, 110)  # the module's background, in pixels
+MAX_ORIGINS = 20
+MAX_URL = 2048
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
 
 
 class Combine(IntEnum):
@@ -28,6 +33,13 @@ class Combine(IntEnum):
 
     ALL = 1
     ANY = 2
+
+
+class CardMode(IntEnum):
+    """Values of the proto's CardMode (UNSPECIFIED is stored as SMART)."""
+
+    SMART = 1
+    CUSTOM = 2
 
 
 class JoinRequirement(IntEnum):
@@ -47,6 +59,12 @@ class ProgramRules:
     benefit_pack_id: str = ""
     validity_months: int = 0  # 0: a tier holds forever
     notice_days: int = 0  # 0: no TierExpiring notice
+    # The storefront member module (店铺首页会员模块) and the origins its pages call from.
+    card_mode: CardMode = CardMode.SMART
+    card_call_to_action: str = ""
+    card_image_url: str = ""
+    card_image_size: tuple[int, int] = (0, 0)
+    storefront_origins: tuple[str, ...] = ()
 
     @property
     def has_join_benefit(self) -> bool:
@@ -62,7 +80,10 @@ def rules_from_json(raw: str | None) -> ProgramRules:
     if not raw:
         return ProgramRules()
     data = json.loads(raw)
-    return ProgramRules(**{**data, "join_combine": Combine(data.get("join_combine", Combine.ALL))})
+    return ProgramRules(**{**data, "join_combine": Combine(data.get("join_combine", Combine.ALL)),
+                           "card_mode": CardMode(data.get("card_mode", CardMode.SMART)),
+                           "card_image_size": tuple(data.get("card_image_size", (0, 0))),
+                           "storefront_origins": tuple(data.get("storefront_origins", ()))})
 
 
 def validate_rules(rules: ProgramRules, v: Violations) -> None:
@@ -77,6 +98,26 @@ def validate_rules(rules: ProgramRules, v: Violations) -> None:
     v.check(0 <= rules.validity_months <= MAX_VALIDITY_MONTHS, "tier_validity_months",
             f"must be 0..{MAX_VALIDITY_MONTHS} (0: tiers hold forever)")
     v.check(0 <= rules.notice_days <= MAX_NOTICE_DAYS, "downgrade_notice_days", f"must be 0..{MAX_NOTICE_DAYS}")
+    validate_card(rules, v)
+    v.check(len(rules.storefront_origins) <= MAX_ORIGINS, "storefront_origins", f"at most {MAX_ORIGINS} origins")
+    for i, origin in enumerate(rules.storefront_origins):
+        v.check(bool(_ORIGIN.fullmatch(origin)), f"storefront_origins[{i}]",
+                "an origin: http(s)://host[:port], no path and no trailing slash")
+
+
+def validate_card(rules: ProgramRules, v: Violations) -> None:
+    """Custom mode needs its call to action (1-13 characters) and a 702x110 background image."""
+    if rules.card_mode is not CardMode.CUSTOM:
+        return
+    text = rules.card_call_to_action
+    v.check(1 <= len(text) <= MAX_CALL_TO_ACTION and text.strip() == text and text.isprintable(),
+            "storefront_card.call_to_action",
+            f"custom mode needs a call to action of 1-{MAX_CALL_TO_ACTION} printable characters")
+    url = rules.card_image_url
+    v.check(len(url) <= MAX_URL and bool(re.fullmatch(r"https?://[^\s\"'<>]+", url)),
+            "storefront_card.background_image_url", "custom mode needs an http(s) URL of the background image")
+    v.check(rules.card_image_size == CARD_IMAGE_SIZE, "storefront_card.background_image_width",
+            "the background image must be {}x{} pixels".format(*CARD_IMAGE_SIZE))
 
 
 # ----- the join decision ------------------------------------------------------------------------
