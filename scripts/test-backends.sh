@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Starts throwaway PostgreSQL and Redis servers on free loopback ports (installing the Debian
-# packages if they are missing), runs the given command with their URLs in the environment, and
+# packages if they are missing, and Chromium for the browser tests), runs the given command with their URLs in the environment, and
 # stops them again, whatever the command's outcome.
 set -euo pipefail
 
 need_apt=()
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

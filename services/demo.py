@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf import field_mask_pb2
 from loyalty.membership.v1 import membership_service_pb2 as mpb
 from loyalty.membership.v1 import membership_service_pb2_grpc as mgrpc
 
@@ -18,6 +19,9 @@ from services.kit.config import Settings
 from services.kit.server import RunningService
 
 SHOP_ID = "demo-shop"
+MEMBER_BUYER_ID = "demo-buyer-020"  # a Silver member, shown on the demo storefront page
+GUEST_BUYER_ID = "demo-guest-001"  # a buyer who has not joined: the page shows them the join gift
+JOIN_BENEFIT_TEXT = "入会即享 100 积分 + 无门槛 5 元券 + 新品小样"
 DEMO_KEY_ID = "demo"
 # (members, lowest spend, highest spend) in yuan per tier of the default ladder.
 TIER_SPREAD = [(15, 0, 900), (10, 1_000, 2_900), (8, 3_000, 9_500), (5, 10_000, 28_000), (3, 30_000, 60_000)]
@@ -29,7 +33,8 @@ class DemoKeys:
     shop_key: str
 
 
-def seed(settings: Settings, membership_port: int, rewards_port: int | None = None) -> DemoKeys:
+def seed(settings: Settings, membership_port: int, rewards_port: int | None = None,
+         storefront_origins: tuple[str, ...] = ()) -> DemoKeys:
     keyring = KeyRing(settings.admin_key, settings.auth_secret)
     keys = DemoKeys(settings.admin_key, keyring.key_for(SHOP_ID, DEMO_KEY_ID))
     auth = [("authorization", f"Bearer {keys.admin_key}")]
@@ -45,12 +50,23 @@ def seed(settings: Settings, membership_port: int, rewards_port: int | None = No
                                                         name="Demo Shop 旗舰店"), metadata=auth)
             created = True
         if rewards_port is not None:  # before the members, so that they join with the join pack there
-            demo_rewards.seed(rewards_port, SHOP_ID, auth)
+            pack_id = demo_rewards.seed(rewards_port, SHOP_ID, auth)
+            if created:
+                _storefront(stub, auth, pack_id, storefront_origins)
         if created:
             _add_members(stub, auth)
     (settings.data_dir / "demo.env").write_text(
         f"export LOYALTY_ADMIN_KEY={keys.admin_key}\nexport SHOP_KEY={keys.shop_key}\nexport SHOP_ID={SHOP_ID}\n")
     return keys
+
+
+def _storefront(stub: mgrpc.MembershipServiceStub, auth: list[tuple[str, str]], join_pack_id: str,
+                origins: tuple[str, ...]) -> None:
+    """The storefront's join card shows the join pack; the demo page may call the gateway."""
+    stub.UpdateProgram(mpb.UpdateProgramRequest(
+        request_id="demo-storefront", shop_id=SHOP_ID,
+        join_benefit=mpb.JoinBenefit(text=JOIN_BENEFIT_TEXT, pack_id=join_pack_id), storefront_origins=origins,
+        update_mask=field_mask_pb2.FieldMask(paths=["join_benefit", "storefront_origins"])), metadata=auth)
 
 
 def _add_members(stub: mgrpc.MembershipServiceStub, auth: list[tuple[str, str]]) -> None:
@@ -84,10 +100,13 @@ def membership_port(running: list[RunningService]) -> int:
     return port_of(running, "membership")
 
 
-def print_banner(settings: Settings, running: list[RunningService], keys: DemoKeys | None) -> None:
+def print_banner(settings: Settings, running: list[RunningService], keys: DemoKeys | None, *,
+                 gateway_url: str = "") -> None:
     lines = ["", "loyalty suite (embedded default) is up", f"  data:        {settings.data_dir}"]
     for service in running:
         lines.append(f"  {service.app.name:<12} localhost:{service.port}  ({service.app.full_name}, health SERVING)")
+    if gateway_url:
+        lines.append(f"  {'gateway':<12} {gateway_url}  (the demo storefront; API docs at {gateway_url}/docs)")
     if keys is not None:
         body = json.dumps({"shop_id": SHOP_ID, "buyer_id": "demo-buyer-020"})
         lines += [

@@ -85,20 +85,25 @@ def demo_campaign() -> cpb.Campaign:
                         audience=cpb.Audience(kind=cpb.AUDIENCE_KIND_TIERS, tier_levels=[1, 2, 3, 4]))
 
 
-def seed(rewards_port: int, shop_id: str, auth: list[tuple[str, str]]) -> None:
+def seed(rewards_port: int, shop_id: str, auth: list[tuple[str, str]]) -> str:
     """The demo catalogue, packs, lottery and running campaign, once (fixed request_ids: a rerun
-    after a crash creates nothing twice)."""
+    after a crash creates nothing twice). Returns the join pack's id."""
     with grpc.insecure_channel(f"127.0.0.1:{rewards_port}") as channel:
         stub = rgrpc.RewardsServiceStub(channel)
-        if stub.ListRewards(rpb.ListRewardsRequest(shop_id=shop_id, page_size=1), metadata=auth).rewards:
-            return
-        ids = {handle: stub.CreateReward(rpb.CreateRewardRequest(request_id=f"demo-reward-{handle}", shop_id=shop_id,
-                                                                  reward=reward), metadata=auth).reward_id
-               for handle, reward in demo_catalogue().items()}
-        for i, pack in enumerate(demo_packs(ids)):
-            stub.CreateBenefitPack(rpb.CreateBenefitPackRequest(request_id=f"demo-pack-{i}", shop_id=shop_id,
-                                                                pack=pack), metadata=auth)
-        stub.CreateLottery(lpb.CreateLotteryRequest(request_id="demo-lottery", shop_id=shop_id,
-                                                    lottery=demo_lottery(ids)), metadata=auth)
-        stub.CreateCampaign(cpb.CreateCampaignRequest(request_id="demo-campaign", shop_id=shop_id,
-                                                      campaign=demo_campaign()), metadata=auth)
+        if not stub.ListRewards(rpb.ListRewardsRequest(shop_id=shop_id, page_size=1), metadata=auth).rewards:
+            _create(stub, shop_id, auth)
+        packs = stub.ListBenefitPacks(rpb.ListBenefitPacksRequest(shop_id=shop_id), metadata=auth).packs
+        return next(pack.pack_id for pack in packs if pack.trigger == rpb.PACK_TRIGGER_JOIN)
+
+
+def _create(stub: rgrpc.RewardsServiceStub, shop_id: str, auth: list[tuple[str, str]]) -> None:
+    ids = {handle: stub.CreateReward(rpb.CreateRewardRequest(request_id=f"demo-reward-{handle}", shop_id=shop_id,
+                                                              reward=reward), metadata=auth).reward_id
+           for handle, reward in demo_catalogue().items()}
+    for i, pack in enumerate(demo_packs(ids)):
+        stub.CreateBenefitPack(rpb.CreateBenefitPackRequest(request_id=f"demo-pack-{i}", shop_id=shop_id,
+                                                            pack=pack), metadata=auth)
+    stub.CreateLottery(lpb.CreateLotteryRequest(request_id="demo-lottery", shop_id=shop_id,
+                                                lottery=demo_lottery(ids)), metadata=auth)
+    stub.CreateCampaign(cpb.CreateCampaignRequest(request_id="demo-campaign", shop_id=shop_id,
+                                                  campaign=demo_campaign()), metadata=auth)

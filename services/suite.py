@@ -7,13 +7,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 
+from gateway.app import DemoStorefront
+from gateway.server import RunningGateway, start_in_thread
 from services import demo, registry
 from services.kit import client
 from services.kit.auth import KeyRing
 from services.kit.bus import InProcessBus
 from services.kit.cache import LocalCache
-from services.kit.config import ConfigError, Settings
+from services.kit.config import ConfigError, GatewaySettings, Settings
 from services.kit.server import RunningService, create_server, server_options, wait_for_signal
 from services.kit.telemetry import setup_logging, setup_tracing
 
@@ -32,6 +35,17 @@ def start(settings: Settings, *, host: str) -> tuple[list[RunningService], InPro
     return running, bus
 
 
+def start_gateway(settings: GatewaySettings, running: list[RunningService], *, seeded: bool) -> RunningGateway:
+    """The HTTP gateway in a thread of this process, calling the services just started (and, with
+    the demo seeded, serving the demo storefront page at /)."""
+    upstreams = {service.app.name: f"127.0.0.1:{service.port}" for service in running}
+    shop = DemoStorefront(demo.SHOP_ID, demo.MEMBER_BUYER_ID, demo.GUEST_BUYER_ID) if seeded else None
+    try:
+        return start_in_thread(replace(settings, upstreams=upstreams), demo=shop)
+    except OSError as exc:
+        sys.exit(f"suite: gateway on port {settings.port}: {exc}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m services.suite")
     parser.add_argument("command", choices=["run"])
@@ -39,6 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         settings = Settings.from_env(embedded=True)
+        gateway_settings = GatewaySettings.from_env(embedded=True)
     except ConfigError as exc:
         sys.exit(f"suite: {exc}")
     setup_logging(settings.log_level)
@@ -47,15 +62,20 @@ def main() -> None:
         running, bus = start(settings, host=settings.host)
     except OSError as exc:
         sys.exit(f"suite: {exc}")
+    gateway = None
     try:
         keys = None
         if not args.no_seed:
-            keys = demo.seed(settings, demo.membership_port(running), demo.port_of(running, "rewards"))
-        demo.print_banner(settings, running, keys)
+            origins = (f"http://127.0.0.1:{gateway_settings.port}", f"http://localhost:{gateway_settings.port}")
+            keys = demo.seed(settings, demo.membership_port(running), demo.port_of(running, "rewards"), origins)
+        gateway = start_gateway(gateway_settings, running, seeded=keys is not None)
+        demo.print_banner(settings, running, keys, gateway_url=gateway.url)
         wait_for_signal()
     except KeyboardInterrupt:  # Ctrl-C before the banner (while seeding): stop as cleanly
         pass
     print("\nstopping: finishing in-flight calls…", flush=True)
+    if gateway is not None:
+        gateway.stop()
     for service in running:
         service.stop(settings.grace_seconds)
     client.close_channels()

@@ -16,6 +16,7 @@ from services import registry
 from services.kit.bus import Bus
 from services.kit.config import Settings
 from tests.support.errors import Failure, failure_of
+from tests.support.gateway import Storefront, gateway_settings, start_gateway
 from tests.support.services import (
     ADMIN_KEY,
     AUTH_SECRET,
@@ -91,6 +92,16 @@ def rewards(suite: dict[str, ServiceUnderTest]) -> ServiceUnderTest:
 @pytest.fixture(scope="session")
 def admin(membership: ServiceUnderTest) -> Authed:
     return Authed(mgrpc.MembershipServiceStub(membership.channel), ADMIN_KEY)
+
+
+@pytest.fixture(scope="session")
+def storefront(backend: Backend, suite: dict[str, ServiceUnderTest],
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storefront]:
+    """The HTTP gateway in front of the session's services (rate limits shared through Redis on
+    the production backend, in-process on the embedded one)."""
+    running = start_gateway(gateway_settings(backend, suite, tmp_path_factory.mktemp("gateway")))
+    yield Storefront(running)
+    running.stop()
 
 
 @pytest.fixture

@@ -183,17 +183,84 @@ def _pii_key(raw: str) -> bytes:
 
 
 def _local_secrets(data_dir: Path) -> dict[str, str]:
-    """Secrets of the embedded default, created once and kept in the data folder (mode 0600)."""
+    """Secrets of the embedded default, created once and kept in the data folder (mode 0600); a
+    secret added by a later version is added to an existing file, the others are kept."""
     path = data_dir / "secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    data_dir.mkdir(parents=True, exist_ok=True)
-    values = {
-        "admin_key": "admin_" + secrets.token_urlsafe(24),
-        "auth_secret": secrets.token_urlsafe(32),
-        "pii_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {
+        "admin_key": lambda: "admin_" + secrets.token_urlsafe(24),
+        "auth_secret": lambda: secrets.token_urlsafe(32),
+        "pii_key": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+        "gateway_token_key": lambda: secrets.token_urlsafe(32),
     }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if all(name in stored for name in wanted):
+        return stored
+    values = {name: stored.get(name) or make() for name, make in wanted.items()}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(values, f, indent=2)
+    os.replace(partial, path)
     return values
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The HTTP gateway's settings (gateway/): where it listens, the services it calls, the
+    secrets it signs buyer tokens with and verifies shop keys with, and its rate limits."""
+
+    host: str
+    port: int
+    workers: int
+    auth_secret: bytes  # verifies shop keys, and makes the shop-scoped keys the gateway calls with
+    token_key: bytes  # signs buyer tokens (HS256)
+    token_ttl_seconds: int
+    upstreams: dict[str, str]  # service name -> host:port
+    redis_url: str  # rate limits shared by every gateway process; empty: in-process
+    shop_rate_per_second: float
+    buyer_rate_per_second: float
+    call_timeout_seconds: float
+    log_level: str
+    access_log: bool
+    trace_exporter: str
+    data_dir: Path
+    demo: bool = False  # serve the demo storefront page at / (the embedded default)
+
+    @classmethod
+    def from_env(cls, *, embedded: bool) -> GatewaySettings:
+        data_dir = Path(_env("LOYALTY_DATA_DIR", "data")).resolve()
+        values = {name: _env(name) for name in ("LOYALTY_AUTH_SECRET", "LOYALTY_GATEWAY_TOKEN_KEY")}
+        if embedded and not all(values.values()):
+            stored = _local_secrets(data_dir)
+            values["LOYALTY_AUTH_SECRET"] = values["LOYALTY_AUTH_SECRET"] or stored["auth_secret"]
+            values["LOYALTY_GATEWAY_TOKEN_KEY"] = values["LOYALTY_GATEWAY_TOKEN_KEY"] or stored["gateway_token_key"]
+        missing = sorted(name for name, value in values.items() if not value)
+        if missing:
+            raise ConfigError(f"missing required environment variables: {', '.join(missing)}")
+        if len(values["LOYALTY_GATEWAY_TOKEN_KEY"]) < 32:
+            raise ConfigError("LOYALTY_GATEWAY_TOKEN_KEY must be at least 32 characters")
+        return cls(
+            host=_env("LOYALTY_HOST", "127.0.0.1" if embedded else "0.0.0.0"),
+            port=int(_number("LOYALTY_GATEWAY_PORT", "8080", int)),
+            workers=int(_number("LOYALTY_GATEWAY_WORKERS", "1", int, minimum=1)),
+            auth_secret=values["LOYALTY_AUTH_SECRET"].encode(),
+            token_key=values["LOYALTY_GATEWAY_TOKEN_KEY"].encode(),
+            token_ttl_seconds=int(_number("LOYALTY_BUYER_TOKEN_TTL_SECONDS", "900", int, minimum=30)),
+            upstreams={entry.name: _upstream(entry.name) for entry in registry.SERVICES},
+            redis_url=_env("LOYALTY_REDIS_URL"),
+            shop_rate_per_second=float(_number("LOYALTY_GATEWAY_SHOP_RATE", "1000", float, minimum=0.001)),
+            buyer_rate_per_second=float(_number("LOYALTY_GATEWAY_BUYER_RATE", "10", float, minimum=0.001)),
+            call_timeout_seconds=float(_number("LOYALTY_CALL_TIMEOUT_SECONDS", "5", float, minimum=0.001)),
+            log_level=_env("LOYALTY_LOG_LEVEL", "WARNING" if embedded else "INFO").upper(),
+            access_log=_bool("LOYALTY_ACCESS_LOG", True),
+            trace_exporter=_env("LOYALTY_TRACE_EXPORTER").lower(),
+            data_dir=data_dir,
+            demo=embedded,
+        )
+
+
+def _upstream(service: str) -> str:
+    """LOYALTY_<SERVICE>_ADDR, else the service's port on this host (as the services find each other)."""
+    port = int(_number(f"LOYALTY_{service.upper()}_PORT", str(DEFAULT_PORTS[service]), int, minimum=0))
+    return _env(f"LOYALTY_{service.upper()}_ADDR") or f"127.0.0.1:{port}"

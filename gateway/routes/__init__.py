@@ -1,0 +1,1 @@
+"""The gateway's HTTP endpoints, one router per part of the storefront."""
