@@ -51,8 +51,8 @@ def test_custom_mode_is_validated_field_by_field(shop: Shop) -> None:
     ]:
         err, _, fields = rpc_error(lambda card=card: configure(shop, "storefront_card", storefront_card=card))
         assert err.code() is grpc.StatusCode.INVALID_ARGUMENT and field in fields, (card, fields)
-    assert configure(shop, "storefront_card", storefront_card=custom("一二三四五六七八九十一二三")).storefront_card.mode \
-        == pb.CARD_MODE_CUSTOM  # 13 is the most
+    thirteen = configure(shop, "storefront_card", storefront_card=custom("一二三四五六七八九十一二三"))
+    assert thirteen.storefront_card.mode == pb.CARD_MODE_CUSTOM  # 13 is the most
 
 
 def test_storefront_origins_are_origins_only(shop: Shop) -> None:
