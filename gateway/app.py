@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from gateway import problems, tracing
-from gateway.routes import card, centre, health, pages, tokens
+from gateway import cors, limits, problems, tracing
+from gateway.routes import card, centre, centre_page, health, pages, tokens
 from gateway.tokens import TokenSigner
 from gateway.upstream import Upstreams
 from services.kit.auth import KeyRing
@@ -44,10 +44,11 @@ def create_app(settings: GatewaySettings, *, demo: DemoStorefront | None = None)
     app.state.settings = settings
     app.state.tokens = TokenSigner(settings.token_key, settings.token_ttl_seconds)
     app.state.keyring = KeyRing("", settings.auth_secret)
-    app.state.limiter = None
+    app.state.limiter = limits.build(settings)
     app.state.demo = demo
     problems.install(app)
     tracing.install(app)
-    for module in (health, tokens, card, centre, pages):
+    cors.install(app)
+    for module in (health, tokens, card, centre, centre_page, pages):
         app.include_router(module.router)
     return app
