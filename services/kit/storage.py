@@ -163,6 +163,17 @@ def upsert(conn: Connection, table: Table, values: dict[str, Any], *, keys: tupl
                  if changes else statement.on_conflict_do_nothing(index_elements=list(keys)))
 
 
+def add_returning(conn: Connection, table: Table, values: dict[str, Any], *, keys: tuple[str, ...], add: str,
+                  set_: tuple[str, ...] = ()) -> Any:
+    """Inserts `values`, or adds `values[add]` to the existing row's `add` column (and sets the
+    columns named in `set_`), in one statement; returns the column's new value. For a counter
+    that is only ever raised (a balance credited), where reading it first would cost a round trip."""
+    statement = _dialect_insert(conn, table).values(values)
+    changes = {add: table.c[add] + statement.excluded[add], **{name: statement.excluded[name] for name in set_}}
+    return conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes)
+                        .returning(table.c[add])).scalar_one()
+
+
 class Database:
     """A service's own database."""
 

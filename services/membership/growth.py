@@ -8,6 +8,7 @@ Lock order: the member's row (members), then their growth account, as CompleteOr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -17,8 +18,9 @@ from loyalty.membership.v1 import events_pb2
 from sqlalchemy import Connection, and_, insert, select, update
 from sqlalchemy.engine import Row
 
+from services.kit import storage
 from services.kit.errors import InvalidArgument, NotFound, Violations
-from services.kit.storage import UnitOfWork
+from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.kit.validation import check_ids, validate_id
 from services.membership import domain, growth_rules, tiers, views
@@ -117,6 +119,15 @@ def settings_of(conn: Connection, shop_id: str) -> tuple[GrowthSettings, datetim
                           growth_rules.milestones_from_json(row.milestones)), row.updated_at
 
 
+def settings_loader(db: Database) -> Callable[[str, Connection | None], tuple[GrowthSettings, datetime | None]]:
+    """What the context's per-shop memo of growth settings loads (in the caller's transaction
+    when it has one)."""
+    def load(shop_id: str, conn: Connection | None) -> tuple[GrowthSettings, datetime | None]:
+        return settings_of(conn, shop_id) if conn is not None else db.read(lambda c: settings_of(c, shop_id))
+
+    return load
+
+
 def get_rules(ctx: Membership, shop_id: str) -> tuple[GrowthSettings, datetime | None]:
     def read(conn: Connection) -> tuple[GrowthSettings, datetime | None]:
         ctx.programs.get(shop_id, conn)
@@ -128,6 +139,7 @@ def get_rules(ctx: Membership, shop_id: str) -> tuple[GrowthSettings, datetime |
 def update_rules(ctx: Membership, uow: UnitOfWork, cmd: UpdateGrowthRules) -> tuple[GrowthSettings, datetime]:
     """Replaces what the mask names: the rules given (others keep theirs), the decay, the milestones."""
     ctx.programs.for_update(uow, cmd.shop_id)
+    ctx.growth_settings.invalidate(uow, cmd.shop_id)
     current, _ = settings_of(uow.conn, cmd.shop_id)
     rules = {**current.rules, **{r.source: r for r in cmd.rules or ()}}
     settings = GrowthSettings(rules, current.decay if cmd.decay is None else cmd.decay,
@@ -205,25 +217,30 @@ def post(ctx: Membership, uow: UnitOfWork, program: Program, member: Row, amount
     """One ledger entry for the member (their row locked by the caller) and their new balance; a
     rise emits the milestones it reaches. Returns the entry and the balance after it."""
     shop_id, member_id = member.shop_id, member.member_id
-    account = uow.conn.execute(select(growth_accounts).where(
-        growth_accounts.c.shop_id == shop_id, growth_accounts.c.member_id == member_id)).first()
-    before = account.balance if account else 0
-    after = max(0, before + amount)
-    earned = after > before  # any rise is activity (idle decay counts from the last one)
-    values = {"balance": after, **({"last_earned_at": at} if earned else {})}
-    if account is None:
-        uow.conn.execute(insert(growth_accounts), {"shop_id": shop_id, "member_id": member_id,
-                                                   "last_earned_at": None, "decayed_at": None, **values})
+    if amount > 0:  # a rise (the busy path: every completed order): one statement adds it
+        after = storage.add_returning(uow.conn, growth_accounts, {
+            "shop_id": shop_id, "member_id": member_id, "balance": amount, "last_earned_at": at,
+            "decayed_at": None}, keys=("shop_id", "member_id"), add="balance", set_=("last_earned_at",))
+        before = after - amount
     else:
-        uow.conn.execute(update(growth_accounts).where(growth_accounts.c.shop_id == shop_id,
-                                                       growth_accounts.c.member_id == member_id).values(**values))
+        account = uow.conn.execute(select(growth_accounts).where(
+            growth_accounts.c.shop_id == shop_id, growth_accounts.c.member_id == member_id)).first()
+        before = account.balance if account else 0
+        after = max(0, before + amount)  # never below zero
+        if account is None:
+            uow.conn.execute(insert(growth_accounts), {"shop_id": shop_id, "member_id": member_id, "balance": after,
+                                                       "last_earned_at": None, "decayed_at": None})
+        elif after != before:
+            uow.conn.execute(update(growth_accounts).where(growth_accounts.c.shop_id == shop_id,
+                                                           growth_accounts.c.member_id == member_id)
+                             .values(balance=after))
     now = utcnow()
     entry_id = uow.conn.execute(insert(growth_ledger).returning(growth_ledger.c.id), {
         "shop_id": shop_id, "member_id": member_id, "amount": after - before, "source": int(source),
         "reference": reference[:64], "reason": reason, "operator": operator, "balance_after": after,
         "created_at": now}).scalar_one()
     if after > before:
-        settings = settings or settings_of(uow.conn, shop_id)[0]
+        settings = settings or ctx.growth_settings.get(shop_id, uow.conn)[0]
         _reach_milestones(uow, settings, member, before, after, now)
     return GrowthEntry(entry_id, after - before, int(source), reference[:64], reason, operator, after, now), after
 
@@ -262,7 +279,7 @@ def credit_spend(ctx: Membership, uow: UnitOfWork, program: Program, member: Row
                  at: datetime) -> int:
     """CompleteOrder's part: the spend growth of the order (recorded even when 0, so its refunds
     know what it gave). Returns the member's growth value after it."""
-    settings, _ = settings_of(uow.conn, member.shop_id)
+    settings, _ = ctx.growth_settings.get(member.shop_id, uow.conn)
     growth = growth_rules.spend_growth(settings.rules[GrowthSource.SPEND], amount_fen)
     uow.conn.execute(insert(order_growth), {"shop_id": member.shop_id, "order_id": order_id,
                                             "member_id": member.member_id, "amount_fen": amount_fen,
@@ -305,7 +322,7 @@ def record_action(ctx: Membership, uow: UnitOfWork, shop_id: str, member_id: str
         members.c.status == MemberStatus.ACTIVE).with_for_update(of=members)).first()
     if member is None:
         return
-    settings, _ = settings_of(uow.conn, shop_id)
+    settings, _ = ctx.growth_settings.get(shop_id, uow.conn)
     rule = settings.rules[source]
     if rule.growth <= 0:
         return
