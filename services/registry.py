@@ -39,6 +39,7 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("membership", 50051, secrets=("LOYALTY_PII_KEY",)),
     ServiceEntry("points", 50052),
     ServiceEntry("rewards", 50053),
+    ServiceEntry("segments", 50054),
 )
 
 

@@ -1,0 +1,15 @@
+"""The gRPC servicer of the segments service, one part per capability (facts, tags, segments):
+requests to commands (which check their fields), handlers in the kit's idempotent unit of work,
+results to responses. No SQL here."""
+
+from __future__ import annotations
+
+from loyalty.segments.v1 import segments_service_pb2_grpc as pb_grpc
+
+from services.segments.api.facts import FactsApi
+from services.segments.service import SegmentsService
+
+
+class SegmentsApi(FactsApi, pb_grpc.SegmentsServiceServicer):
+    def __init__(self, service: SegmentsService):
+        self.service = service

@@ -1,0 +1,160 @@
+"""Member facts: a projection of membership's, points' and rewards' events (through the inbox,
+each event applied once, one member's events in order), never of their tables. Lifetime figures
+are kept on the member's row; each completed order is kept dated, so windowed conditions are
+counted when a rule runs and stay true as time passes with no new event."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from loyalty.common.v1 import envelope_pb2
+from loyalty.membership.v1 import events_pb2 as membership_events
+from loyalty.points.v1 import events_pb2 as points_events
+from loyalty.rewards.v1 import events_pb2 as rewards_events
+from sqlalchemy import Connection, and_, case, delete, func, select, update
+from sqlalchemy.engine import Row
+
+from services.kit.bus import Bus
+from services.kit.events import EventConsumer
+from services.kit.storage import Database, UnitOfWork, insert_ignoring, upsert
+from services.kit.timeutil import from_timestamp, utcnow
+from services.segments.tables import member_facts, member_orders, member_tags, programs
+
+CONSUMER = "segments"
+
+
+def _key(shop_id: str, member_id: str) -> object:
+    return and_(member_facts.c.shop_id == shop_id, member_facts.c.member_id == member_id)
+
+
+def _change(uow: UnitOfWork, shop_id: str, member_id: str, **values: object) -> None:
+    uow.conn.execute(update(member_facts).where(_key(shop_id, member_id)).values(updated_at=utcnow(), **values))
+
+
+def _latest(column: object, at: datetime) -> object:
+    """The later of the column and `at` (NULL counts as never)."""
+    return case((column.is_(None), at), (column < at, at), else_=column)
+
+
+def _earliest(column: object, at: datetime) -> object:
+    return case((column.is_(None), at), (column > at, at), else_=column)
+
+
+def program_changed(uow: UnitOfWork, e: membership_events.ProgramChanged) -> None:
+    upsert(uow.conn, programs, {"shop_id": e.shop_id, "time_zone": e.time_zone or "Asia/Shanghai",
+                                "updated_at": utcnow()}, keys=("shop_id",))
+
+
+def member_joined(uow: UnitOfWork, e: membership_events.MemberJoined) -> None:
+    at = from_timestamp(e.joined_at, utcnow())
+    upsert(uow.conn, member_facts, {
+        "shop_id": e.shop_id, "member_id": e.member_id, "left_at": None, "joined_at": at,
+        "join_channel": int(e.join_channel), "referrer_member_id": e.referrer_member_id,
+        "tier_level": e.tier_level, "birth_month": e.birth_month or None, "points_balance": 0,
+        "first_purchase_at": None, "last_purchase_at": None, "last_activity_at": None, "trades": 0,
+        "spend_fen": 0, "refunds": 0, "referrals": 0, "updated_at": utcnow()}, keys=("shop_id", "member_id"))
+    if e.referrer_member_id and e.referrer_member_id != e.member_id:
+        uow.conn.execute(update(member_facts).where(_key(e.shop_id, e.referrer_member_id))
+                         .values(referrals=member_facts.c.referrals + 1))
+
+
+def profile_updated(uow: UnitOfWork, e: membership_events.ProfileUpdated) -> None:
+    if "birthday" in e.changed_fields:
+        _change(uow, e.shop_id, e.member_id, birth_month=e.birth_month or None)
+
+
+def member_left(uow: UnitOfWork, e: membership_events.MemberLeft) -> None:
+    """No rule selects a member who left; nothing personal of them is kept (birth month, tags)."""
+    _change(uow, e.shop_id, e.member_id, left_at=from_timestamp(e.left_at, utcnow()), birth_month=None)
+    uow.conn.execute(delete(member_tags).where(member_tags.c.shop_id == e.shop_id,
+                                               member_tags.c.member_id == e.member_id))
+
+
+def order_completed(uow: UnitOfWork, e: membership_events.OrderCompleted) -> None:
+    at = from_timestamp(e.completed_at, utcnow())
+    new = uow.conn.execute(insert_ignoring(uow.conn, member_orders, ["shop_id", "order_id"]).values(
+        shop_id=e.shop_id, order_id=e.order_id, member_id=e.member_id, completed_at=at, amount_fen=e.amount_fen,
+        refunded_fen=0, refunds=0, fully_refunded=False)).rowcount
+    if not new:
+        return
+    c = member_facts.c
+    _change(uow, e.shop_id, e.member_id, trades=c.trades + 1, spend_fen=c.spend_fen + e.amount_fen,
+            first_purchase_at=_earliest(c.first_purchase_at, at), last_purchase_at=_latest(c.last_purchase_at, at),
+            last_activity_at=_latest(c.last_activity_at, at))
+
+
+def order_refunded(uow: UnitOfWork, e: membership_events.OrderRefunded) -> None:
+    """A refund after completion takes its amount off the spend; a full refund takes the trade."""
+    if not e.after_completion:
+        return
+    key = and_(member_orders.c.shop_id == e.shop_id, member_orders.c.order_id == e.order_id)
+    order: Row | None = uow.conn.execute(select(member_orders).where(key)).first()
+    if order is None:
+        return
+    refunded = min(order.amount_fen, max(order.refunded_fen, e.total_refunded_fen))
+    taken = refunded - order.refunded_fen
+    fully = e.fully_refunded or refunded >= order.amount_fen
+    uow.conn.execute(update(member_orders).where(key).values(
+        refunded_fen=refunded, refunds=order.refunds + 1, fully_refunded=fully))
+    c = member_facts.c
+    _change(uow, e.shop_id, order.member_id, spend_fen=func.max(c.spend_fen - taken, 0)
+            if uow.conn.dialect.name == "sqlite" else func.greatest(c.spend_fen - taken, 0),
+            refunds=c.refunds + 1, trades=c.trades - (1 if fully and not order.fully_refunded else 0))
+
+
+def tier_changed(uow: UnitOfWork, e: membership_events.TierChanged) -> None:
+    _change(uow, e.shop_id, e.member_id, tier_level=e.to_level)
+
+
+def balance_changed(uow: UnitOfWork, shop_id: str, member_id: str, balance_after: int) -> None:
+    _change(uow, shop_id, member_id, points_balance=balance_after)
+
+
+def active(uow: UnitOfWork, shop_id: str, member_id: str, at: datetime) -> None:
+    _change(uow, shop_id, member_id, last_activity_at=_latest(member_facts.c.last_activity_at, at))
+
+
+def get_facts(conn: Connection, shop_id: str, member_id: str) -> tuple[Row, list[str]] | None:
+    """The member's facts and tag ids, or None when segments never heard of them."""
+    row = conn.execute(select(member_facts).where(_key(shop_id, member_id))).first()
+    if row is None:
+        return None
+    tag_ids = [r.tag_id for r in conn.execute(select(member_tags.c.tag_id).where(
+        member_tags.c.shop_id == shop_id, member_tags.c.member_id == member_id).order_by(member_tags.c.tag_id))]
+    return row, tag_ids
+
+
+def consumers(db: Database, bus: Bus, *, workers: int = 4, per_transaction: int = 50) -> list[EventConsumer]:
+    """Segments' consumers of membership's, points' and rewards' streams."""
+    def now_or(ts: object) -> datetime:
+        return from_timestamp(ts, utcnow())
+
+    membership = EventConsumer(db, bus, consumer=CONSUMER, producer="membership", handlers={
+        membership_events.ProgramChanged: lambda uow, e, _: program_changed(uow, e),
+        membership_events.MemberJoined: lambda uow, e, _: member_joined(uow, e),
+        membership_events.ProfileUpdated: lambda uow, e, _: profile_updated(uow, e),
+        membership_events.MemberLeft: lambda uow, e, _: member_left(uow, e),
+        membership_events.OrderCompleted: lambda uow, e, _: order_completed(uow, e),
+        membership_events.OrderRefunded: lambda uow, e, _: order_refunded(uow, e),
+        membership_events.TierChanged: lambda uow, e, _: tier_changed(uow, e),
+    }, workers=workers, per_transaction=per_transaction)
+
+    def balance(uow: UnitOfWork, e: object, _: envelope_pb2.EventEnvelope) -> None:
+        balance_changed(uow, e.shop_id, e.member_id, e.balance_after)
+
+    def action(uow: UnitOfWork, e: points_events.ActionRecorded, _: envelope_pb2.EventEnvelope) -> None:
+        active(uow, e.shop_id, e.member_id, now_or(e.occurred_at))
+
+    points = EventConsumer(db, bus, consumer=CONSUMER, producer="points", handlers={
+        points_events.PointsEarned: balance, points_events.PointsSpent: balance,
+        points_events.PointsExpired: balance, points_events.PointsAdjusted: balance,
+        points_events.ActionRecorded: action,
+    }, workers=workers, per_transaction=per_transaction)
+
+    def redeemed(uow: UnitOfWork, e: rewards_events.RewardRedeemed, _: envelope_pb2.EventEnvelope) -> None:
+        active(uow, e.shop_id, e.member_id, now_or(e.redeemed_at))
+
+    rewards = EventConsumer(db, bus, consumer=CONSUMER, producer="rewards", handlers={
+        rewards_events.RewardRedeemed: redeemed,
+    }, workers=workers, per_transaction=per_transaction)
+    return [membership, points, rewards]

@@ -1,0 +1,3 @@
+from services.kit.migrations import run_env
+
+run_env()

@@ -1,0 +1,29 @@
+"""Wiring only: the segments service's app for the kit to run."""
+
+from __future__ import annotations
+
+from loyalty.segments.v1 import segments_service_pb2_grpc as pb_grpc
+
+from services.kit.auth import KeyRing
+from services.kit.bus import Bus
+from services.kit.cache import Cache
+from services.kit.config import Settings
+from services.kit.server import ServiceApp
+from services.kit.storage import Database
+from services.segments import facts
+from services.segments.api import SegmentsApi
+from services.segments.service import SegmentsService
+from services.segments.tables import kit
+
+NAME = "segments"
+FULL_NAME = "loyalty.segments.v1.SegmentsService"
+
+
+def build_app(settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, db_url: str | None = None) -> ServiceApp:
+    db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads,
+                  retry_seconds=settings.db_retry_seconds)
+    service = SegmentsService(db)
+    return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=SegmentsApi(service),
+                      add_to_server=pb_grpc.add_SegmentsServiceServicer_to_server,
+                      consumers=facts.consumers(db, bus, workers=settings.consumer_workers,
+                                                per_transaction=settings.consumer_per_transaction))

@@ -1,0 +1,31 @@
+"""What the segments handlers share: the service's database and a short per-process memo of each
+shop's time zone. The use cases live in the capability modules (facts, tags, segments)."""
+
+from __future__ import annotations
+
+from functools import partial
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, select
+
+from services.kit.memo import ShopMemo
+from services.kit.storage import Database
+from services.segments.tables import programs
+
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
+
+
+def read_zone(db: Database, shop_id: str, conn: Connection | None = None) -> ZoneInfo:
+    """The shop's time zone as membership announced it (the default zone until it did)."""
+    query = select(programs.c.time_zone).where(programs.c.shop_id == shop_id)
+    name = conn.execute(query).scalar() if conn is not None else db.read(lambda c: c.execute(query).scalar())
+    try:
+        return ZoneInfo(name or DEFAULT_TIME_ZONE)
+    except (KeyError, ValueError):
+        return ZoneInfo(DEFAULT_TIME_ZONE)
+
+
+class SegmentsService:
+    def __init__(self, db: Database):
+        self.db = db
+        self.zones: ShopMemo[ZoneInfo] = ShopMemo(partial(read_zone, db))

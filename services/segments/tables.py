@@ -1,0 +1,124 @@
+"""The segments service's tables. Every table is keyed by shop_id first. `member_facts` and
+`member_orders` are a projection of the other services' events (segments never reads their
+tables); windows ("trades within 30 days") are computed from the dated orders when a rule runs,
+so they stay true as time passes with no new event."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+from services.kit.tables import kit_tables
+
+metadata = MetaData()
+kit = kit_tables(metadata)
+
+# Each shop's time zone, from membership's ProgramChanged (days and months of the reports).
+programs = Table(
+    "programs",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("time_zone", String(64), nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# One row per member: what rules compare. Lifetime figures are kept here; windowed ones come
+# from member_orders.
+member_facts = Table(
+    "member_facts",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("left_at", DateTime),  # set when the member left: no rule selects them any more
+    Column("joined_at", DateTime, nullable=False),
+    Column("join_channel", SmallInteger, nullable=False),
+    Column("referrer_member_id", String(32), nullable=False),
+    Column("tier_level", Integer, nullable=False),
+    Column("birth_month", SmallInteger),  # NULL: not consented (cleared when the member leaves)
+    Column("points_balance", BigInteger, nullable=False),
+    Column("first_purchase_at", DateTime),
+    Column("last_purchase_at", DateTime),
+    Column("last_activity_at", DateTime),
+    Column("trades", Integer, nullable=False),  # completed, not fully refunded
+    Column("spend_fen", BigInteger, nullable=False),  # completed spend less refunds
+    Column("refunds", Integer, nullable=False),
+    Column("referrals", Integer, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_member_facts_last_purchase", "shop_id", "last_purchase_at"),
+    Index("ix_member_facts_joined", "shop_id", "joined_at"),
+)
+
+# Each completed order of a member (from OrderCompleted / OrderRefunded): the dated facts that
+# windowed conditions count.
+member_orders = Table(
+    "member_orders",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("order_id", String(64), primary_key=True),
+    Column("member_id", String(32), nullable=False),
+    Column("completed_at", DateTime, nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("refunded_fen", BigInteger, nullable=False),
+    Column("refunds", Integer, nullable=False),
+    Column("fully_refunded", Boolean, nullable=False),
+    Index("ix_member_orders_member", "shop_id", "member_id", "completed_at"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("tag_id", String(32), primary_key=True),
+    Column("name", String(30), nullable=False),
+    Column("description", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ux_tags_name", "shop_id", "name", unique=True),
+)
+
+member_tags = Table(
+    "member_tags",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("tag_id", String(32), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("tagged_at", DateTime, nullable=False),
+    Index("ix_member_tags_member", "shop_id", "member_id"),
+)
+
+# Saved segments (the predefined groups are built from each shop's settings, not stored here).
+segments = Table(
+    "segments",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("segment_id", String(32), primary_key=True),
+    Column("name", String(60), nullable=False),
+    Column("description", String(500), nullable=False),
+    Column("rule", Text, nullable=False),  # JSON of the rule tree (rules.py)
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_segments_listing", "shop_id", "created_at", "segment_id"),
+)
+
+# Each segment's size (saved and predefined alike): the last count of each shop-local day, kept
+# by CountSegment and the daily snapshot job; the latest row is the segment's last_count.
+segment_sizes = Table(
+    "segment_sizes",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("segment_id", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, shop-local
+    Column("count", BigInteger, nullable=False),
+    Column("counted_at", DateTime, nullable=False),
+)
