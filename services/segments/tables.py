@@ -122,3 +122,12 @@ segment_sizes = Table(
     Column("count", BigInteger, nullable=False),
     Column("counted_at", DateTime, nullable=False),
 )
+
+# A shop's windows and thresholds of the predefined groups (JSON; no row: the defaults).
+group_settings = Table(
+    "group_settings",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("settings", Text, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)

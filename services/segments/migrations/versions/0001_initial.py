@@ -1,5 +1,5 @@
-"""Programs and member facts (projections), member orders, tags, segments, segment sizes, and
-the kit tables.
+"""Programs and member facts (projections), member orders, tags, segments, segment sizes, the
+predefined groups' settings, and the kit tables.
 
 Revision ID: 0001
 Revises:
@@ -94,6 +94,12 @@ def upgrade() -> None:
         sa.Column("day", sa.String(10), primary_key=True),
         sa.Column("count", sa.BigInteger, nullable=False),
         sa.Column("counted_at", sa.DateTime, nullable=False),
+    )
+    op.create_table(
+        "group_settings",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("settings", sa.Text, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
     )
     create_kit_tables(op)
 
