@@ -66,10 +66,8 @@ def _new_member(key: DataKey, shop_id: str, member_id: str, buyer_id: str, buyer
     }
 
 
-def _birth_month_day(profile: ProfileInput) -> tuple[int, int]:
-    if ProfileField.BIRTHDAY in profile.given and profile.birthday:
-        return profile.birthday[1], profile.birthday[2]
-    return 0, 0
+def _birthday_given(profile: ProfileInput) -> bool:
+    return ProfileField.BIRTHDAY in profile.given and bool(profile.birthday)
 
 
 def active_member(ctx: Membership, conn: Connection, shop_id: str, member_id: str, *, lock: bool = False) -> Row:
@@ -108,12 +106,11 @@ def join_member(ctx: Membership, uow: UnitOfWork, cmd: commands.JoinMember) -> M
     except IntegrityError as exc:  # a concurrent join of the same buyer won
         raise AlreadyExists(f"buyer {cmd.buyer_id!r} is already a member", reason=reasons.ALREADY_MEMBER) from exc
     tiers.record_tier_change(uow, cmd.shop_id, member_id, 0, 0, TierChangeReason.JOINED, now)
-    birth_month, birth_day = _birth_month_day(cmd.profile)
-    # The buyer id is not sent: events outlive an erasure on the bus (MemberJoined.buyer_id is deprecated).
+    # No personal value is sent (buyer id, birthday): events outlive an erasure on the bus.
     uow.emit(cmd.shop_id, events_pb2.MemberJoined(
         shop_id=cmd.shop_id, member_id=member_id, join_channel=cmd.channel,
         referrer_member_id=cmd.referrer_member_id, joined_at=to_timestamp(now), tier_level=0,
-        birth_month=birth_month, birth_day=birth_day))
+        birthday_given=_birthday_given(cmd.profile)))
     return views.member_view(ctx, active_member(ctx, uow.conn, cmd.shop_id, member_id), program.ladder)
 
 
@@ -136,13 +133,11 @@ def update_profile(ctx: Membership, uow: UnitOfWork, cmd: commands.UpdateProfile
     uow.conn.execute(update(members).where(members.c.shop_id == cmd.shop_id, members.c.member_id == cmd.member_id)
                      .values(**values))
     updated = views.member_view(ctx, active_member(ctx, uow.conn, cmd.shop_id, cmd.member_id), program.ladder)
-    birth_month, birth_day = updated.birthday[1:] if updated.birthday else (0, 0)
-    # The region is not sent: events outlive an erasure on the bus (ProfileUpdated.region is
-    # deprecated). Points needs birthday month and day for its birthday multipliers.
+    # Only the names of the changed fields are sent: events outlive an erasure on the bus, so a
+    # consumer that keeps a value (points, the birthday) reads it with GetMember.
     uow.emit(cmd.shop_id, events_pb2.ProfileUpdated(
         shop_id=cmd.shop_id, member_id=cmd.member_id,
-        changed_fields=sorted(f.name.lower() for f in cmd.profile.given), birth_month=birth_month,
-        birth_day=birth_day, updated_at=to_timestamp(now)))
+        changed_fields=sorted(f.name.lower() for f in cmd.profile.given), updated_at=to_timestamp(now)))
     return updated
 
 
@@ -199,10 +194,9 @@ def import_members(ctx: Membership, uow: UnitOfWork, cmd: commands.ImportMembers
         history.append({"shop_id": cmd.shop_id, "member_id": member_id, "from_level": 0, "to_level": level,
                         "reason": TierChangeReason.IMPORTED, "note": "", "operator": "", "order_id": "",
                         "changed_at": now})
-        birth_month, birth_day = _birth_month_day(r.profile)
         joined.append(events_pb2.MemberJoined(
             shop_id=cmd.shop_id, member_id=member_id, join_channel=domain.JOIN_CHANNEL_CRM_IMPORT,
-            joined_at=to_timestamp(joined_at), tier_level=level, birth_month=birth_month, birth_day=birth_day,
+            joined_at=to_timestamp(joined_at), tier_level=level, birthday_given=_birthday_given(r.profile),
             imported=True))
         member_ids.append(member_id)
     try:

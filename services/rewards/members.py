@@ -14,6 +14,7 @@ from services.kit.bus import Bus
 from services.kit.events import EventConsumer
 from services.kit.storage import Database, UnitOfWork, upsert
 from services.kit.timeutil import from_timestamp, utcnow
+from services.membership import client as membership_client
 from services.rewards import campaigns, orders, packs
 from services.rewards.domain import MemberStanding
 from services.rewards.service import RewardsService
@@ -48,9 +49,14 @@ def _change(uow: UnitOfWork, shop_id: str, member_id: str, **values: object) -> 
                      .values(updated_at=utcnow(), **values))
 
 
-def membership_consumer(db: Database, bus: Bus, service: RewardsService, *, workers: int = 4,
-                        per_transaction: int = 50) -> EventConsumer:
-    """Rewards' consumer of membership's stream."""
+def membership_consumer(db: Database, bus: Bus, service: RewardsService, membership: membership_client.Client, *,
+                        workers: int = 4, per_transaction: int = 50) -> EventConsumer:
+    """Rewards' consumer of membership's stream. The birth month (birthday packs) is read from
+    membership when an event says it was given or changed: the bus carries no personal value."""
+
+    def birth_month(shop_id: str, member_id: str) -> int:
+        found = membership_client.birthday(membership, shop_id, member_id)
+        return found[0] if found else 0
 
     def on_program(uow: UnitOfWork, e: membership_events.ProgramChanged, _: envelope_pb2.EventEnvelope) -> None:
         program_changed(service, uow, e.shop_id, e.time_zone)
@@ -58,12 +64,13 @@ def membership_consumer(db: Database, bus: Bus, service: RewardsService, *, work
 
     def on_joined(uow: UnitOfWork, e: membership_events.MemberJoined, _: envelope_pb2.EventEnvelope) -> None:
         at = from_timestamp(e.joined_at, utcnow())
-        joined(uow, e.shop_id, e.member_id, e.tier_level, e.birth_month, at)
+        month = birth_month(e.shop_id, e.member_id) if e.birthday_given else 0
+        joined(uow, e.shop_id, e.member_id, e.tier_level, month, at)
         packs.on_joined(service, uow, e.shop_id, e.member_id, imported=e.imported, at=at)
 
     def on_profile(uow: UnitOfWork, e: membership_events.ProfileUpdated, _: envelope_pb2.EventEnvelope) -> None:
         if "birthday" in e.changed_fields:
-            _change(uow, e.shop_id, e.member_id, birth_month=e.birth_month or None)
+            _change(uow, e.shop_id, e.member_id, birth_month=birth_month(e.shop_id, e.member_id) or None)
 
     def on_tier(uow: UnitOfWork, e: membership_events.TierChanged, _: envelope_pb2.EventEnvelope) -> None:
         _change(uow, e.shop_id, e.member_id, tier_level=e.to_level)

@@ -14,6 +14,7 @@ from services.kit.jobs import Periodic
 from services.kit.saga import Sagas
 from services.kit.server import ServiceApp
 from services.kit.storage import Database
+from services.membership import client as membership_client
 from services.rewards import lottery, redeeming
 from services.rewards.api import RewardsApi
 from services.rewards.jobs import periodic_jobs
@@ -42,8 +43,10 @@ def build_service(settings: Settings, *, db_url: str | None = None,
 def build_app(settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, db_url: str | None = None,
               addresses: dict[str, str] | None = None) -> ServiceApp:
     service = build_service(settings, db_url=db_url, addresses=addresses)
+    membership = membership_client.client(settings, addresses)
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=service.db, servicer=RewardsApi(service),
                       add_to_server=pb_grpc.add_RewardsServiceServicer_to_server,
-                      consumers=[membership_consumer(service.db, bus, service, workers=settings.consumer_workers,
+                      consumers=[membership_consumer(service.db, bus, service, membership,
+                                                     workers=settings.consumer_workers,
                                                      per_transaction=settings.consumer_per_transaction)],
                       background=[Periodic(periodic_jobs(service), name="rewards-jobs")])

@@ -18,6 +18,7 @@ from services.kit.bus import Bus
 from services.kit.events import EventConsumer
 from services.kit.storage import Database, UnitOfWork, insert_ignoring, upsert
 from services.kit.timeutil import from_timestamp, utcnow
+from services.membership import client as membership_client
 from services.segments.tables import member_facts, member_orders, member_tags, programs
 
 CONSUMER = "segments"
@@ -45,12 +46,12 @@ def program_changed(uow: UnitOfWork, e: membership_events.ProgramChanged) -> Non
                                 "updated_at": utcnow()}, keys=("shop_id",))
 
 
-def member_joined(uow: UnitOfWork, e: membership_events.MemberJoined) -> None:
+def member_joined(uow: UnitOfWork, e: membership_events.MemberJoined, birth_month: int) -> None:
     at = from_timestamp(e.joined_at, utcnow())
     upsert(uow.conn, member_facts, {
         "shop_id": e.shop_id, "member_id": e.member_id, "left_at": None, "joined_at": at,
         "join_channel": int(e.join_channel), "referrer_member_id": e.referrer_member_id,
-        "tier_level": e.tier_level, "birth_month": e.birth_month or None, "points_balance": 0,
+        "tier_level": e.tier_level, "birth_month": birth_month or None, "points_balance": 0,
         "first_purchase_at": None, "last_purchase_at": None, "last_activity_at": None, "trades": 0,
         "spend_fen": 0, "refunds": 0, "referrals": 0, "updated_at": utcnow()}, keys=("shop_id", "member_id"))
     if e.referrer_member_id and e.referrer_member_id != e.member_id:
@@ -58,9 +59,8 @@ def member_joined(uow: UnitOfWork, e: membership_events.MemberJoined) -> None:
                          .values(referrals=member_facts.c.referrals + 1))
 
 
-def profile_updated(uow: UnitOfWork, e: membership_events.ProfileUpdated) -> None:
-    if "birthday" in e.changed_fields:
-        _change(uow, e.shop_id, e.member_id, birth_month=e.birth_month or None)
+def birthday_changed(uow: UnitOfWork, e: membership_events.ProfileUpdated, birth_month: int) -> None:
+    _change(uow, e.shop_id, e.member_id, birth_month=birth_month or None)
 
 
 def member_left(uow: UnitOfWork, e: membership_events.MemberLeft) -> None:
@@ -124,15 +124,28 @@ def get_facts(conn: Connection, shop_id: str, member_id: str) -> tuple[Row, list
     return row, tag_ids
 
 
-def consumers(db: Database, bus: Bus, *, workers: int = 4, per_transaction: int = 50) -> list[EventConsumer]:
-    """Segments' consumers of membership's, points' and rewards' streams."""
+def consumers(db: Database, bus: Bus, membership: membership_client.Client, *, workers: int = 4,
+              per_transaction: int = 50) -> list[EventConsumer]:
+    """Segments' consumers of membership's, points' and rewards' streams. The birth month is read
+    from membership when an event says it was given or changed: the bus carries no personal value."""
+
+    def birth_month(shop_id: str, member_id: str) -> int:
+        found = membership_client.birthday(membership, shop_id, member_id)
+        return found[0] if found else 0
+
+    def joined(uow: UnitOfWork, e: membership_events.MemberJoined, _: envelope_pb2.EventEnvelope) -> None:
+        member_joined(uow, e, birth_month(e.shop_id, e.member_id) if e.birthday_given else 0)
+
+    def profile(uow: UnitOfWork, e: membership_events.ProfileUpdated, _: envelope_pb2.EventEnvelope) -> None:
+        if "birthday" in e.changed_fields:
+            birthday_changed(uow, e, birth_month(e.shop_id, e.member_id))
     def now_or(ts: object) -> datetime:
         return from_timestamp(ts, utcnow())
 
-    membership = EventConsumer(db, bus, consumer=CONSUMER, producer="membership", handlers={
+    of_membership = EventConsumer(db, bus, consumer=CONSUMER, producer="membership", handlers={
         membership_events.ProgramChanged: lambda uow, e, _: program_changed(uow, e),
-        membership_events.MemberJoined: lambda uow, e, _: member_joined(uow, e),
-        membership_events.ProfileUpdated: lambda uow, e, _: profile_updated(uow, e),
+        membership_events.MemberJoined: joined,
+        membership_events.ProfileUpdated: profile,
         membership_events.MemberLeft: lambda uow, e, _: member_left(uow, e),
         membership_events.OrderCompleted: lambda uow, e, _: order_completed(uow, e),
         membership_events.OrderRefunded: lambda uow, e, _: order_refunded(uow, e),
@@ -145,7 +158,7 @@ def consumers(db: Database, bus: Bus, *, workers: int = 4, per_transaction: int 
     def action(uow: UnitOfWork, e: points_events.ActionRecorded, _: envelope_pb2.EventEnvelope) -> None:
         active(uow, e.shop_id, e.member_id, now_or(e.occurred_at))
 
-    points = EventConsumer(db, bus, consumer=CONSUMER, producer="points", handlers={
+    of_points = EventConsumer(db, bus, consumer=CONSUMER, producer="points", handlers={
         points_events.PointsEarned: balance, points_events.PointsSpent: balance,
         points_events.PointsExpired: balance, points_events.PointsAdjusted: balance,
         points_events.ActionRecorded: action,
@@ -154,7 +167,7 @@ def consumers(db: Database, bus: Bus, *, workers: int = 4, per_transaction: int 
     def redeemed(uow: UnitOfWork, e: rewards_events.RewardRedeemed, _: envelope_pb2.EventEnvelope) -> None:
         active(uow, e.shop_id, e.member_id, now_or(e.redeemed_at))
 
-    rewards = EventConsumer(db, bus, consumer=CONSUMER, producer="rewards", handlers={
+    of_rewards = EventConsumer(db, bus, consumer=CONSUMER, producer="rewards", handlers={
         rewards_events.RewardRedeemed: redeemed,
     }, workers=workers, per_transaction=per_transaction)
-    return [membership, points, rewards]
+    return [of_membership, of_points, of_rewards]

@@ -10,6 +10,7 @@ from services.kit.cache import Cache
 from services.kit.config import Settings
 from services.kit.server import ServiceApp
 from services.kit.storage import Database
+from services.membership import client as membership_client
 from services.segments import facts
 from services.segments.api import SegmentsApi
 from services.segments.service import SegmentsService
@@ -19,11 +20,15 @@ NAME = "segments"
 FULL_NAME = "loyalty.segments.v1.SegmentsService"
 
 
-def build_app(settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, db_url: str | None = None) -> ServiceApp:
+def build_app(settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, db_url: str | None = None,
+              addresses: dict[str, str] | None = None) -> ServiceApp:
+    """Segments on its database; it asks membership (at `addresses["membership"]`, by default where
+    the settings say) for birth months the events announce."""
     db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads,
                   retry_seconds=settings.db_retry_seconds)
     service = SegmentsService(db)
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=SegmentsApi(service),
                       add_to_server=pb_grpc.add_SegmentsServiceServicer_to_server,
-                      consumers=facts.consumers(db, bus, workers=settings.consumer_workers,
+                      consumers=facts.consumers(db, bus, membership_client.client(settings, addresses),
+                                                workers=settings.consumer_workers,
                                                 per_transaction=settings.consumer_per_transaction))
