@@ -1,6 +1,6 @@
 """The embedded default as a user meets it: `python -m services.suite run` (what `make run`
-starts), the README's grpcurl lines replayed in order through tools.grpcurl, Ctrl-C, and a
-second start that keeps the data."""
+starts), the README's grpcurl lines replayed in order through tools.grpcurl and its curl lines
+against the gateway, Ctrl-C, and a second start that keeps the data."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ Suite = tuple[Path, Ports, subprocess.Popen]
 
 ROOT = Path(__file__).resolve().parents[2]
 # NAME=$(grpcurl ... | grep -o 'PATTERN' | head -1): a value taken from an answer for later lines.
-ASSIGNMENT = re.compile(r"^(\w+)=\$\((grpcurl .*) \| grep -o '([^']+)' \| head -1\)$")
+ASSIGNMENT = re.compile(r"^(\w+)=\$\(((?:grpcurl|curl) .*) \| grep -o '([^']+)' \| head -1\)$")
+GATEWAY_PORT = 8080  # the README's
 
 
 def free_port() -> int:
@@ -42,7 +43,7 @@ def readme_commands() -> list[tuple[str, str]]:
     section = text.split("## Calling the API", 1)[1].split("\n## ", 1)[0]
     commands: list[tuple[str, str]] = []
     for line in section.splitlines():
-        if line.startswith("grpcurl ") or ASSIGNMENT.match(line):
+        if line.startswith(("grpcurl ", "curl ")) or ASSIGNMENT.match(line):
             commands.append((line, ""))
         elif line.startswith("# → ") and commands:
             commands[-1] = (commands[-1][0], line.removeprefix("# → "))
@@ -50,7 +51,7 @@ def readme_commands() -> list[tuple[str, str]]:
 
 
 def free_ports() -> Ports:
-    return {entry.name: free_port() for entry in registry.SERVICES}
+    return {entry.name: free_port() for entry in registry.SERVICES} | {"gateway": free_port()}
 
 
 def start_suite(data_dir: Path, ports: Ports) -> subprocess.Popen:
@@ -103,6 +104,11 @@ def run_line(line: str, env: dict[str, str], ports: Ports) -> str:
         env[name] = found.group(0)
         return found.group(0)
     line = re.sub(r"\$(\w+)", lambda m: env[m.group(1)], line)
+    if line.startswith("curl "):
+        argv = [a.replace(f"localhost:{GATEWAY_PORT}", f"127.0.0.1:{ports['gateway']}")
+                 .replace(f"127.0.0.1:{GATEWAY_PORT}", f"127.0.0.1:{ports['gateway']}") for a in shlex.split(line)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        return done.stdout + done.stderr
     argv = shlex.split(line)[1:]
     for entry in registry.SERVICES:  # the README names the default ports
         argv = [a.replace(f"localhost:{entry.port}", f"127.0.0.1:{ports[entry.name]}") for a in argv]
