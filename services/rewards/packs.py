@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from loyalty.points.v1 import points_service_pb2 as ppb
 from loyalty.rewards.v1 import events_pb2
-from sqlalchemy import Connection, Row, exists, insert, select, tuple_, update
+from sqlalchemy import Connection, Row, and_, exists, insert, or_, select, tuple_, update
 
 from services.kit.errors import FailedPrecondition, NotFound, ServiceError
 from services.kit.storage import UnitOfWork, insert_ignoring
@@ -258,31 +258,37 @@ def _due_members(conn: Connection, pack: BenefitPack, period: str, now: datetime
     return due
 
 
-def credit_points(service: RewardsService, limit: int = 100) -> int:
+def credit_points(service: RewardsService, limit: int = 100, now: datetime | None = None) -> int:
     """Sends the points of grants that points has not taken yet (Earn, idempotent by the grant
-    id); a member points does not know yet is tried again on the next run. Returns how many
-    grants it settled."""
+    id). A member points does not know yet is tried again later, each time after twice as long
+    (up to an hour), so such grants never hold up newer ones. Returns how many grants it settled."""
+    now = now or utcnow()
+    g = pack_grants.c
     due = service.db.read(lambda conn: conn.execute(select(
-        pack_grants.c.shop_id, pack_grants.c.grant_id, pack_grants.c.pack_id, pack_grants.c.member_id,
-        pack_grants.c.points).where(pack_grants.c.points_outcome == "").order_by(pack_grants.c.granted_at)
-        .limit(limit)).all())
+        g.shop_id, g.grant_id, g.pack_id, g.member_id, g.points, g.points_attempts).where(
+        g.points_outcome == "", or_(g.points_retry_at.is_(None), g.points_retry_at <= now))
+        .order_by(g.granted_at).limit(limit)).all())
     settled = 0
     for row in due:
+        key = and_(g.shop_id == row.shop_id, g.grant_id == row.grant_id, g.points_outcome == "")
         try:
             service.points.Earn(ppb.EarnRequest(
                 request_id=f"rewards-{row.grant_id}", shop_id=row.shop_id, member_id=row.member_id, points=row.points,
                 source=ppb.Source(reference=f"pack:{row.pack_id}", reason="benefit pack")))
             outcome = CREDITED
-        except NotFound:
-            continue  # points has not heard of the member yet
+        except NotFound:  # points has not heard of the member yet: later, and not before newer grants
+            wait = timedelta(seconds=min(2 ** min(row.points_attempts, 12), 3600))
+            service.db.transact(lambda uow, key=key, row=row, wait=wait: uow.conn.execute(
+                update(pack_grants).where(key).values(points_attempts=row.points_attempts + 1,
+                                                      points_retry_at=now + wait)))
+            continue
         except FailedPrecondition as exc:
             outcome = exc.reason  # e.g. the member left meanwhile: nothing to credit
         except ServiceError as exc:
             log.info("crediting grant %s waits: %s", row.grant_id, exc.message)
             break  # points unavailable: the next run tries again
-        service.db.transact(lambda uow, row=row, outcome=outcome: uow.conn.execute(update(pack_grants).where(
-            pack_grants.c.shop_id == row.shop_id, pack_grants.c.grant_id == row.grant_id,
-            pack_grants.c.points_outcome == "").values(points_outcome=outcome)))
+        service.db.transact(lambda uow, key=key, outcome=outcome: uow.conn.execute(
+            update(pack_grants).where(key).values(points_outcome=outcome)))
         settled += 1
     return settled
 

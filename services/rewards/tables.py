@@ -183,6 +183,9 @@ pack_grants = Table(
     Column("points_outcome", String(32), nullable=False),
     Column("coupon_ids", Text, nullable=False),  # JSON list
     Column("granted_at", DateTime, nullable=False),
+    # Sending the points again after points did not know the member: how often, and not before when.
+    Column("points_attempts", Integer, nullable=False, server_default="0"),
+    Column("points_retry_at", DateTime),
     Index("ix_pack_grants_once", "shop_id", "pack_id", "member_id", "period", unique=True),
     Index("ix_pack_grants_member", "shop_id", "member_id", "granted_at"),
     Index("ix_pack_grants_points_due", "points_outcome", "granted_at"),
