@@ -27,6 +27,7 @@ from services.rewards.domain import (
     CouponState,
     Reward,
     RewardKind,
+    RewardStatus,
     coupon_applies,
     coupon_window,
 )
@@ -150,6 +151,10 @@ def issue_to_members(service: RewardsService, uow: UnitOfWork, cmd: commands.Iss
         raise FailedPrecondition(f"reward {reward.reward_id} is not a coupon reward (only coupons are issued)",
                                  reason=reasons.COUPON_NOT_A_COUPON_REWARD, subject=f"reward/{reward.reward_id}",
                                  metadata={"reward_id": reward.reward_id})
+    if reward.status is not RewardStatus.ACTIVE:
+        raise FailedPrecondition(f"reward {reward.reward_id} is {reward.status.name.lower()}: activate it to issue it",
+                                 reason=reasons.NOT_ACTIVE, subject=f"reward/{reward.reward_id}",
+                                 metadata={"reward_id": reward.reward_id, "status": reward.status.name})
     current = _current_members(uow.conn, cmd.shop_id, cmd.member_ids)
     new = _issue(service, uow, reward, [m for m in cmd.member_ids if m in current], source=CouponSource.OPERATOR,
                  source_reference=cmd.request_id, quantity=1, now=now)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.rewards.v1 import events_pb2 as rev
 from loyalty.rewards.v1 import rewards_service_pb2 as rp
@@ -110,6 +111,25 @@ def test_only_a_coupon_reward_of_the_shop_issues_coupons(membership: ServiceUnde
     assert (gift_refused.code, gift_refused.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
                                                         "COUPON_NOT_A_COUPON_REWARD")
     assert wallet(api, shop.shop_id, member_id) == []
+
+
+def test_a_paused_coupon_reward_issues_nothing_until_it_is_active_again(
+        membership: ServiceUnderTest, admin: Authed, rewards: ServiceUnderTest) -> None:
+    shop = create_shop(membership, admin)
+    api = rewards_api(rewards, shop)
+    reward = coupon_reward(api, shop.shop_id, valid_days=7)
+    member_id = join_member(shop)
+
+    def status(value: int) -> None:
+        api.UpdateReward(rp.UpdateRewardRequest(request_id=rid(), shop_id=shop.shop_id, reward=rp.Reward(
+            reward_id=reward.reward_id, status=value), update_mask=FieldMask(paths=["status"])))
+
+    status(rp.REWARD_STATUS_PAUSED)
+    paused = refused(issue, api, shop.shop_id, reward.reward_id, [member_id])
+    assert (paused.code, paused.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_ACTIVE")
+    assert wallet(api, shop.shop_id, member_id) == []
+    status(rp.REWARD_STATUS_ACTIVE)
+    assert issue(api, shop.shop_id, reward.reward_id, [member_id]).issued == 1
 
 
 # ----- the wallet --------------------------------------------------------------------------------------
