@@ -19,6 +19,14 @@ LIMIT_REACHED = "LIMIT_REACHED"
 MONTHLY_LIMIT_REACHED = "MONTHLY_LIMIT_REACHED"
 # From points: the member's balance does not cover the price.
 INSUFFICIENT_POINTS = "INSUFFICIENT_POINTS"
+# From points too: a redemption's or draw's failure_reason when points refuses a step of its saga.
+ACCOUNT_CLOSED = "ACCOUNT_CLOSED"  # the member left: points takes nothing more
+HOLD_EXPIRED = "HOLD_EXPIRED"  # the points were held too long (a payment never came)
+HOLD_NOT_FOUND = "HOLD_NOT_FOUND"
+HOLD_RELEASED = "HOLD_RELEASED"
+POINTS_MEMBER_NOT_FOUND = "MEMBER_NOT_FOUND"  # points has not heard of the member yet
+FROM_POINTS = frozenset({INSUFFICIENT_POINTS, ACCOUNT_CLOSED, HOLD_EXPIRED, HOLD_NOT_FOUND, HOLD_RELEASED,
+                         POINTS_MEMBER_NOT_FOUND})
 
 # Redemptions' states and changes.
 NOT_AWAITING_PAYMENT = "NOT_AWAITING_PAYMENT"

@@ -147,3 +147,13 @@ def test_each_proto_enum_has_a_domain_twin_with_the_same_names_and_numbers(name:
     wire = {value.name.removeprefix(prefix): value.number
             for value in pb.DESCRIPTOR.enum_types_by_name[name].values if value.number != 0}
     assert {member.name: member.value for member in twin} == wire
+
+
+def test_every_refusal_points_can_give_a_redemption_is_declared_by_rewards() -> None:
+    """A redemption's failure_reason passes points' refusals on: rewards declares each of them."""
+    from services.points import reasons as points_reasons
+    from services.rewards import reasons as rewards_reasons
+
+    refusals = {points_reasons.INSUFFICIENT_POINTS, points_reasons.ACCOUNT_CLOSED, points_reasons.HOLD_EXPIRED,
+                points_reasons.HOLD_NOT_FOUND, points_reasons.HOLD_RELEASED, points_reasons.MEMBER_NOT_FOUND}
+    assert refusals == rewards_reasons.FROM_POINTS
