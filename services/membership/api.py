@@ -92,7 +92,8 @@ def member_to_proto(m: MemberView) -> pb.Member:
         join_channel=m.join_channel, referrer_member_id=m.referrer_member_id,
         join_time=to_timestamp(m.joined_at), leave_time=to_timestamp(m.left_at),
         tier_level=m.tier.level, tier_code=m.tier.code, tier_name=m.tier.name,
-        tier_since=to_timestamp(m.tier_since), cumulative_spend_fen=m.cumulative_spend_fen,
+        tier_since=to_timestamp(m.tier_since), tier_expire_time=to_timestamp(m.tier_expires_at),
+        cumulative_spend_fen=m.cumulative_spend_fen,
         trade_count=m.trade_count)
 
 
@@ -321,7 +322,7 @@ class MembershipApi(LifecycleRpcs, GrowthApi, pb_grpc.MembershipServiceServicer)
             cumulative_spend_fen=seen.member.cumulative_spend_fen, trade_count=seen.member.trade_count,
             spend_missing_fen=progress.spend_missing_fen, trades_missing=progress.trades_missing,
             progress_permille=progress.progress_permille, growth_value=seen.growth_value,
-            growth_missing=progress.growth_missing)
+            growth_missing=progress.growth_missing, tier_expire_time=to_timestamp(seen.member.tier_expires_at))
         if progress.next is not None:
             response.next.CopyFrom(tier_to_proto(domain.shown(progress.next, mode)))
         return response

@@ -46,6 +46,7 @@ class MemberView:
     tier_since: datetime
     cumulative_spend_fen: int
     trade_count: int
+    tier_expires_at: datetime | None = None  # None: the tier holds (no validity, or the entry tier)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def member_view(ctx: Membership, row: Row, ladder: Ladder, keys: dict[str, DataK
         consent=fields_set(row.consent_fields), consent_at=row.consent_at, consent_revoked_at=row.consent_revoked_at,
         join_channel=row.join_channel, referrer_member_id=row.referrer_member_id or "", joined_at=row.joined_at,
         left_at=row.left_at, tier=ladder.tier(row.tier_level), tier_since=row.tier_since,
-        cumulative_spend_fen=row.cumulative_spend_fen, trade_count=row.trade_count)
+        cumulative_spend_fen=row.cumulative_spend_fen, trade_count=row.trade_count,
+        tier_expires_at=row.tier_expires_at)
 
 
 def order_view(ctx: Membership, row: Row, keys: dict[str, DataKey] | None = None) -> OrderView:

@@ -132,8 +132,14 @@ def test_without_validity_tiers_hold_forever_and_existing_members_get_an_expiry_
     set_validity(shop, 6, 7)
     expires = expiry_of(membership, shop, member)
     assert expires is not None and timedelta(days=180) <= expires - utcnow() <= timedelta(days=186)
+    # The member and the progress bar show when the tier ends.
+    shown = shop.api.GetMember(pb.GetMemberRequest(shop_id=shop.shop_id, member_id=member)).tier_expire_time
+    progress = shop.api.GetTierProgress(pb.GetTierProgressRequest(shop_id=shop.shop_id, member_id=member))
+    assert progress.tier_expire_time == shown and abs((shown.ToDatetime() - expires).total_seconds()) < 1
     set_validity(shop, 0, 0)
     assert expiry_of(membership, shop, member) is None
+    assert not shop.api.GetMember(pb.GetMemberRequest(shop_id=shop.shop_id, member_id=member)).HasField(
+        "tier_expire_time")
 
 
 def test_validity_settings_are_checked(shop: Shop) -> None:
