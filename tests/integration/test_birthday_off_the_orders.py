@@ -25,14 +25,21 @@ def _this_month() -> int:
     return datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).month
 
 
+def _join(shop: Shop, birthday: date_pb2.Date | None = None) -> tuple[str, str]:
+    """A new member (with the birthday, consented, if one is given): (member id, buyer id)."""
+    buyer = "b-" + uuid.uuid4().hex[:10]
+    given = {"profile": mpb.Profile(birthday=birthday), "consent_fields": [mpb.PROFILE_FIELD_BIRTHDAY]} \
+        if birthday else {}
+    member_id = shop.api.JoinMember(mpb.JoinMemberRequest(
+        request_id=rid(), shop_id=shop.shop_id, buyer_id=buyer, join_channel=mpb.JOIN_CHANNEL_HOME_PAGE_MODULE,
+        **given)).member_id
+    return member_id, buyer
+
+
 def test_an_order_of_a_member_with_a_birthday_carries_none_and_still_earns_double(
         membership: ServiceUnderTest, points: ServiceUnderTest, shop: Shop) -> None:
     ps = points_shop(points, shop)
-    buyer = "b-" + uuid.uuid4().hex[:10]
-    member_id = shop.api.JoinMember(mpb.JoinMemberRequest(
-        request_id=rid(), shop_id=shop.shop_id, buyer_id=buyer, join_channel=mpb.JOIN_CHANNEL_HOME_PAGE_MODULE,
-        profile=mpb.Profile(birthday=date_pb2.Date(year=1990, month=_this_month(), day=1)),
-        consent_fields=[mpb.PROFILE_FIELD_BIRTHDAY])).member_id
+    member_id, buyer = _join(shop, date_pb2.Date(year=1990, month=_this_month(), day=1))
     (joined,) = outbox_events(membership.running.app.db, shop.shop_id, events_pb2.MemberJoined)
     assert joined.birthday_given and (joined.birth_month, joined.birth_day) == (0, 0)
     _order_earns(ps, shop, membership, member_id, buyer, 200)
@@ -41,10 +48,7 @@ def test_an_order_of_a_member_with_a_birthday_carries_none_and_still_earns_doubl
 def test_a_birthday_given_later_reaches_points_without_travelling_on_the_bus(
         membership: ServiceUnderTest, points: ServiceUnderTest, shop: Shop) -> None:
     ps = points_shop(points, shop)
-    buyer = "b-" + uuid.uuid4().hex[:10]
-    member_id = shop.api.JoinMember(mpb.JoinMemberRequest(
-        request_id=rid(), shop_id=shop.shop_id, buyer_id=buyer, join_channel=mpb.JOIN_CHANNEL_HOME_PAGE_MODULE,
-    )).member_id
+    member_id, buyer = _join(shop)
     shop.api.UpdateProfile(mpb.UpdateProfileRequest(
         request_id=rid(), shop_id=shop.shop_id, member_id=member_id,
         profile=mpb.Profile(birthday=date_pb2.Date(year=1991, month=_this_month(), day=2)),
