@@ -104,7 +104,7 @@ class ChangeMembers:
         elif self.segment_id:
             validate_id(self.segment_id, "segment_id", v)
         elif not self.member_ids:
-            v.add("member_ids", "required: 1 to 1,000 members, or a segment_id")
+            v.add("member_ids", "required")  # 1 to 1,000 members, or a segment_id instead
         elif len(self.member_ids) > MAX_TAG_MEMBERS:
             v.add("member_ids", f"at most {MAX_TAG_MEMBERS} per request (send more requests, or a segment_id)")
         else:
