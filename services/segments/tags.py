@@ -198,7 +198,9 @@ def tag_members(service: SegmentsService, uow: UnitOfWork, cmd: commands.ChangeM
     else:
         present = (member_facts.c.shop_id == cmd.shop_id, member_facts.c.member_id.in_(cmd.member_ids),
                    member_facts.c.left_at.is_(None))
-        found = {r.member_id for r in uow.conn.execute(select(member_facts.c.member_id).where(*present))}
+        # Shared locks: a MemberLeft applied meanwhile waits, then takes these tags too (PostgreSQL).
+        found = {r.member_id for r in uow.conn.execute(
+            select(member_facts.c.member_id).where(*present).with_for_update(read=True))}
         unknown = [m for m in cmd.member_ids if m not in found]
         if not found:
             return Tagged(0, unknown)
