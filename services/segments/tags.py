@@ -13,7 +13,7 @@ from datetime import datetime
 
 from google.protobuf.message import Message
 from loyalty.segments.v1 import events_pb2
-from sqlalchemy import Connection, Row, delete, func, literal, select, tuple_, update
+from sqlalchemy import Connection, Row, Select, delete, func, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
@@ -175,7 +175,7 @@ def list_tags(service: SegmentsService, query: commands.ListTags) -> list[Tag]:
 
 
 def _members_of_segment(service: SegmentsService, conn: Connection, shop_id: str, segment_id: str,
-                        now: datetime) -> object:
+                        now: datetime) -> Select:
     """The SELECT of member_facts.member_id that the segment selects now (the segments module's)."""
     try:
         from services.segments.segments import members_select
