@@ -13,7 +13,7 @@ from google.protobuf import field_mask_pb2
 from loyalty.membership.v1 import membership_service_pb2 as mpb
 from loyalty.membership.v1 import membership_service_pb2_grpc as mgrpc
 
-from services import demo_rewards
+from services import demo_rewards, demo_segments
 from services.kit.auth import KeyRing
 from services.kit.config import Settings
 from services.kit.server import RunningService
@@ -34,7 +34,7 @@ class DemoKeys:
 
 
 def seed(settings: Settings, membership_port: int, rewards_port: int | None = None,
-         storefront_origins: tuple[str, ...] = ()) -> DemoKeys:
+         storefront_origins: tuple[str, ...] = (), segments_port: int | None = None) -> DemoKeys:
     keyring = KeyRing(settings.admin_key, settings.auth_secret)
     keys = DemoKeys(settings.admin_key, keyring.key_for(SHOP_ID, DEMO_KEY_ID))
     auth = [("authorization", f"Bearer {keys.admin_key}")]
@@ -55,6 +55,8 @@ def seed(settings: Settings, membership_port: int, rewards_port: int | None = No
                 _storefront(stub, auth, pack_id, storefront_origins)
         if created:
             _add_members(stub, auth)
+    if segments_port is not None:  # after the members: the demo tags are put on some of them
+        demo_segments.seed(segments_port, SHOP_ID, auth, membership_port=membership_port)
     (settings.data_dir / "demo.env").write_text(
         f"export LOYALTY_ADMIN_KEY={keys.admin_key}\nexport SHOP_KEY={keys.shop_key}\nexport SHOP_ID={SHOP_ID}\n")
     return keys
@@ -123,6 +125,12 @@ def print_banner(settings: Settings, running: list[RunningService], keys: DemoKe
             lines += [
                 f"  grpcurl -plaintext -H 'authorization: Bearer {keys.shop_key}' -d '{shop}' \\",
                 f"    localhost:{port_of(running, 'rewards')} loyalty.rewards.v1.RewardsService/ListRewards",
+            ]
+        if any(service.app.name == "segments" for service in running):
+            shop = json.dumps({"shop_id": SHOP_ID})
+            lines += [
+                f"  grpcurl -plaintext -H 'authorization: Bearer {keys.shop_key}' -d '{shop}' \\",
+                f"    localhost:{port_of(running, 'segments')} loyalty.segments.v1.SegmentsService/ListTags",
             ]
     lines += ["", "Ctrl-C stops it; the next `make run` keeps the data.", ""]
     print("\n".join(lines), flush=True)

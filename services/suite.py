@@ -67,7 +67,8 @@ def main() -> None:
         keys = None
         if not args.no_seed:
             origins = (f"http://127.0.0.1:{gateway_settings.port}", f"http://localhost:{gateway_settings.port}")
-            keys = demo.seed(settings, demo.membership_port(running), demo.port_of(running, "rewards"), origins)
+            keys = demo.seed(settings, demo.membership_port(running), demo.port_of(running, "rewards"), origins,
+                             segments_port=demo.port_of(running, "segments"))
         gateway = start_gateway(gateway_settings, running, seeded=keys is not None)
         demo.print_banner(settings, running, keys, gateway_url=gateway.url)
         wait_for_signal()
