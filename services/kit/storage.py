@@ -143,7 +143,7 @@ class UnitOfWork:
         self._after_commit.append(action)
 
 
-def _dialect_insert(conn: Connection, table: Table) -> Any:
+def dialect_insert(conn: Connection, table: Table) -> Any:
     """INSERT with ON CONFLICT, in the connection's dialect (SQLite and PostgreSQL alike)."""
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
@@ -151,13 +151,13 @@ def _dialect_insert(conn: Connection, table: Table) -> Any:
 def insert_ignoring(conn: Connection, table: Table, keys: list[str] | None = None) -> Any:
     """INSERT … ON CONFLICT (keys) DO NOTHING, to add .values() (and .returning()) to: a row kept
     once however often an event or a retry brings it (its rowcount says whether it was new)."""
-    return _dialect_insert(conn, table).on_conflict_do_nothing(index_elements=keys)
+    return dialect_insert(conn, table).on_conflict_do_nothing(index_elements=keys)
 
 
 def upsert(conn: Connection, table: Table, values: dict[str, Any], *, keys: tuple[str, ...]) -> None:
     """Inserts `values`, or updates the row with the same `keys` to them (one statement, on
     SQLite and PostgreSQL alike): for projections kept from events."""
-    statement = _dialect_insert(conn, table).values(values)
+    statement = dialect_insert(conn, table).values(values)
     changes = {name: statement.excluded[name] for name in values if name not in keys}
     conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes)
                  if changes else statement.on_conflict_do_nothing(index_elements=list(keys)))
@@ -168,7 +168,7 @@ def add_returning(conn: Connection, table: Table, values: dict[str, Any], *, key
     """Inserts `values`, or adds `values[add]` to the existing row's `add` column (and sets the
     columns named in `set_`), in one statement; returns the column's new value. For a counter
     that is only ever raised (a balance credited), where reading it first would cost a round trip."""
-    statement = _dialect_insert(conn, table).values(values)
+    statement = dialect_insert(conn, table).values(values)
     changes = {add: table.c[add] + statement.excluded[add], **{name: statement.excluded[name] for name in set_}}
     return conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes)
                         .returning(table.c[add])).scalar_one()

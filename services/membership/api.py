@@ -19,7 +19,7 @@ from services.kit.idempotency import idempotent_call, require_request_id
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
 from services.kit.validation import mask_paths, require_shop
-from services.membership import answers, commands, domain, members, orders, programs, tiers, views
+from services.membership import answers, commands, domain, members, order_details, orders, programs, tiers, views
 from services.membership.api_growth import GrowthApi
 from services.membership.api_lifecycle import (
     LifecycleRpcs,
@@ -75,7 +75,9 @@ def program_to_proto(p: Program) -> pb.Program:
 def order_to_proto(o: OrderView) -> pb.Order:
     return pb.Order(shop_id=o.shop_id, order_id=o.order_id, buyer_id=o.buyer_id, member_id=o.member_id,
                     amount_fen=o.amount_fen, refunded_fen=o.refunded_fen, status=o.status,
-                    paid_time=to_timestamp(o.paid_at), complete_time=to_timestamp(o.completed_at), counted=o.counted)
+                    paid_time=to_timestamp(o.paid_at), complete_time=to_timestamp(o.completed_at), counted=o.counted,
+                    lines=orders.lines_to_proto(o.details), coupon_applied=o.details.coupon_applied,
+                    campaign_applied=o.details.campaign_applied)
 
 
 def member_to_proto(m: MemberView) -> pb.Member:
@@ -284,7 +286,11 @@ class MembershipApi(LifecycleRpcs, GrowthApi, pb_grpc.MembershipServiceServicer)
 
     def RecordOrder(self, request: pb.RecordOrderRequest, context: grpc.ServicerContext) -> pb.Order:
         command = commands.RecordOrder(request.shop_id, request.order_id, request.buyer_id, request.amount_fen,
-                                       from_timestamp(request.paid_time, utcnow(), field="paid_time"))
+                                       from_timestamp(request.paid_time, utcnow(), field="paid_time"),
+                                       order_details.OrderDetails(
+                                           tuple(order_details.OrderLine(x.sku_id, x.category_id, x.quantity,
+                                                                         x.amount_fen) for x in request.lines),
+                                           request.coupon_applied, request.campaign_applied))
         return self._run_sealed(request, "RecordOrder", command, orders.record_order, order_to_proto, pb.Order,
                                 key_id=lambda o: o.key_id)
 

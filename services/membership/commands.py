@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from services.kit.errors import InvalidArgument, Violations
 from services.kit.timeutil import utcnow
 from services.kit.validation import check_ids, validate_id
-from services.membership import domain, rules
+from services.membership import domain, order_details, rules
 from services.membership.domain import DowngradePolicy, ProfileField, ProfileInput, QualificationMode, Tier
 
 MAX_IMPORT_ROWS = 1000
@@ -266,6 +266,7 @@ class RecordOrder:
     buyer_id: str
     amount_fen: int
     paid_at: datetime
+    details: order_details.OrderDetails = order_details.NONE
 
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id)
@@ -273,6 +274,7 @@ class RecordOrder:
         validate_id(self.buyer_id, "buyer_id", v)
         v.check(0 <= self.amount_fen <= MAX_AMOUNT_FEN, "amount_fen", f"must be 0..{MAX_AMOUNT_FEN} fen")
         check_trade_time(self.paid_at, "paid_time", v)
+        order_details.validate(self.details, v)
         v.raise_if_any()
 
 

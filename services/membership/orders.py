@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from loyalty.membership.v1 import events_pb2
+from loyalty.membership.v1 import membership_service_pb2 as pb
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp
-from services.membership import commands, data_keys, growth, reasons, tiers, views
+from services.membership import commands, data_keys, growth, order_details, reasons, tiers, views
 from services.membership.domain import MemberStatus, OrderStatus, Tier, TierChangeReason
 from services.membership.tables import members, orders, refunds, tier_history
 from services.membership.views import OrderView
@@ -49,6 +50,11 @@ def _member_tier(conn: Connection, program: Program, shop_id: str, member_id: st
     return program.ladder.tier(row.tier_level) if row else None
 
 
+def lines_to_proto(details: order_details.OrderDetails) -> list[pb.OrderLine]:
+    return [pb.OrderLine(sku_id=x.sku_id, category_id=x.category_id, quantity=x.quantity, amount_fen=x.amount_fen)
+            for x in details.lines]
+
+
 def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) -> OrderView:
     """A paid order; recording it again with the same details is a retry, with others a conflict."""
     ctx.programs.get(cmd.shop_id, uow.conn)
@@ -67,7 +73,8 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
                 "shop_id": cmd.shop_id, "order_id": cmd.order_id, "buyer_hash": buyer_hash, "key_id": key.key_id,
                 "buyer_id_cipher": key.seal(cmd.buyer_id, data_keys.order_buyer(cmd.shop_id, cmd.order_id)),
                 "member_id": None, "amount_fen": cmd.amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID,
-                "paid_at": cmd.paid_at, "completed_at": None, "counted": False, "points_rate_milli": 0}).one()
+                "paid_at": cmd.paid_at, "completed_at": None, "counted": False, "points_rate_milli": 0,
+                "details": order_details.to_json(cmd.details)}).one()
     except IntegrityError:  # a concurrent retry recorded it first: answer as a retry would
         return record_order(ctx, uow, cmd)
     return views.order_view(ctx, row, {key.key_id: key})
@@ -114,11 +121,13 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
     keys = {member.key_id: key} if member.key_id and (key := data_keys.unwrap(ctx, member)) else {}
     # Neither the buyer id nor the birthday is sent (both fields are deprecated): events outlive
     # an erasure on the bus, and consumers keep the birthday from MemberJoined/ProfileUpdated.
+    details = order_details.from_json(order.details)
     uow.emit(shop_id, events_pb2.OrderCompleted(
         shop_id=shop_id, order_id=order_id, member_id=member.member_id, amount_fen=amount,
         completed_at=to_timestamp(cmd.completed_at), tier_level=held.level, tier_code=held.code,
         points_rate_milli=held.points_rate_milli, first_completed_order=first,
-        referrer_member_id=member.referrer_member_id or ""))
+        referrer_member_id=member.referrer_member_id or "", lines=lines_to_proto(details),
+        coupon_applied=details.coupon_applied, campaign_applied=details.campaign_applied))
     growth_value = growth.credit_spend(ctx, uow, program, member, order_id, amount, cmd.completed_at)
     new_level = ladder.evaluate(member.tier_level, spend, trades, growth_value)
     changed = new_level != member.tier_level

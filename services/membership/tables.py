@@ -115,6 +115,8 @@ orders = Table(
     # Whether the trade counts toward the member's cumulative spend and trade count.
     Column("counted", Boolean, nullable=False),
     Column("points_rate_milli", Integer, nullable=False),
+    # The order's optional details (lines, coupon / campaign applied) as JSON (order_details.py).
+    Column("details", Text),
     Index("ix_orders_member", "shop_id", "member_id"),
     Index("ix_orders_key", "shop_id", "key_id"),
 )

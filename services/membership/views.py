@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.engine import Row
 
 from services.kit.errors import NotFound
-from services.membership import data_keys, domain, reasons
+from services.membership import data_keys, domain, order_details, reasons
 from services.membership.commands import require_member_id, require_one_member_key
 from services.membership.domain import Ladder, MemberStatus, ProfileField, Tier
 from services.membership.pii import DataKey
@@ -63,6 +63,7 @@ class OrderView:
     completed_at: datetime | None
     counted: bool
     points_rate_milli: int
+    details: order_details.OrderDetails = order_details.NONE
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def order_view(ctx: Membership, row: Row, keys: dict[str, DataKey] | None = None
         shop_id=row.shop_id, order_id=row.order_id, key_id=row.key_id or "", buyer_id=buyer_id or "",
         member_id=row.member_id or "", amount_fen=row.amount_fen, refunded_fen=row.refunded_fen, status=row.status,
         paid_at=row.paid_at, completed_at=row.completed_at, counted=row.counted,
-        points_rate_milli=row.points_rate_milli)
+        points_rate_milli=row.points_rate_milli, details=order_details.from_json(row.details))
 
 
 def member_not_found(member_id: str = "", buyer_id: str = "") -> NotFound:

@@ -16,10 +16,10 @@ from sqlalchemy.engine import Row
 
 from services.kit.bus import Bus
 from services.kit.events import EventConsumer
-from services.kit.storage import Database, UnitOfWork, insert_ignoring, upsert
+from services.kit.storage import Database, UnitOfWork, dialect_insert, insert_ignoring, upsert
 from services.kit.timeutil import from_timestamp, utcnow
 from services.membership import client as membership_client
-from services.segments.tables import member_facts, member_orders, member_tags, programs
+from services.segments.tables import member_categories, member_facts, member_orders, member_tags, programs
 
 CONSUMER = "segments"
 
@@ -53,7 +53,8 @@ def member_joined(uow: UnitOfWork, e: membership_events.MemberJoined, birth_mont
         "join_channel": int(e.join_channel), "referrer_member_id": e.referrer_member_id,
         "tier_level": e.tier_level, "birth_month": birth_month or None, "points_balance": 0,
         "first_purchase_at": None, "last_purchase_at": None, "last_activity_at": None, "trades": 0,
-        "spend_fen": 0, "refunds": 0, "referrals": 0, "updated_at": utcnow()}, keys=("shop_id", "member_id"))
+        "spend_fen": 0, "refunds": 0, "referrals": 0, "units": 0, "promoted_trades": 0, "updated_at": utcnow()},
+        keys=("shop_id", "member_id"))
     if e.referrer_member_id and e.referrer_member_id != e.member_id:
         uow.conn.execute(update(member_facts).where(_key(e.shop_id, e.referrer_member_id))
                          .values(referrals=member_facts.c.referrals + 1))
@@ -64,23 +65,36 @@ def birthday_changed(uow: UnitOfWork, e: membership_events.ProfileUpdated, birth
 
 
 def member_left(uow: UnitOfWork, e: membership_events.MemberLeft) -> None:
-    """No rule selects a member who left; nothing personal of them is kept (birth month, tags)."""
+    """No rule selects a member who left; nothing personal of them is kept (birth month, tags,
+    categories bought)."""
     _change(uow, e.shop_id, e.member_id, left_at=from_timestamp(e.left_at, utcnow()), birth_month=None)
-    uow.conn.execute(delete(member_tags).where(member_tags.c.shop_id == e.shop_id,
-                                               member_tags.c.member_id == e.member_id))
+    for table in (member_tags, member_categories):
+        uow.conn.execute(delete(table).where(table.c.shop_id == e.shop_id, table.c.member_id == e.member_id))
 
 
 def order_completed(uow: UnitOfWork, e: membership_events.OrderCompleted) -> None:
+    """The trade and its details: units, whether a promotion applied, the categories bought."""
     at = from_timestamp(e.completed_at, utcnow())
+    units = sum(line.quantity for line in e.lines)
+    promoted = e.coupon_applied or e.campaign_applied
     new = uow.conn.execute(insert_ignoring(uow.conn, member_orders, ["shop_id", "order_id"]).values(
         shop_id=e.shop_id, order_id=e.order_id, member_id=e.member_id, completed_at=at, amount_fen=e.amount_fen,
-        refunded_fen=0, refunds=0, fully_refunded=False)).rowcount
+        refunded_fen=0, refunds=0, fully_refunded=False, units=units, coupon_applied=e.coupon_applied,
+        campaign_applied=e.campaign_applied)).rowcount
     if not new:
         return
     c = member_facts.c
     _change(uow, e.shop_id, e.member_id, trades=c.trades + 1, spend_fen=c.spend_fen + e.amount_fen,
+            units=c.units + units, promoted_trades=c.promoted_trades + (1 if promoted else 0),
             first_purchase_at=_earliest(c.first_purchase_at, at), last_purchase_at=_latest(c.last_purchase_at, at),
             last_activity_at=_latest(c.last_activity_at, at))
+    for category_id in sorted({line.category_id for line in e.lines if line.category_id}):
+        statement = dialect_insert(uow.conn, member_categories).values(
+            shop_id=e.shop_id, member_id=e.member_id, category_id=category_id, trades=1, last_bought_at=at)
+        uow.conn.execute(statement.on_conflict_do_update(
+            index_elements=["shop_id", "member_id", "category_id"],
+            set_={"trades": member_categories.c.trades + 1,
+                  "last_bought_at": _latest(member_categories.c.last_bought_at, at)}))
 
 
 def order_refunded(uow: UnitOfWork, e: membership_events.OrderRefunded) -> None:
@@ -114,14 +128,17 @@ def active(uow: UnitOfWork, shop_id: str, member_id: str, at: datetime) -> None:
     _change(uow, shop_id, member_id, last_activity_at=_latest(member_facts.c.last_activity_at, at))
 
 
-def get_facts(conn: Connection, shop_id: str, member_id: str) -> tuple[Row, list[str]] | None:
-    """The member's facts and tag ids, or None when segments never heard of them."""
+def get_facts(conn: Connection, shop_id: str, member_id: str) -> tuple[Row, list[str], list[str]] | None:
+    """The member's facts, tag ids and categories bought, or None when segments never heard of them."""
     row = conn.execute(select(member_facts).where(_key(shop_id, member_id))).first()
     if row is None:
         return None
     tag_ids = [r.tag_id for r in conn.execute(select(member_tags.c.tag_id).where(
         member_tags.c.shop_id == shop_id, member_tags.c.member_id == member_id).order_by(member_tags.c.tag_id))]
-    return row, tag_ids
+    category_ids = [r.category_id for r in conn.execute(select(member_categories.c.category_id).where(
+        member_categories.c.shop_id == shop_id, member_categories.c.member_id == member_id)
+        .order_by(member_categories.c.category_id))]
+    return row, tag_ids, category_ids
 
 
 def consumers(db: Database, bus: Bus, membership: membership_client.Client, *, workers: int = 4,

@@ -54,6 +54,8 @@ member_facts = Table(
     Column("spend_fen", BigInteger, nullable=False),  # completed spend less refunds
     Column("refunds", Integer, nullable=False),
     Column("referrals", Integer, nullable=False),
+    Column("units", Integer, nullable=False),  # items bought in completed trades (连带率 = units / trades)
+    Column("promoted_trades", Integer, nullable=False),  # completed trades with a coupon or campaign applied
     Column("updated_at", DateTime, nullable=False),
     Index("ix_member_facts_last_purchase", "shop_id", "last_purchase_at"),
     Index("ix_member_facts_joined", "shop_id", "joined_at"),
@@ -72,7 +74,22 @@ member_orders = Table(
     Column("refunded_fen", BigInteger, nullable=False),
     Column("refunds", Integer, nullable=False),
     Column("fully_refunded", Boolean, nullable=False),
+    Column("units", Integer, nullable=False),
+    Column("coupon_applied", Boolean, nullable=False),
+    Column("campaign_applied", Boolean, nullable=False),
     Index("ix_member_orders_member", "shop_id", "member_id", "completed_at"),
+)
+
+# The categories each member bought (from the order lines OrderCompleted carries), with when last.
+member_categories = Table(
+    "member_categories",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("category_id", String(64), primary_key=True),
+    Column("trades", Integer, nullable=False),
+    Column("last_bought_at", DateTime, nullable=False),
+    Index("ix_member_categories_category", "shop_id", "category_id"),
 )
 
 tags = Table(

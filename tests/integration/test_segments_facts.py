@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from loyalty.membership.v1 import events_pb2 as mev
 from loyalty.membership.v1 import membership_service_pb2 as mpb
 from loyalty.points.v1 import points_service_pb2 as pp
 
 from tests.conftest import ServiceUnderTest, Shop, create_shop, failure_of
 from tests.integration.test_membership import YUAN, buy, pay, refund, rid
 from tests.support.builders import join_member, points_shop
+from tests.support.events import outbox_events
 from tests.support.segments import facts_of, facts_when, segments_api
 
 
@@ -38,6 +40,35 @@ def test_a_join_and_orders_become_facts(segments: ServiceUnderTest, shop: Shop) 
     refund(shop, order, 80 * YUAN)
     refunded = facts_when(api, shop, member_id, lambda f: f.refunds == 1, "the refund counted")
     assert (refunded.trades, refunded.spend_fen) == (1, 120 * YUAN)
+
+
+def test_order_lines_and_promotions_become_units_categories_and_promotion_share(
+        segments: ServiceUnderTest, membership: ServiceUnderTest, shop: Shop) -> None:
+    api = segments_api(segments, shop)
+    member_id = join_member(shop, "b-lines")
+    lines = [mpb.OrderLine(sku_id="sku-lace-1", category_id="lace", quantity=2, amount_fen=60 * YUAN),
+             mpb.OrderLine(sku_id="sku-sock-9", category_id="socks", quantity=3, amount_fen=30 * YUAN)]
+    recorded = shop.api.RecordOrder(mpb.RecordOrderRequest(
+        shop_id=shop.shop_id, order_id="o-lines", buyer_id="b-lines", amount_fen=90 * YUAN, lines=lines,
+        coupon_applied=True))
+    assert list(recorded.lines) == lines and recorded.coupon_applied and not recorded.campaign_applied
+    shop.api.CompleteOrder(mpb.CompleteOrderRequest(shop_id=shop.shop_id, order_id="o-lines"))
+    buy(shop, "b-lines", 10 * YUAN)  # an old caller: no lines, no promotion
+    (event, *_) = outbox_events(membership.running.app.db, shop.shop_id, mev.OrderCompleted)
+    assert list(event.lines) == lines and event.coupon_applied
+    seen = facts_when(api, shop, member_id, lambda f: f.trades == 2, "both trades reached segments")
+    assert (seen.units, seen.promoted_trades, list(seen.category_ids)) == (5, 1, ["lace", "socks"])
+
+
+def test_order_lines_are_checked_field_by_field(shop: Shop) -> None:
+    join_member(shop, "b-bad")
+    for line, field in [(mpb.OrderLine(category_id="lace", quantity=0), "lines[0].quantity"),
+                        (mpb.OrderLine(category_id="no spaces", quantity=1), "lines[0].category_id"),
+                        (mpb.OrderLine(sku_id="x" * 65, quantity=1), "lines[0].sku_id")]:
+        with pytest.raises(grpc.RpcError) as caught:
+            shop.api.RecordOrder(mpb.RecordOrderRequest(shop_id=shop.shop_id, order_id="o-bad", buyer_id="b-bad",
+                                                        amount_fen=YUAN, lines=[line]))
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT and field in failure_of(caught.value).fields
 
 
 def test_points_balance_activity_referrals_and_leaving(segments: ServiceUnderTest, points: ServiceUnderTest,

@@ -22,11 +22,12 @@ class FactsApi:
         if found is None:
             raise NotFound(f"segments knows no member {request.member_id!r}", reason=reasons.MEMBER_NOT_FOUND,
                            metadata={"member_id": request.member_id})
-        row, tag_ids = found
+        row, tag_ids, category_ids = found
         return rules_pb2.MemberFacts(
             shop_id=row.shop_id, member_id=row.member_id, left=row.left_at is not None, tier_level=row.tier_level,
             points_balance=row.points_balance, join_channel=row.join_channel, birth_month=row.birth_month or 0,
             join_time=to_timestamp(row.joined_at), first_purchase_time=to_timestamp(row.first_purchase_at),
             last_purchase_time=to_timestamp(row.last_purchase_at),
             last_activity_time=to_timestamp(row.last_activity_at), trades=row.trades, spend_fen=row.spend_fen,
-            refunds=row.refunds, referrals=row.referrals, tag_ids=tag_ids)
+            refunds=row.refunds, referrals=row.referrals, tag_ids=tag_ids, units=row.units,
+            promoted_trades=row.promoted_trades, category_ids=category_ids)

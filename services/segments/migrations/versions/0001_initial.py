@@ -1,4 +1,4 @@
-"""Programs and member facts (projections), member orders, tags, segments, segment sizes, the
+"""Programs and member facts (projections), member orders and categories, tags, segments, segment sizes, the
 predefined groups' settings, and the kit tables.
 
 Revision ID: 0001
@@ -42,6 +42,8 @@ def upgrade() -> None:
         sa.Column("spend_fen", sa.BigInteger, nullable=False),
         sa.Column("refunds", sa.Integer, nullable=False),
         sa.Column("referrals", sa.Integer, nullable=False),
+        sa.Column("units", sa.Integer, nullable=False),
+        sa.Column("promoted_trades", sa.Integer, nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
     )
     op.create_index("ix_member_facts_last_purchase", "member_facts", ["shop_id", "last_purchase_at"])
@@ -56,8 +58,20 @@ def upgrade() -> None:
         sa.Column("refunded_fen", sa.BigInteger, nullable=False),
         sa.Column("refunds", sa.Integer, nullable=False),
         sa.Column("fully_refunded", sa.Boolean, nullable=False),
+        sa.Column("units", sa.Integer, nullable=False),
+        sa.Column("coupon_applied", sa.Boolean, nullable=False),
+        sa.Column("campaign_applied", sa.Boolean, nullable=False),
     )
     op.create_index("ix_member_orders_member", "member_orders", ["shop_id", "member_id", "completed_at"])
+    op.create_table(
+        "member_categories",
+        sa.Column("shop_id", sa.String(64), primary_key=True),
+        sa.Column("member_id", sa.String(32), primary_key=True),
+        sa.Column("category_id", sa.String(64), primary_key=True),
+        sa.Column("trades", sa.Integer, nullable=False),
+        sa.Column("last_bought_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_member_categories_category", "member_categories", ["shop_id", "category_id"])
     op.create_table(
         "tags",
         sa.Column("shop_id", sa.String(64), primary_key=True),
