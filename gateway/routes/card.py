@@ -1,7 +1,108 @@
-"""GET /v1/storefront/card: the storefront member module (店铺首页会员模块)."""
+"""GET /v1/storefront/card: the storefront member module (店铺首页会员模块), decided on every visit
+(gateway/card.py); POST /v1/storefront/join: the module's join button (立即入会)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Header, Query, Request
+from google.type import date_pb2
+from loyalty.membership.v1 import membership_service_pb2 as mpb
+from pydantic import BaseModel, Field
+
+from gateway.card import MemberCard, card_for
+from gateway.problems import Problem
+from gateway.tokens import CurrentBuyer
+from gateway.upstream import Upstreams
 
 router = APIRouter(prefix="/v1/storefront", tags=["storefront"])
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,128}$"
+# The shop the page names (the widget sends it so that CORS is decided before the token is read);
+# it must be the token's shop.
+ShopQuery = Annotated[str | None, Query(max_length=128, description="The shop the page belongs to; must be the "
+                                                                    "token's (403 SHOP_MISMATCH otherwise).")]
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {}}}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _problem("No buyer token, or an invalid or expired one"),
+    403: _problem("`shop_id` names another shop than the token's"),
+    429: _problem("Too many requests (Retry-After)"),
+    503: _problem("A service behind the gateway is unavailable"),
+}
+
+
+@router.get("/card", response_model=MemberCard, responses=ERRORS,
+            summary="The member card (店铺首页会员模块) for the token's buyer: member, join, or nothing")
+async def get_card(request: Request, buyer: CurrentBuyer, shop_id: ShopQuery = None) -> MemberCard:
+    return await card_for(request.app.state.upstreams, buyer)
+
+
+class JoinProfile(BaseModel):
+    """Profile fields the buyer fills in when joining; each one given is one they consent to share
+    (身份授权)."""
+
+    name: str | None = Field(None, min_length=1, max_length=64)
+    gender: Literal["FEMALE", "MALE"] | None = None
+    phone: str | None = Field(None, pattern=r"^(\+86)?1[0-9]{10}$", description="Mainland mobile, 11 digits.")
+    birthday: dt.date | None = None
+    region: str | None = Field(None, min_length=1, max_length=64)
+
+
+class JoinRequest(BaseModel):
+    request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN,
+                                   description="Makes a retried join answer the first one (or send Idempotency-Key).")
+    profile: JoinProfile | None = None
+
+
+_GENDER = {"FEMALE": mpb.GENDER_FEMALE, "MALE": mpb.GENDER_MALE}
+_CONSENT = [("name", mpb.PROFILE_FIELD_NAME), ("gender", mpb.PROFILE_FIELD_GENDER), ("phone", mpb.PROFILE_FIELD_PHONE),
+            ("birthday", mpb.PROFILE_FIELD_BIRTHDAY), ("region", mpb.PROFILE_FIELD_REGION)]
+
+
+@router.post("/join", response_model=MemberCard,
+             responses=ERRORS | {
+                 400: _problem("Membership refused a profile field"),
+                 409: _problem("The buyer does not meet the join threshold (JOIN_THRESHOLD_NOT_MET)"),
+                 422: _problem("No request id: send Idempotency-Key or request_id")},
+             summary="Joins the token's buyer (立即入会) from the storefront module and answers their new card")
+async def join(request: Request, buyer: CurrentBuyer,
+               body: Annotated[JoinRequest | None, Body()] = None,
+               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key",
+                                                             pattern=REQUEST_ID_PATTERN)] = None,
+               shop_id: ShopQuery = None) -> MemberCard:
+    body = body or JoinRequest()
+    request_id = idempotency_key or body.request_id
+    if request_id is None:
+        raise Problem(422, "send an Idempotency-Key header or a request_id", reason="INVALID_REQUEST_ID",
+                      errors=[{"field": "request_id", "message": "required (or the Idempotency-Key header)"}])
+    profile, consent = _profile(body.profile)
+    up: Upstreams = request.app.state.upstreams
+    try:
+        await up.call(up.membership.JoinMember, mpb.JoinMemberRequest(
+            request_id=request_id, shop_id=buyer.shop_id, buyer_id=buyer.buyer_id, profile=profile,
+            consent_fields=consent, join_channel=mpb.JOIN_CHANNEL_HOME_PAGE_MODULE,
+            facts=mpb.BuyerFacts(follows_shop=buyer.follows_shop, completed_trades=buyer.completed_trades,
+                                 spent_fen=buyer.spent_fen)), buyer.shop_id)
+    except Problem as problem:
+        # Joined already (another tab, an earlier click): the card shows them as the member they are.
+        if problem.reason != "ALREADY_MEMBER":
+            raise
+    return await card_for(up, buyer)
+
+
+def _profile(given: JoinProfile | None) -> tuple[mpb.Profile, list[int]]:
+    """The profile message and the fields consented to: exactly those given."""
+    if given is None:
+        return mpb.Profile(), []
+    profile = mpb.Profile(name=given.name or "", gender=_GENDER.get(given.gender or "", mpb.GENDER_UNSPECIFIED),
+                          phone=given.phone or "", region=given.region or "")
+    if given.birthday is not None:
+        profile.birthday.CopyFrom(date_pb2.Date(year=given.birthday.year, month=given.birthday.month,
+                                                day=given.birthday.day))
+    return profile, [field for name, field in _CONSENT if getattr(given, name) is not None]
