@@ -45,12 +45,19 @@ class Asset:
 
 
 WIDGET = Asset.read("widget.js", "text/javascript; charset=utf-8")
+# A 702x110 background for the custom mode (自定义设定) of the demo and the tests.
+CARD_BACKGROUND = Asset.read("card-background.svg", "image/svg+xml")
 STOREFRONT = Template((STATIC / "storefront.html").read_text(encoding="utf-8"))
 
 
 @router.get("/widget.js")
 async def widget(request: Request) -> Response:
     return WIDGET.response(request, SCRIPT_CACHE)
+
+
+@router.get("/static/card-background.svg")
+async def card_background(request: Request) -> Response:
+    return CARD_BACKGROUND.response(request, "public, max-age=86400")
 
 
 WORDS = {
