@@ -19,19 +19,29 @@ from gateway.upstream import Upstreams
 router = APIRouter(prefix="/v1/storefront", tags=["storefront"])
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,128}$"
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # no control characters in what is kept about a person
 # The shop the page names (the widget sends it so that CORS is decided before the token is read);
 # it must be the token's shop.
 ShopQuery = Annotated[str | None, Query(max_length=128, description="The shop the page belongs to; must be the "
                                                                     "token's (403 SHOP_MISMATCH otherwise).")]
 
 
+PROBLEM_SCHEMA = {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
+    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+    "detail": {"type": "string"}, "reason": {"type": "string"}, "instance": {"type": "string"},
+    "errors": {"type": "array", "items": {"type": "object", "properties": {
+        "field": {"type": "string"}, "message": {"type": "string"}}}}}}
+
+
 def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/problem+json": {}}}
+    """An error answer in the OpenAPI description: an RFC 9457 problem."""
+    return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}}}
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: _problem("No buyer token, or an invalid or expired one"),
     403: _problem("`shop_id` names another shop than the token's"),
+    422: _problem("A parameter is not valid"),
     429: _problem("Too many requests (Retry-After)"),
     503: _problem("A service behind the gateway is unavailable"),
 }
@@ -47,11 +57,11 @@ class JoinProfile(BaseModel):
     """Profile fields the buyer fills in when joining; each one given is one they consent to share
     (身份授权)."""
 
-    name: str | None = Field(None, min_length=1, max_length=64)
+    name: str | None = Field(None, min_length=1, max_length=64, pattern=PRINTABLE)
     gender: Literal["FEMALE", "MALE"] | None = None
     phone: str | None = Field(None, pattern=r"^(\+86)?1[0-9]{10}$", description="Mainland mobile, 11 digits.")
     birthday: dt.date | None = None
-    region: str | None = Field(None, min_length=1, max_length=64)
+    region: str | None = Field(None, min_length=1, max_length=64, pattern=PRINTABLE)
 
 
 class JoinRequest(BaseModel):
@@ -69,7 +79,7 @@ _CONSENT = [("name", mpb.PROFILE_FIELD_NAME), ("gender", mpb.PROFILE_FIELD_GENDE
              responses=ERRORS | {
                  400: _problem("Membership refused a profile field"),
                  409: _problem("The buyer does not meet the join threshold (JOIN_THRESHOLD_NOT_MET)"),
-                 422: _problem("No request id: send Idempotency-Key or request_id")},
+                 422: _problem("Not valid, or no request id (send Idempotency-Key or request_id)")},
              summary="Joins the token's buyer (立即入会) from the storefront module and answers their new card")
 async def join(request: Request, buyer: CurrentBuyer,
                body: Annotated[JoinRequest | None, Body()] = None,

@@ -4,6 +4,7 @@ member and a demo non-member."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import html
 import secrets
@@ -28,19 +29,25 @@ SCRIPT_CACHE = "public, max-age=300, stale-while-revalidate=3600"
 
 @dataclass(frozen=True)
 class Asset:
+    """A static file, read once, with its validator and its gzipped form."""
+
     body: bytes
+    gzipped: bytes
     media_type: str
     etag: str
 
     @classmethod
     def read(cls, name: str, media_type: str) -> Asset:
         body = (STATIC / name).read_bytes()
-        return cls(body, media_type, '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
+        return cls(body, gzip.compress(body, mtime=0), media_type, '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
 
     def response(self, request: Request, cache_control: str) -> Response:
-        headers = {"ETag": self.etag, "Cache-Control": cache_control, "X-Content-Type-Options": "nosniff"}
+        headers = {"ETag": self.etag, "Cache-Control": cache_control, "Vary": "Accept-Encoding",
+                   "X-Content-Type-Options": "nosniff"}
         if self.etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return Response(self.gzipped, media_type=self.media_type, headers=headers | {"Content-Encoding": "gzip"})
         return Response(self.body, media_type=self.media_type, headers=headers)
 
 

@@ -15,12 +15,12 @@
   var LABELS = {
     zh: {member: "会员", points: "积分", join: "立即入会", joining: "入会中…", gift: "入会礼", next: "距下一等级",
          top: "已是最高等级", centre: "会员中心", loading: "会员卡加载中…", error: "会员卡暂时无法加载",
-         expired: "登录已过期，请刷新页面", retry: "重试", spend: "还差消费 ¥", trades: "还差 {n} 笔交易",
+         expired: "登录已过期，请刷新页面", retry: "重试", spend: "还差消费 ¥{n}", trades: "还差 {n} 笔交易",
          growth: "还差 {n} 成长值", pending: "积分到账中", joinNow: "加入会员"},
     en: {member: "Member", points: "Points", join: "Join now", joining: "Joining…", gift: "Join gift",
          next: "To next tier", top: "Top tier reached", centre: "Member centre", loading: "Loading the member card…",
          error: "The member card is unavailable", expired: "Your session has expired: reload the page",
-         retry: "Retry", spend: "Spend ¥", trades: "{n} more trades", growth: "{n} more growth points",
+         retry: "Retry", spend: "spend ¥{n} more", trades: "{n} more trades", growth: "{n} more growth points",
          pending: "Points on their way", joinNow: "Become a member"}
   }[lang];
   var CSS = [
@@ -88,7 +88,7 @@
 
   function missing(progress) {
     var parts = [];
-    if (progress.spend_missing_fen > 0) parts.push(LABELS.spend + fen(progress.spend_missing_fen));
+    if (progress.spend_missing_fen > 0) parts.push(LABELS.spend.replace("{n}", fen(progress.spend_missing_fen)));
     if (progress.trades_missing > 0) parts.push(LABELS.trades.replace("{n}", progress.trades_missing));
     if (progress.growth_missing > 0) parts.push(LABELS.growth.replace("{n}", progress.growth_missing));
     return parts.join(progress.qualification_mode === "SPEND_OR_COUNT" ? " / " : ", ");

@@ -78,7 +78,8 @@ def shoot(locator: Locator, state: str, backend: Backend) -> None:
 
 def test_the_non_member_joins_from_the_page_and_then_sees_tier_and_points(
         demo: DemoShop, page: Page, points: ServiceUnderTest, backend: Backend) -> None:
-    page.goto(demo.url + "/")
+    opened = page.goto(demo.url + "/")
+    assert opened is not None and opened.headers["cache-control"] == "no-store"  # the page carries tokens
     member, guest = member_view(page), guest_view(page)
     expect(member.locator("[data-testid=card-tier]")).to_have_text("银卡会员")
     expect(member.locator("[data-testid=card-progress]")).to_contain_text("金卡会员")

@@ -228,6 +228,7 @@ def test_the_widget_script_is_served_small_cacheable_and_revalidated(storefront:
         no_demo = http.get("/")
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
     assert "max-age" in script.headers["cache-control"] and len(script.content) < 16_000
+    assert script.headers["content-encoding"] == "gzip"  # httpx asks for it, as browsers do
     assert "attachShadow" in script.text and "/v1/storefront/card" in script.text
     assert again.status_code == 304 and not again.content
     # Only the embedded default (make run) has a demo storefront.
