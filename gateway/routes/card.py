@@ -18,7 +18,9 @@ from gateway.upstream import Upstreams
 
 router = APIRouter(prefix="/v1/storefront", tags=["storefront"])
 
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,128}$"
+# The join's request id (AIP-155): a retried click sends the same key and gets the same join.
+IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9_.:-]{8,128}$",
+                                       description="Chosen by the client once per join; a retry sends it again.")]
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # no control characters in what is kept about a person
 # The shop the page names (the widget sends it so that CORS is decided before the token is read);
 # it must be the token's shop.
@@ -59,15 +61,13 @@ class JoinProfile(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=64, pattern=PRINTABLE)
     gender: Literal["FEMALE", "MALE"] | None = None
-    phone: str | None = Field(None, pattern=r"^(\+86)?1[0-9]{10}$", description="Mainland mobile, 11 digits.")
+    phone: str | None = Field(None, pattern=r"^(\+86)?1[3-9][0-9]{9}$", description="Mainland mobile, 11 digits.")
     birthday: dt.date | None = None
     region: str | None = Field(None, min_length=1, max_length=64, pattern=PRINTABLE)
 
 
 class JoinRequest(BaseModel):
-    request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN,
-                                   description="Makes a retried join answer the first one (or send Idempotency-Key).")
-    profile: JoinProfile | None = None
+    profile: JoinProfile | None = Field(None, description="Fields the buyer chose to share (all optional).")
 
 
 _GENDER = {"FEMALE": mpb.GENDER_FEMALE, "MALE": mpb.GENDER_MALE}
@@ -79,23 +79,15 @@ _CONSENT = [("name", mpb.PROFILE_FIELD_NAME), ("gender", mpb.PROFILE_FIELD_GENDE
              responses=ERRORS | {
                  400: _problem("Membership refused a profile field"),
                  409: _problem("The buyer does not meet the join threshold (JOIN_THRESHOLD_NOT_MET)"),
-                 422: _problem("Not valid, or no request id (send Idempotency-Key or request_id)")},
+                 422: _problem("A field or the Idempotency-Key header is missing or not valid")},
              summary="Joins the token's buyer (立即入会) from the storefront module and answers their new card")
-async def join(request: Request, buyer: CurrentBuyer,
-               body: Annotated[JoinRequest | None, Body()] = None,
-               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key",
-                                                             pattern=REQUEST_ID_PATTERN)] = None,
-               shop_id: ShopQuery = None) -> MemberCard:
-    body = body or JoinRequest()
-    request_id = idempotency_key or body.request_id
-    if request_id is None:
-        raise Problem(422, "send an Idempotency-Key header or a request_id", reason="INVALID_REQUEST_ID",
-                      errors=[{"field": "request_id", "message": "required (or the Idempotency-Key header)"}])
-    profile, consent = _profile(body.profile)
+async def join(request: Request, buyer: CurrentBuyer, idempotency_key: IdempotencyKey,
+               body: Annotated[JoinRequest | None, Body()] = None, shop_id: ShopQuery = None) -> MemberCard:
+    profile, consent = _profile(body.profile if body else None)
     up: Upstreams = request.app.state.upstreams
     try:
         await up.call(up.membership.JoinMember, mpb.JoinMemberRequest(
-            request_id=request_id, shop_id=buyer.shop_id, buyer_id=buyer.buyer_id, profile=profile,
+            request_id=idempotency_key, shop_id=buyer.shop_id, buyer_id=buyer.buyer_id, profile=profile,
             consent_fields=consent, join_channel=mpb.JOIN_CHANNEL_HOME_PAGE_MODULE,
             facts=mpb.BuyerFacts(follows_shop=buyer.follows_shop, completed_trades=buyer.completed_trades,
                                  spent_fen=buyer.spent_fen)), buyer.shop_id)

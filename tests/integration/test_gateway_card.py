@@ -145,14 +145,14 @@ def test_joining_from_the_card_makes_the_buyer_a_member(storefront: Storefront, 
     assert seen["member"]["points"] == balance(points, shop, member.member_id)
 
 
-def test_a_join_needs_a_request_id_and_the_threshold(storefront: Storefront, shop: Shop) -> None:
+def test_a_join_needs_an_idempotency_key_and_the_threshold(storefront: Storefront, shop: Shop) -> None:
     with_join_gift(shop)
     with storefront.as_buyer(shop, "b-stranger", follows_shop=False) as http:
         no_key = join(http, shop)
         configure(shop, "join_threshold", join_threshold=mpb.JoinThreshold(require_follow=True))
-        refused = join(http, shop, request_id="join-" + uuid.uuid4().hex)
+        refused = join(http, shop, "join-" + uuid.uuid4().hex)
         bad_profile = join(http, shop, "join-" + uuid.uuid4().hex, profile={"phone": "12"})
-    assert (no_key.status_code, no_key.json()["reason"]) == (422, "INVALID_REQUEST_ID")
+    assert no_key.status_code == 422 and no_key.json()["errors"][0]["field"] == "Idempotency-Key"
     assert (refused.status_code, refused.json()["reason"]) == (409, "JOIN_THRESHOLD_NOT_MET")
     assert bad_profile.status_code == 422 and bad_profile.json()["errors"][0]["field"] == "profile.phone"
     assert card(storefront, shop, "b-stranger", follows_shop=False)["state"] == "none"
@@ -211,7 +211,7 @@ def test_an_expired_missing_or_garbage_token_is_a_401_problem(storefront: Storef
         answers = {
             "TOKEN_EXPIRED": http.get("/v1/storefront/card", headers={"authorization": f"Bearer {expired}"}),
             "INVALID_TOKEN": http.get("/v1/storefront/card", headers={"authorization": "Bearer not.a.token"}),
-            "MISSING_CREDENTIALS": http.post("/v1/storefront/join", json={"request_id": "join-12345678"}),
+            "MISSING_CREDENTIALS": http.post("/v1/storefront/join", headers={"idempotency-key": "join-12345678"}),
         }
     for reason, answer in answers.items():
         assert (answer.status_code, answer.json()["reason"]) == (401, reason)
