@@ -64,11 +64,19 @@
     return node;
   }
 
+  // A constructed style sheet is CSSOM, which a shop's Content-Security-Policy does not block.
+  var sheet = null;
+  if (root.adoptedStyleSheets !== undefined && typeof CSSStyleSheet === "function") {
+    try { sheet = new CSSStyleSheet(); sheet.replaceSync(CSS); root.adoptedStyleSheets = [sheet]; } catch (e) { sheet = null; }
+  }
+
   function show(state, card) {
     host.setAttribute("data-state", state);
+    var content = card || el("div", {"data-testid": "card-none", hidden: ""});
+    if (sheet) { root.replaceChildren(content); return; }
     var style = el("style");
     style.textContent = CSS;
-    root.replaceChildren(style, card || el("div", {"data-testid": "card-none", hidden: ""}));
+    root.replaceChildren(style, content);
   }
 
   function api(method, path, headers) {
@@ -94,6 +102,12 @@
     return parts.join(progress.qualification_mode === "SPEND_OR_COUNT" ? " / " : ", ");
   }
 
+  function filled(permille) {
+    var bar = el("i");
+    bar.style.width = permille / 10 + "%";
+    return bar;
+  }
+
   function centreLink() {
     var href = gateway + "/centre?shop_id=" + encodeURIComponent(shop) + "&lang=" + lang +
       "#token=" + encodeURIComponent(token);
@@ -106,7 +120,9 @@
     var growth = p.next_tier
       ? el("div", {"class": "grow", "data-testid": "card-progress"}, [
           LABELS.next + " " + p.next_tier.name + (missing(p) ? " · " + missing(p) : ""),
-          el("div", {"class": "bar"}, [el("i", {style: "width:" + (p.progress_permille / 10) + "%"})])])
+          el("div", {"class": "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "1000",
+                     "aria-valuenow": String(p.progress_permille)},
+             [filled(p.progress_permille)])])
       : el("div", {"class": "grow", "data-testid": "card-progress"}, [LABELS.top]);
     var points = el("span", {"class": "pts"}, [LABELS.points + " ",
       el("b", {"data-testid": "card-points"}, [String(m.points)])]);

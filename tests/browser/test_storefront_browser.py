@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from gateway.app import DemoStorefront
 from tests.conftest import Authed, ServiceUnderTest, Shop, create_shop
@@ -173,3 +173,18 @@ def test_the_shops_hostile_css_does_not_break_the_card(demo: DemoShop, page: Pag
     shoot(guest.locator("loyalty-member-card"), "join-smart-hostile-css", backend)
     button.click()
     expect(guest.locator("[data-testid=card-tier]")).to_have_text("普通会员")
+
+
+def test_the_card_keeps_its_look_under_the_shops_strict_content_security_policy(demo: DemoShop, page: Page) -> None:
+    def strict(route: Route) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, headers={**answer.headers, "content-security-policy":
+                                                "default-src 'self'; style-src 'self'; img-src 'self'"})
+
+    page.route(demo.url + "/", strict)
+    page.goto(demo.url + "/")
+    button = guest_view(page).locator("[data-testid=card-join-button]")
+    expect(button).to_be_visible()
+    assert button.evaluate("e => getComputedStyle(e).color") == "rgb(255, 255, 255)"
+    bar = member_view(page).locator("[role=progressbar] i")
+    assert bar.evaluate("e => e.getBoundingClientRect().width") > 0
