@@ -62,7 +62,7 @@ class JoinProfile(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=64, pattern=PRINTABLE)
     gender: Literal["FEMALE", "MALE"] | None = None
     phone: str | None = Field(None, pattern=r"^(\+86)?1[3-9][0-9]{9}$", description="Mainland mobile, 11 digits.")
-    birthday: dt.date | None = None
+    birthday: dt.date | None = Field(None, description="From 1900 to today (400 INVALID_PROFILE_BIRTHDAY otherwise).")
     region: str | None = Field(None, min_length=1, max_length=64, pattern=PRINTABLE)
 
 
