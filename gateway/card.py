@@ -8,11 +8,13 @@
   join gift in this shop).
 
 One call to membership's CheckJoinEligibility decides the state; for a member, the tier progress
-and the points balance follow, in parallel. The services cache what they answer: nothing here is
+and the points balance follow, in parallel (asked together with the decision when the member id
+is known from an earlier visit). The services cache what they answer: nothing here is
 heavier than turning their answers into the card."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal
 
 from loyalty.membership.v1 import membership_service_pb2 as mpb
@@ -91,13 +93,33 @@ class MemberCard(BaseModel):
     unmet: list[Requirement] = Field([], description="The join threshold's parts the buyer does not meet.")
 
 
+# The member id each buyer had at their last visit, so that a member's card asks the three calls
+# at once: the join decision is still asked every time, and a member part fetched for an id the
+# decision no longer confirms (the buyer left, or left and joined again) is thrown away.
+_member_ids: dict[tuple[str, str], str] = {}
+_MEMBER_IDS_KEPT = 100_000
+
+
 async def card_for(up: Upstreams, buyer: Buyer) -> MemberCard:
     """The card the buyer sees now."""
-    seen = await eligibility(up, buyer)
+    key = (buyer.shop_id, buyer.buyer_id)
+    known = _member_ids.get(key)
+    if known is None:
+        seen, guessed = await eligibility(up, buyer), None
+    else:
+        seen, guessed = await asyncio.gather(eligibility(up, buyer), member_part(up, buyer.shop_id, known),
+                                             return_exceptions=True)
+        if isinstance(seen, BaseException):
+            raise seen
     mode: CardModeName = "CUSTOM" if seen.storefront_card.mode == mpb.CARD_MODE_CUSTOM else "SMART"
     if seen.is_member:
+        if len(_member_ids) >= _MEMBER_IDS_KEPT:
+            _member_ids.clear()
+        _member_ids[key] = seen.member_id
+        member = guessed if isinstance(guessed, CardMember) and known == seen.member_id else None
         return MemberCard(state="member", mode=mode, shop_id=buyer.shop_id,
-                          member=await member_part(up, buyer.shop_id, seen.member_id))
+                          member=member or await member_part(up, buyer.shop_id, seen.member_id))
+    _member_ids.pop(key, None)
     unmet = [_REQUIREMENTS[u] for u in seen.unmet if u in _REQUIREMENTS]
     if not seen.has_join_benefit:
         return MemberCard(state="none", mode=mode, shop_id=buyer.shop_id, reason="NO_JOIN_BENEFIT", unmet=unmet)

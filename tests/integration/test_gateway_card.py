@@ -166,6 +166,29 @@ def test_joining_again_answers_the_member_card(storefront: Storefront, shop: Sho
     assert again.status_code == 200 and again.json()["state"] == "member"
 
 
+def test_a_member_who_left_or_joined_again_sees_the_card_of_now(storefront: Storefront, shop: Shop) -> None:
+    with_join_gift(shop)
+
+    def leave(member_id: str) -> None:
+        shop.api.LeaveMember(mpb.LeaveMemberRequest(request_id=rid(), shop_id=shop.shop_id, member_id=member_id,
+                                                    reason="buyer asked"))
+
+    first_id = member_who_spent(shop, "b-back", 2_000)
+    assert card(storefront, shop, "b-back")["member"]["tier"]["code"] == "silver"
+    leave(first_id)
+    # Joined again elsewhere since the last visit: a new membership, from the ladder's first rung.
+    second_id = shop.api.JoinMember(mpb.JoinMemberRequest(
+        request_id=rid(), shop_id=shop.shop_id, buyer_id="b-back", facts=mpb.BuyerFacts(follows_shop=True),
+        join_channel=mpb.JOIN_CHANNEL_LIVE_STREAM)).member_id
+    assert second_id != first_id
+    assert card(storefront, shop, "b-back")["member"]["tier"]["code"] == "regular"
+    leave(second_id)
+    assert card(storefront, shop, "b-back")["state"] == "join"
+    with storefront.as_buyer(shop, "b-back", follows_shop=True) as http:
+        again = join(http, shop, "join-" + uuid.uuid4().hex)
+    assert again.status_code == 200 and again.json()["state"] == "member"
+
+
 # ----- a token shows its own buyer in its own shop ----------------------------------------------------
 
 
