@@ -15,11 +15,11 @@
   var LABELS = {
     zh: {member: "会员", points: "积分", join: "立即入会", joining: "入会中…", gift: "入会礼", next: "距下一等级",
          top: "已是最高等级", centre: "会员中心", loading: "会员卡加载中…", error: "会员卡暂时无法加载",
-         expired: "登录已过期，请刷新页面", retry: "重试", spend: "还差消费 ¥{n}", trades: "还差 {n} 笔交易",
+         expired: "登录状态已失效，请刷新页面", retry: "重试", spend: "还差消费 ¥{n}", trades: "还差 {n} 笔交易",
          growth: "还差 {n} 成长值", pending: "积分到账中", joinNow: "加入会员"},
     en: {member: "Member", points: "Points", join: "Join now", joining: "Joining…", gift: "Join gift",
          next: "To next tier", top: "Top tier reached", centre: "Member centre", loading: "Loading the member card…",
-         error: "The member card is unavailable", expired: "Your session has expired: reload the page",
+         error: "The member card is unavailable", expired: "Your session is no longer valid: reload the page",
          retry: "Retry", spend: "spend ¥{n} more", trades: "{n} more trades", growth: "{n} more growth points",
          pending: "Points on their way", joinNow: "Become a member"}
   }[lang];
@@ -49,7 +49,8 @@
   var host = document.createElement("loyalty-member-card");
   host.setAttribute("data-shop", shop);
   var target = script.getAttribute("data-target");
-  var slot = target ? document.querySelector(target) : null;
+  var slot = null;
+  try { slot = target ? document.querySelector(target) : null; } catch (e) { slot = null; }
   if (slot) slot.appendChild(host); else script.parentNode.insertBefore(host, script.nextSibling);
   var root = host.attachShadow({mode: "open"});
   var joinKey = null;

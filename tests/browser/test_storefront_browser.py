@@ -188,3 +188,17 @@ def test_the_card_keeps_its_look_under_the_shops_strict_content_security_policy(
     assert button.evaluate("e => getComputedStyle(e).color") == "rgb(255, 255, 255)"
     bar = member_view(page).locator("[role=progressbar] i")
     assert bar.evaluate("e => e.getBoundingClientRect().width") > 0
+
+
+def test_a_refused_token_shows_an_error_in_the_card_not_a_blank(demo: DemoShop, page: Page, backend: Backend) -> None:
+    def garbled(route: Route) -> None:
+        answer = route.fetch()
+        body = re.sub(r'data-token="[^"]+"', 'data-token="not-a-token"', answer.text())
+        route.fulfill(response=answer, body=body)
+
+    page.route(demo.url + "/", garbled)
+    page.goto(demo.url + "/")
+    guest = guest_view(page)
+    expect(guest.locator("[data-testid=card-error-message]")).to_have_text("登录状态已失效，请刷新页面")
+    expect(guest.locator("loyalty-member-card")).to_have_attribute("data-state", "error")
+    shoot(guest.locator("loyalty-member-card"), "error", backend)
