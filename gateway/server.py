@@ -48,7 +48,10 @@ def start_in_thread(settings: GatewaySettings, *, demo: DemoStorefront | None = 
     """Starts the gateway in a daemon thread with its own event loop; port 0 picks a free one.
     Returns once it accepts connections."""
     app = create_app(settings, demo=demo)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, or asyncio leaves Nagle's algorithm on for the accepted connections (it
+    # sets TCP_NODELAY only on sockets whose proto is TCP): every keep-alive answer then waits
+    # ~40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port if port is None else port))
     config = uvicorn.Config(app, loop="asyncio", http="httptools", access_log=False, log_level="warning",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts throwaway PostgreSQL and Redis servers on free loopback ports (installing the Debian
-# packages if they are missing, and Chromium for the browser tests), runs the given command with their URLs in the environment, and
-# stops them again, whatever the command's outcome.
+# packages if they are missing, and Chromium with a CJK font for the browser tests), runs the
+# given command with their URLs in the environment, and stops them again, whatever its outcome.
 set -euo pipefail
 
 need_apt=()
@@ -9,6 +9,8 @@ ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # the README test replays its curl lines
+# A CJK font, or the screenshots of the Chinese pages show boxes for every character.
+(fc-list :lang=zh 2>/dev/null | grep -q .) || need_apt+=(fonts-wqy-zenhei)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
