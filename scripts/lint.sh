@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 BUF=$(dirname "$PY")/buf
-"$PY" -m ruff check services tests tools bench
+"$PY" -m ruff check services gateway tests tools bench
 (cd protos && "../$BUF" lint)
 released=$(tr -d '[:space:]' < protos/RELEASED)
 if ! git cat-file -e "$released^{commit}" 2>/dev/null; then
