@@ -9,6 +9,7 @@ import time
 import jwt
 
 from gateway.tokens import ALGORITHM, AUDIENCE, ISSUER
+from services import registry
 from tests.conftest import Shop
 from tests.support.gateway import TOKEN_KEY, Storefront
 
@@ -45,7 +46,7 @@ def test_health_and_readiness(storefront: Storefront) -> None:
     with storefront.client() as http:
         assert http.get("/healthz").json()["status"] == "ok"
         ready = http.get("/readyz")
-    assert ready.status_code == 200 and set(ready.json()["upstreams"]) == {"membership", "points", "rewards"}
+    assert ready.status_code == 200 and set(ready.json()["upstreams"]) == {e.name for e in registry.SERVICES}
     assert all(ready.json()["upstreams"].values())
 
 
