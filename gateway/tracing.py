@@ -1,57 +1,26 @@
-"""One trace per HTTP request: a SERVER span, continued from the caller's `traceparent` when it
-sends one, current while the request runs, so that every gRPC call the request makes carries it
-(upstream.py injects the current context into the call's metadata) and the services' spans join
-the same trace. Spans are recorded only when a tracer provider is set up (LOYALTY_TRACE_EXPORTER);
-otherwise this costs a no-op span per request."""
+"""One trace per HTTP request, across the services it calls.
+
+FastAPI opens the request's SERVER span itself (its native OpenTelemetry support): the span
+continues the caller's `traceparent` (or starts a trace), is named by the route
+(`GET /v1/storefront/card`), carries the status, and is current while the route runs, with
+child spans for the dependencies and the endpoint. upstream.py injects the current context into
+every gRPC call's metadata, and the services' interceptor continues it, so the services' spans
+join the request's trace. The gateway only chooses what is traced: every request but the
+platform's probes. Nothing is recorded unless a tracer provider is set up
+(LOYALTY_TRACE_EXPORTER): then each request costs a few no-op calls."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from opentelemetry import context, propagate, trace
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from collections.abc import MutableMapping
+from typing import Any
 
-tracer = trace.get_tracer("loyalty.gateway")
+from fastapi.telemetry import TelemetryConfig
 
-
-class TracingMiddleware:
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        carrier = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
-                   if key in (b"traceparent", b"tracestate")}
-        token = context.attach(propagate.extract(carrier)) if carrier else None
-        try:
-            method, path = scope["method"], scope["path"]
-            with tracer.start_as_current_span(f"{method} {path}", kind=trace.SpanKind.SERVER) as span:
-                recording = span.is_recording()
-                if recording:
-                    span.set_attribute("http.request.method", method)
-                    span.set_attribute("url.path", path)
-
-                async def send_traced(message: Message) -> None:
-                    if recording and message["type"] == "http.response.start":
-                        status = message["status"]
-                        span.set_attribute("http.response.status_code", status)
-                        if status >= 500:
-                            span.set_status(trace.StatusCode.ERROR)
-                    await send(message)
-
-                try:
-                    await self.app(scope, receive, send_traced)
-                finally:
-                    route = getattr(scope.get("route"), "path", None)
-                    if recording and route:  # the route's template, not the path: one name per endpoint
-                        span.update_name(f"{method} {route}")
-                        span.set_attribute("http.route", route)
-        finally:
-            if token is not None:
-                context.detach(token)
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz"})  # asked every few seconds by the platform
 
 
-def install(app: FastAPI) -> None:
-    """Adds the request's span around every route."""
-    app.add_middleware(TracingMiddleware)
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in UNTRACED_PATHS
+
+
+TELEMETRY: TelemetryConfig = {"exclude": _untraced}
