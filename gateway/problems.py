@@ -100,6 +100,10 @@ def from_rpc_error(error: grpc.RpcError) -> Problem:
         return Problem(502, "a service behind the gateway failed; try again later", reason=reason or "UPSTREAM_FAILED")
     if status == 503 and retry_after is None:
         retry_after = 1
+    if status in (503, 504) and not reason:  # the channel's own failure: its text names our addresses
+        log.warning("upstream unreachable", extra={"grpc_code": code.name, "detail": message})
+        return Problem(status, "a service behind the gateway does not answer; try again later",
+                       reason="UPSTREAM_UNAVAILABLE", retry_after=retry_after)
     return Problem(status, message or code.name, reason=reason, errors=errors, retry_after=retry_after)
 
 
