@@ -5,16 +5,21 @@ pages and callers without an Origin are not cross-origin."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 from google.protobuf import field_mask_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from loyalty.membership.v1 import membership_service_pb2 as mpb
 
 from tests.backends import wait_until
 from tests.conftest import Authed, Backend, ServiceUnderTest, Shop, create_shop
+from tests.support.browser import chromium
 from tests.support.gateway import Storefront, gateway_settings, start_gateway
 from tests.support.probe import PATH, add_probe
 
@@ -32,8 +37,8 @@ def gateway(backend: Backend, suite: dict[str, ServiceUnderTest],
 
 def list_origins(shop: Shop, *origins: str) -> None:
     shop.api.UpdateProgram(mpb.UpdateProgramRequest(
-        request_id=uuid.uuid4().hex, shop_id=shop.shop_id, update_mask=field_mask_pb2.FieldMask(paths=["storefront_origins"]),
-        storefront_origins=list(origins)))
+        request_id=uuid.uuid4().hex, shop_id=shop.shop_id, storefront_origins=list(origins),
+        update_mask=field_mask_pb2.FieldMask(paths=["storefront_origins"])))
 
 
 @pytest.fixture
@@ -134,3 +139,78 @@ def test_an_origin_the_operator_adds_is_allowed_within_seconds(gateway: Storefro
     list_origins(listed, added)
     wait_until(lambda: preflight(gateway, STOREFRONT, f"?shop_id={listed.shop_id}").status_code == 403,
                "the removed origin to be refused")
+
+
+class _Page(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<!doctype html><html><head><meta charset=utf-8></head><body>a page</body></html>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html; charset=utf-8")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def pages() -> Iterator[tuple[str, str]]:
+    """Two pages on this host, of two origins (two ports): a shop's storefront and a foreign one."""
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Page) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    storefront, foreign = (f"http://127.0.0.1:{server.server_address[1]}" for server in servers)
+    yield storefront, foreign
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+FETCH = """async ([url, token]) => {
+  try {
+    const answer = await fetch(url, {method: "POST", headers: {authorization: "Bearer " + token}});
+    return {status: answer.status, body: await answer.json()};
+  } catch (error) {
+    return {error: String(error)};
+  }
+}"""
+
+
+def test_in_a_browser_the_storefront_reads_the_answer_and_a_foreign_page_cannot(
+        gateway: Storefront, shop: Shop, pages: tuple[str, str]) -> None:
+    storefront, foreign = pages
+    list_origins(shop, storefront)
+    token = gateway.token(shop, "b-browser")
+    url = f"{gateway.url}{PATH}?shop_id={shop.shop_id}"
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(storefront + "/")
+        allowed = page.evaluate(FETCH, [url, token])
+        page.goto(foreign + "/")
+        refused = page.evaluate(FETCH, [url, token])
+        unnamed = page.evaluate(FETCH, [f"{gateway.url}{PATH}", token])
+    assert allowed == {"status": 200, "body": {"shop_id": shop.shop_id, "buyer_id": "b-browser", "is_member": False}}
+    assert "error" in refused and "error" in unnamed  # the browser refused: the gateway allowed nothing
+
+
+_header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60).map(str.strip)
+
+
+@given(origin=st.one_of(st.sampled_from([STOREFRONT, STOREFRONT.upper(), FOREIGN, "null"]), _header_text),
+       shop_id=st.one_of(st.none(), st.text(max_size=70)), signed=st.booleans(),
+       method=st.sampled_from(["GET", "POST", "OPTIONS"]), preflight=st.booleans())
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_no_origin_shop_or_token_makes_the_cors_decision_fail_or_leak(
+        gateway: Storefront, listed: Shop, origin: str, shop_id: str | None, signed: bool, method: str,
+        preflight: bool) -> None:
+    headers = {"origin": origin}
+    if signed:
+        headers["authorization"] = f"Bearer {gateway.token(listed, 'b-any')}"
+    if preflight:
+        headers["access-control-request-method"] = "POST"
+    with gateway.client() as http:
+        answer = http.request(method, PATH, params={} if shop_id is None else {"shop_id": shop_id}, headers=headers)
+    assert answer.status_code < 500
+    allowed = answer.headers.get("access-control-allow-origin")
+    assert allowed is None or (allowed == origin and origin.lower() == STOREFRONT)
