@@ -55,10 +55,10 @@ BUYER = Refusal("BUYER_RATE_LIMITED", "too many requests for this buyer; try aga
 class Limiter:
     """Checks one request against its shop's limit and, for a buyer's request, the buyer's."""
 
-    def __init__(self, storage: Storage, shop: RateLimitItem, buyer: RateLimitItem, *, shared: bool):
+    def __init__(self, storage: Storage, shop: RateLimitItem, buyer: RateLimitItem):
         self._storage = storage
         self._strategy = SlidingWindowCounterRateLimiter(storage)
-        self.shop, self.buyer, self.shared = shop, buyer, shared
+        self.shop, self.buyer = shop, buyer
         self._paused_until = 0.0
         self._failing = False
 
@@ -112,4 +112,4 @@ def build(settings: GatewaySettings) -> Limiter:
     else:
         storage = MemoryStorage()
     return Limiter(storage, window(settings.shop_rate_per_second, settings.shop_burst),
-                   window(settings.buyer_rate_per_second, settings.buyer_burst), shared=bool(settings.redis_url))
+                   window(settings.buyer_rate_per_second, settings.buyer_burst))
