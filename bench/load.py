@@ -33,6 +33,11 @@ WaitStart = Callable[[], float | None]
 MAX_CALLS_PER_THREAD = 5_000_000  # a bound besides time, in case a clock misbehaves
 
 
+class CallFailed(Exception):
+    """A call answered with an error, for calls that are not gRPC (HTTP calls raise it): counted
+    as an error like a failed RPC."""
+
+
 def noop_call(channel: grpc.Channel, _params: dict[str, Any], _slot: int) -> Callable[[int], object]:
     """The floor: the standard health Check."""
     check = health_pb2_grpc.HealthStub(channel).Check
@@ -186,10 +191,11 @@ class OpenLoop:
     give_up_after: float  # seconds after start: calls not sent by then are not sent
 
     def execute(self, index: int, clients: int, wait_start: WaitStart) -> dict[str, Any]:
-        channels = _channels(self.target, self.channels)
+        # No gRPC target: the calls reach their server themselves (HTTP, named in params).
+        channels = _channels(self.target, self.channels) if self.target else []
         try:
             make = _factory(self.call)
-            calls = [make(channels[t % len(channels)], self.params, index * self.threads + t)
+            calls = [make(channels[t % len(channels)] if channels else None, self.params, index * self.threads + t)
                      for t in range(self.threads)]
             start_at = wait_start()
             return {} if start_at is None else self._send(calls, index, clients, start_at)
@@ -221,6 +227,9 @@ class OpenLoop:
                 except grpc.RpcError as exc:
                     ok = False
                     errors.append(f"{exc.code().name}: {exc.details()}")
+                except CallFailed as exc:
+                    ok = False
+                    errors.append(str(exc))
                 sent.append((n, due, time.time(), ok))
 
         _sleep_until(start_at)

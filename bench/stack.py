@@ -1,7 +1,8 @@
 """What a benchmark runs against: the PostgreSQL and Redis servers (started by
 scripts/test-backends.sh, as for `make test`), fresh databases on them, the services in
-production shape (`migrate`, then `serve` with N workers), the embedded suite, and the no-op
-floor server. Every process started here is stopped by `Processes.stop_all`, whatever happens."""
+production shape (`migrate`, then `serve` with N workers), the HTTP gateway in front of them,
+the embedded suite, and the no-op floor server. Every process started here is stopped by
+`Processes.stop_all`, whatever happens."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "admin_bench_" + uuid.uuid4().hex
 AUTH_SECRET = "bench-secret-" + uuid.uuid4().hex
 PII_KEY = base64.b64encode(os.urandom(32)).decode()
+GATEWAY_TOKEN_KEY = "bench-token-key-" + uuid.uuid4().hex
 SERVICES = ("membership", "points")
 
 
@@ -232,3 +235,44 @@ def start_noop(processes: Processes, *, workers: int, label: str) -> Stack:
         stack.stop()
         raise
     return stack
+
+
+def start_gateway(processes: Processes, backends: Backends, services: Stack, *, workers: int, label: str) -> Stack:
+    """`python -m gateway serve` in front of `services` (rate limits in the run's Redis), once its
+    readiness probe answers: target "http" is its base URL."""
+    port = free_port()
+    env = _clean_env(
+        LOYALTY_AUTH_SECRET=AUTH_SECRET, LOYALTY_GATEWAY_TOKEN_KEY=GATEWAY_TOKEN_KEY,
+        LOYALTY_REDIS_URL=backends.redis_url, LOYALTY_HOST="127.0.0.1", LOYALTY_GATEWAY_PORT=str(port),
+        LOYALTY_GATEWAY_WORKERS=str(workers),
+        LOYALTY_DATA_DIR=str(processes.logs / "data"),
+        **{f"LOYALTY_{name.upper()}_ADDR": target for name, target in services.targets.items()},
+    )
+    proc = processes.start(label, [sys.executable, "-m", "gateway", "serve"], env)
+    stack = Stack({"http": f"http://127.0.0.1:{port}"}, [proc], processes)
+    try:
+        wait_http_ready(stack.targets["http"] + "/readyz", proc, processes, label)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def wait_http_ready(url: str, proc: subprocess.Popen, processes: Processes, name: str, timeout: float = 60) -> None:
+    """Until several requests in a row (so every worker, very likely) answer 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{processes.log_tail(name)}")
+        if all(_http_ok(url) for _ in range(8)):
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"{name} was not ready within {timeout:.0f} s:\n{processes.log_tail(name)}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return answer.status == 200
+    except OSError:  # refused, or an error status (HTTPError is an OSError)
+        return False

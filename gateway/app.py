@@ -40,14 +40,14 @@ def create_app(settings: GatewaySettings, *, demo: DemoStorefront | None = None)
         title="Loyalty suite gateway", version="1",
         description="The storefront's member card and member centre, and buyer tokens, over the loyalty "
                     "suite's services. Errors are RFC 9457 problem details carrying the services' reasons.",
-        lifespan=lifespan, docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+        lifespan=lifespan, docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+        telemetry=tracing.TELEMETRY)
     app.state.settings = settings
     app.state.tokens = TokenSigner(settings.token_key, settings.token_ttl_seconds)
     app.state.keyring = KeyRing("", settings.auth_secret)
     app.state.limiter = limits.build(settings)
     app.state.demo = demo
     problems.install(app)
-    tracing.install(app)
     cors.install(app)
     for module in (health, tokens, card, centre, centre_page, pages):
         app.include_router(module.router)

@@ -100,6 +100,10 @@ def from_rpc_error(error: grpc.RpcError) -> Problem:
         return Problem(502, "a service behind the gateway failed; try again later", reason=reason or "UPSTREAM_FAILED")
     if status == 503 and retry_after is None:
         retry_after = 1
+    if status in (503, 504) and not reason:  # the channel's own failure: its text names our addresses
+        log.warning("upstream unreachable", extra={"grpc_code": code.name, "detail": message})
+        return Problem(status, "a service behind the gateway does not answer; try again later",
+                       reason="UPSTREAM_UNAVAILABLE", retry_after=retry_after)
     return Problem(status, message or code.name, reason=reason, errors=errors, retry_after=retry_after)
 
 
@@ -110,8 +114,67 @@ def _trailing(error: grpc.RpcError) -> tuple[tuple[str, str | bytes], ...]:
         return ()
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem", "type": "object", "required": ["type", "title", "status", "detail"],
+    "description": "An error (RFC 9457 problem details).",
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "reason": {"type": "string", "description": "Machine-readable: the service's reason (INSUFFICIENT_POINTS)."},
+        "errors": {"type": "array", "description": "The fields that are not valid.", "items": {
+            "type": "object", "required": ["field", "message"],
+            "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}},
+    },
+}
+# What any operation may answer, besides what its route declares: by what it takes.
+_SIGNED = {401: "No valid credentials.", 403: "The credentials do not reach this (another shop, an origin "
+           "the shop does not list).", 429: "Over the shop's or the buyer's rate limit: see Retry-After.",
+           502: "A service behind the gateway failed.", 503: "A service behind the gateway does not answer: "
+           "see Retry-After.", 504: "A service behind the gateway did not answer in time."}
+_WITH_INPUT = {422: "The request is not valid: `errors` names the fields."}
+_WITH_BODY = {400: "The body is not JSON."}
+
+
+def _document(schema: dict[str, Any]) -> None:
+    """Declares in the OpenAPI schema the problems every operation can answer (in place)."""
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    schema["components"]["schemas"].pop("HTTPValidationError", None)
+    schema["components"]["schemas"].pop("ValidationError", None)
+    content = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    retry_after = {"Retry-After": {"description": "Seconds to wait before trying again.",
+                                   "schema": {"type": "integer"}}}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            answers = operation.setdefault("responses", {})
+            expected = dict(_SIGNED) if operation.get("security") else {}
+            if operation.get("parameters") or operation.get("requestBody"):
+                expected.update(_WITH_INPUT)
+            if operation.get("requestBody"):
+                expected.update(_WITH_BODY)
+            for status, description in expected.items():
+                answers.setdefault(str(status), {"description": description})
+            for status, answer in answers.items():
+                declared = answer.get("content", {})
+                fastapis = "HTTPValidationError" in str(declared)
+                if status.isdigit() and int(status) >= 400 and (not declared or fastapis):
+                    answer["content"] = content
+                    if fastapis:
+                        answer["description"] = _WITH_INPUT[422]
+                    if status in ("429", "503"):
+                        answer["headers"] = retry_after
+            operation["responses"] = dict(sorted(answers.items()))
+
+
 def install(app: FastAPI) -> None:
-    """Every error the app can meet answers as a problem."""
+    """Every error the app can meet answers as a problem, and /openapi.json says which."""
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _document(build_schema())
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.runner import Context, Row
-from bench.scenarios import earn, embedded, reads, redis_floor, spend
+from bench.scenarios import card, earn, embedded, reads, redis_floor, spend
 
 SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "redis": redis_floor.run,
@@ -18,4 +18,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "spend": spend.run,
     "earn": earn.run,
     "embedded": embedded.run,
+    "card": card.run,
 }

@@ -226,6 +226,8 @@ class GatewaySettings:
     trace_exporter: str
     data_dir: Path
     demo: bool = False  # serve the demo storefront page at / (the embedded default)
+    shop_burst: int = 0  # requests a shop may make at once; 0: one second's worth of its rate
+    buyer_burst: int = 0  # the same for one buyer
 
     @classmethod
     def from_env(cls, *, embedded: bool) -> GatewaySettings:
@@ -257,6 +259,8 @@ class GatewaySettings:
             trace_exporter=_env("LOYALTY_TRACE_EXPORTER").lower(),
             data_dir=data_dir,
             demo=embedded,
+            shop_burst=int(_number("LOYALTY_GATEWAY_SHOP_BURST", "0", int, minimum=0)),
+            buyer_burst=int(_number("LOYALTY_GATEWAY_BUYER_BURST", "0", int, minimum=0)),
         )
 
 

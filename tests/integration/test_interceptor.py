@@ -15,9 +15,6 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from loyalty.common.v1 import envelope_pb2
 from loyalty.membership.v1 import events_pb2
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import MetaData, create_engine, select
 
@@ -29,6 +26,7 @@ from services.kit.tables import kit_tables
 from services.kit.telemetry import JsonFormatter
 from tests.backends import free_port
 from tests.integration.test_overload import retry_delay
+from tests.support.tracing import recorded_spans
 
 KEY = "admin-key"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -38,12 +36,9 @@ Probe = tuple[grpc.Channel, Database]  # a channel to the probe server, and its 
 
 
 @pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    return exporter
+def spans() -> Iterator[InMemorySpanExporter]:
+    with recorded_spans() as exporter:
+        yield exporter
 
 
 @pytest.fixture(scope="module")

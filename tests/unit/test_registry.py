@@ -97,3 +97,34 @@ def test_migrate_applies_every_registry_services_migrations(tmp_path: Path) -> N
         engine = create_engine(f"sqlite:///{tmp_path / (entry.name + '.db')}")
         assert migrations.is_current(entry.name, engine), entry.name
         engine.dispose()
+
+
+def test_the_gateway_runs_in_compose_in_front_of_every_service(compose: dict) -> None:
+    gateway = compose["services"]["gateway"]
+    assert gateway["command"] == ["gateway", "serve"] and "8080:8080" in gateway["ports"]
+    assert "/readyz" in " ".join(gateway["healthcheck"]["test"])
+    env = gateway["environment"]
+    assert {"LOYALTY_AUTH_SECRET", "LOYALTY_GATEWAY_TOKEN_KEY", "LOYALTY_REDIS_URL"} <= set(env)
+    assert "LOYALTY_ADMIN_KEY" not in env and "LOYALTY_PII_KEY" not in env, "secrets: only what it uses"
+    for entry in registry.SERVICES:
+        assert env[f"LOYALTY_{entry.name.upper()}_ADDR"] == f"{entry.name}:{entry.port}"
+        assert gateway["depends_on"][entry.name] == {"condition": "service_healthy"}
+
+
+def test_the_gateway_has_a_kubernetes_deployment_with_http_probes_behind_an_ingress() -> None:
+    docs = [doc for doc in yaml.safe_load_all((DEPLOY / "k8s" / "gateway.yaml").read_text()) if doc]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["gateway", "serve"]
+    assert [p["containerPort"] for p in container["ports"]] == [8080]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e for e in container["env"]}
+    assert {"LOYALTY_AUTH_SECRET", "LOYALTY_GATEWAY_TOKEN_KEY", "LOYALTY_REDIS_URL"} <= secret_env(container)
+    for entry in registry.SERVICES:
+        assert env[f"LOYALTY_{entry.name.upper()}_ADDR"]["value"] == f"{entry.name}:{entry.port}"
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    (ingress,) = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "ingress.yaml").read_text()) if d]
+    backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+    assert backends and all(b["name"] == service["metadata"]["name"] for b in backends)
+    assert {b["port"]["name"] for b in backends} <= {p["name"] for p in service["spec"]["ports"]}
