@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from loyalty.membership.v1 import membership_service_pb2_grpc as mgrpc
@@ -102,6 +103,15 @@ def storefront(backend: Backend, suite: dict[str, ServiceUnderTest],
     running = start_gateway(gateway_settings(backend, suite, tmp_path_factory.mktemp("gateway")))
     yield Storefront(running)
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the session (Playwright's sync API allows one per thread)."""
+    from tests.support.browser import chromium
+
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

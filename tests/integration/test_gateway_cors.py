@@ -16,10 +16,10 @@ from google.protobuf import field_mask_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loyalty.membership.v1 import membership_service_pb2 as mpb
+from playwright.sync_api import Browser
 
 from tests.backends import wait_until
 from tests.conftest import Authed, Backend, ServiceUnderTest, Shop, create_shop
-from tests.support.browser import chromium
 from tests.support.gateway import Storefront, gateway_settings, start_gateway
 from tests.support.probe import PATH, add_probe
 
@@ -178,18 +178,20 @@ FETCH = """async ([url, token]) => {
 
 
 def test_in_a_browser_the_storefront_reads_the_answer_and_a_foreign_page_cannot(
-        gateway: Storefront, shop: Shop, pages: tuple[str, str]) -> None:
+        gateway: Storefront, shop: Shop, pages: tuple[str, str], browser: Browser) -> None:
     storefront, foreign = pages
     list_origins(shop, storefront)
     token = gateway.token(shop, "b-browser")
     url = f"{gateway.url}{PATH}?shop_id={shop.shop_id}"
-    with chromium() as browser:
-        page = browser.new_page()
+    page = browser.new_page()
+    try:
         page.goto(storefront + "/")
         allowed = page.evaluate(FETCH, [url, token])
         page.goto(foreign + "/")
         refused = page.evaluate(FETCH, [url, token])
         unnamed = page.evaluate(FETCH, [f"{gateway.url}{PATH}", token])
+    finally:
+        page.close()
     assert allowed == {"status": 200, "body": {"shop_id": shop.shop_id, "buyer_id": "b-browser", "is_member": False}}
     assert "error" in refused and "error" in unnamed  # the browser refused: the gateway allowed nothing
 
