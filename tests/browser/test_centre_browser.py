@@ -70,7 +70,7 @@ def test_a_member_sees_the_ledger_and_a_redeem_from_the_page_lowers_the_balance(
     assert "#token" not in page.url  # the token left the address bar
     before = balance_shown(page)
     assert before >= 300
-    gold = page.locator(f'[data-testid="reward-item"]:has-text("金卡专享")')
+    gold = page.locator('[data-testid="reward-item"]:has-text("金卡专享")')
     expect(gold.get_by_test_id("reward-why-not")).to_contain_text("会员等级不足")
     expect(gold.get_by_test_id("redeem-button")).to_be_disabled()
     page.screenshot(path=str(screenshot_dir() / f"centre-member-{backend.name}.png"), full_page=True)
