@@ -48,12 +48,14 @@ class ProblemOut(BaseModel):
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers a route declares (with 401 and 403 of the buyer token, 422 of validation)."""
-    described = {401: "no or an invalid buyer token", 403: "the token belongs to another shop",
+    """The error answers a route declares: with those of every route (400 and 422 of bad input,
+    401 and 403 of the buyer token, 429 of the rate limits, 503 of a service away)."""
+    described = {400: "a value the services refuse (see `errors`)", 401: "no or an invalid buyer token",
+                 403: "the token belongs to another shop",
                  404: "the buyer is not a member of the shop (NOT_A_MEMBER)", 409: "refused (see `reason`)",
                  422: "the request is not valid", 429: "too many requests", 503: "a service is unavailable"}
     return {s: {"model": ProblemOut, "description": described.get(s, "error"),
-                "content": {"application/problem+json": {}}} for s in sorted({401, 403, 422, *statuses})}
+                "content": {"application/problem+json": {}}} for s in sorted({400, 401, 403, 422, 429, 503, *statuses})}
 
 
 # ----- conversions ------------------------------------------------------------------------------
