@@ -86,13 +86,17 @@ def test_a_member_sees_the_ledger_and_a_redeem_from_the_page_lowers_the_balance(
     page.screenshot(path=str(screenshot_dir() / f"centre-after-redeem-{backend.name}.png"), full_page=True)
 
 
-def test_another_buyers_token_shows_nothing_of_the_first(
+def test_another_buyers_token_shows_nothing_of_the_first_and_the_ledger_pages(
     page: Page, storefront: Storefront, shop: Shop, rewards: ServiceUnderTest, points: ServiceUnderTest
 ) -> None:
     api = rewards_api(rewards, shop)
     create_reward(api, shop.shop_id, points_price=100, stock=10)
     new_member(storefront, shop, api, points, "第一位", funded=777)
-    _, second = new_member(storefront, shop, api, points, "第二位", funded=12)
+    buyer_id, second = new_member(storefront, shop, api, points, "第二位", funded=1)
+    with storefront.as_buyer(shop, buyer_id) as http:
+        member_id = http.get("/v1/me").json()["member_id"]
+    for amount in range(2, 13):
+        fund(points, shop, member_id, amount)
 
     page.goto(centre_url(storefront, shop, second, lang="en"))
 
@@ -101,6 +105,11 @@ def test_another_buyers_token_shows_nothing_of_the_first(
     expect(page.get_by_test_id("sign-in-button")).to_have_text("Sign in")
     content = page.content()
     assert "第一位" not in content and "+777" not in content
+    # 积分明细 pages by ten: "More" brings the rest (eleven more earnings and the join's points).
+    expect(page.get_by_test_id("ledger-entry")).to_have_count(10)
+    page.get_by_test_id("ledger-more").click()
+    expect(page.get_by_test_id("ledger-entry")).to_have_count(13)
+    expect(page.get_by_test_id("ledger-more")).to_be_hidden()
 
 
 def test_a_non_member_joins_from_the_page_and_a_sign_in_counts_once(
