@@ -1,7 +1,9 @@
 """The member centre page (/centre) in a real headless Chromium, over a real gateway in front of
 the real services, on both backends: a member with points sees the ledger and their balance; a
-redeem from the page lowers the balance shown; another buyer's token shows nothing of the first;
-a non-member joins from the page; errors show in the page. Screenshots go under screenshot_dir()."""
+redeem from the page lowers the balance shown, and a draw shows its prize; another buyer's token
+shows nothing of the first; the ledger pages; a non-member joins from the page, signs in once a
+day and leaves only after confirming; errors show in the page. Screenshots go under
+screenshot_dir()."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.conftest import Authed, Backend, ServiceUnderTest, Shop
 from tests.support.browser import screenshot_dir
 from tests.support.gateway import Storefront
+from tests.support.lottery import NOTHING, create_lottery, points_prize
 from tests.support.rewards import create_reward, fund, rewards_api, wait_until_known
 
 TIMEOUT_MS = 30_000
@@ -60,6 +63,7 @@ def test_a_member_sees_the_ledger_and_a_redeem_from_the_page_lowers_the_balance(
     api = rewards_api(rewards, shop)
     reward = create_reward(api, shop.shop_id, name="满99减10 优惠券", points_price=100, stock=10)
     create_reward(api, shop.shop_id, name="金卡专享", points_price=10, stock=5, min_tier_level=2)
+    create_lottery(api, shop.shop_id, [points_prize(50), NOTHING], cost_points=30)
     _, token = new_member(storefront, shop, api, points, "小红", funded=300)
 
     page.goto(centre_url(storefront, shop, token))
@@ -84,6 +88,9 @@ def test_a_member_sees_the_ledger_and_a_redeem_from_the_page_lowers_the_balance(
     expect(page.get_by_test_id("coupon-item")).to_have_count(1)
     expect(page.get_by_test_id("centre-error")).to_be_hidden()
     page.screenshot(path=str(screenshot_dir() / f"centre-after-redeem-{backend.name}.png"), full_page=True)
+
+    page.get_by_test_id("lottery-draw-button").click()
+    expect(page.get_by_test_id("lottery-result")).to_have_text("抽中：50积分")
 
 
 def test_another_buyers_token_shows_nothing_of_the_first_and_the_ledger_pages(
@@ -112,7 +119,7 @@ def test_another_buyers_token_shows_nothing_of_the_first_and_the_ledger_pages(
     expect(page.get_by_test_id("ledger-more")).to_be_hidden()
 
 
-def test_a_non_member_joins_from_the_page_and_a_sign_in_counts_once(
+def test_a_non_member_joins_from_the_page_signs_in_once_and_leaves_after_confirming(
     page: Page, storefront: Storefront, shop: Shop, backend: Backend
 ) -> None:
     token = storefront.token(shop, "b-" + uuid.uuid4().hex[:10], follows_shop=True)
@@ -131,6 +138,18 @@ def test_a_non_member_joins_from_the_page_and_a_sign_in_counts_once(
     page.get_by_test_id("sign-in-button").click()
     expect(result).to_have_text("今日已签到，明天再来")
     page.screenshot(path=str(screenshot_dir() / f"centre-joined-{backend.name}.png"), full_page=True)
+
+    page.get_by_test_id("leave-button").click()
+    expect(page.get_by_test_id("leave-confirm")).to_be_visible()  # nothing is done before the confirmation
+    page.get_by_test_id("leave-cancel-button").click()
+    expect(page.get_by_test_id("leave-confirm")).to_be_hidden()
+    page.get_by_test_id("leave-button").click()
+    page.get_by_test_id("leave-reason").fill("不再需要")
+    page.get_by_test_id("leave-confirm-button").click()
+    expect(page.get_by_test_id("centre-status")).to_have_text("您已退出会员")
+    expect(page.get_by_test_id("member-sections")).to_be_hidden()
+    page.reload()
+    expect(page.get_by_test_id("join-section")).to_be_visible()  # a non-member again (the token is kept in the tab)
 
 
 def test_a_bad_token_or_none_shows_an_error_in_the_page(page: Page, storefront: Storefront, shop: Shop) -> None:
