@@ -146,8 +146,8 @@ async def sign_in(request: Request, buyer: CurrentBuyer, body: SignInIn | None =
                   idempotency_key: IdempotencyKey = None) -> SignInOut:
     # Points takes one sign-in per shop-local day whatever the request id; a key lets a client
     # retry a lost answer and get the same one back.
-    key = client_key(idempotency_key, body.request_id if body else None) if (
-        idempotency_key or (body and body.request_id)) else uuid.uuid4().hex
+    in_body = body.request_id if body else None
+    key = client_key(idempotency_key, in_body) if idempotency_key or in_body else uuid.uuid4().hex
     up = upstreams(request)
     mid = await member_id(up, buyer)
     try:

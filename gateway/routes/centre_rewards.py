@@ -15,23 +15,25 @@ from gateway.members import member_id
 from gateway.routes.centre_models import (
     ID_PATTERN,
     PAGE_TOKEN_PATTERN,
+    IdempotencyKey,
+    client_key,
+    problems,
+    scoped_request_id,
+    when,
+)
+from gateway.routes.centre_rewards_models import (
     CouponsPage,
     DrawIn,
     DrawOut,
-    IdempotencyKey,
     LotteriesOut,
     RedeemIn,
     RedemptionOut,
     RewardsPage,
-    client_key,
     coupon_out,
     draw_out,
     lottery_out,
     offer_out,
-    problems,
     redemption_out,
-    scoped_request_id,
-    when,
 )
 from gateway.tokens import CurrentBuyer
 from gateway.upstream import Upstreams
