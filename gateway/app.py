@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from gateway import cors, limits, problems, tracing
-from gateway.routes import card, centre, centre_page, health, pages, tokens
+from gateway.routes import card, centre, centre_page, centre_rewards, health, pages, tokens
 from gateway.tokens import TokenSigner
 from gateway.upstream import Upstreams
 from services.kit.auth import KeyRing
@@ -49,6 +49,6 @@ def create_app(settings: GatewaySettings, *, demo: DemoStorefront | None = None)
     app.state.demo = demo
     problems.install(app)
     cors.install(app)
-    for module in (health, tokens, card, centre, centre_page, pages):
+    for module in (health, tokens, card, centre, centre_rewards, centre_page, pages):
         app.include_router(module.router)
     return app
