@@ -92,7 +92,8 @@ def client_key(header: str | None, body: str | None) -> str:
     if not key:
         raise Problem(422, "a request id is required: send an Idempotency-Key header (or request_id)",
                       reason="REQUEST_ID_REQUIRED",
-                      errors=[{"field": "request_id", "message": "required: a client-chosen id that makes retries safe"}])
+                      errors=[{"field": "request_id",
+                               "message": "required: a client-chosen id that makes retries safe"}])
     return key
 
 

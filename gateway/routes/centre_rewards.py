@@ -95,8 +95,9 @@ async def lotteries(request: Request, buyer: CurrentBuyer) -> LotteriesOut:
     _, page = await up.gather(member_id(up, buyer), up.call(
         up.rewards.ListLotteries, lpb.ListLotteriesRequest(shop_id=buyer.shop_id, page_size=100), buyer.shop_id))
     now = datetime.now(UTC)
+    never = datetime.max.replace(tzinfo=UTC)
     running = [lo for lo in page.lotteries if lo.enabled
-               and (when(lo.start_time) or now) <= now and now < (when(lo.end_time) or datetime.max.replace(tzinfo=UTC))]
+               and (when(lo.start_time) or now) <= now < (when(lo.end_time) or never)]
     return LotteriesOut(lotteries=[lottery_out(lo) for lo in running])
 
 

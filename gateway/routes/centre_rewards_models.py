@@ -30,7 +30,8 @@ def coupon_out(c: rpb.Coupon) -> CouponOut:
     return CouponOut(
         coupon_id=c.coupon_id, reward_id=c.reward_id, name=c.name, face_value_fen=c.face_value_fen,
         threshold_fen=c.threshold_fen, valid_from=when(c.valid_from), valid_until=when(c.valid_until),
-        status=word(rpb.CouponState, c.state, "COUPON_STATE_"), source=word(rpb.CouponSource, c.source, "COUPON_SOURCE_"),
+        status=word(rpb.CouponState, c.state, "COUPON_STATE_"),
+        source=word(rpb.CouponSource, c.source, "COUPON_SOURCE_"),
         issue_time=when(c.issue_time), use_time=when(c.use_time))
 
 
