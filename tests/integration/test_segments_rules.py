@@ -88,6 +88,11 @@ def test_a_preview_counts_and_samples_what_a_rule_selects_now(segments: ServiceU
     assert list(spend.sample_member_ids) == [people["once"]]
     average = preview(api, shop, cond(rpb.FACT_AVERAGE_ORDER_FEN, rpb.OPERATOR_EQ, 100 * YUAN))
     assert list(average.sample_member_ids) == [people["twice"]]
+    window_average = cond(rpb.FACT_AVERAGE_ORDER_FEN, rpb.OPERATOR_GE, 100 * YUAN, window_days=30)
+    assert list(preview(api, shop, window_average).sample_member_ids) == [people["twice"]]
+    # Without a trade there is no average: NOT selects exactly the members the rule does not.
+    assert list(preview(api, shop, not_(window_average)).sample_member_ids) == sorted(
+        [people["once"], people["never"]])
     # Without a birth month no comparison on it holds, not even "not July".
     assert list(preview(api, shop, cond(rpb.FACT_BIRTH_MONTH, rpb.OPERATOR_EQ, 7)).sample_member_ids) == [
         people["twice"]]
