@@ -145,6 +145,11 @@ def preview(service: SegmentsService, cmd: commands.PreviewSegment) -> Preview:
 
 
 def _check_name(conn: Connection, shop_id: str, name: str, segment_id: str = "") -> None:
+    """SEGMENT_NAME_TAKEN unless the name is free in the shop (the predefined groups' names are
+    taken). Writers of one shop's segment names queue on a lock (PostgreSQL: an advisory lock
+    for the transaction; SQLite: writers are serial), so two concurrent creates cannot both pass."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("segments.name:" + shop_id))))
     taken = name in {groups.name_of(g) for g in groups.Group} or conn.execute(
         select(segments.c.segment_id).where(segments.c.shop_id == shop_id, segments.c.name == name,
                                             segments.c.segment_id != segment_id).limit(1)).first() is not None
