@@ -5,13 +5,16 @@ the integration tests cannot backdate)."""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from loyalty.segments.v1 import rules_pb2
-from sqlalchemy import create_engine, delete, insert
+from sqlalchemy import Engine, create_engine, delete, insert, text
 from sqlalchemy.pool import StaticPool
 
 from services.kit.errors import InvalidArgument, Violations
@@ -227,17 +230,44 @@ def holds(rule: rules.Rule, m: dict) -> bool:
             Op.IN: lambda: x in v}[rule.op]()
 
 
-@pytest.fixture(scope="module")
-def engine():
-    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """The facts' tables in memory (SQLite), and in a database of their own on PostgreSQL when
+    LOYALTY_TEST_PG_URL is set (scripts/test-backends.sh sets it)."""
+    if request.param == "sqlite":
+        engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+        metadata.create_all(engine, tables=[member_facts, member_orders, member_tags])
+        yield engine
+        engine.dispose()
+        return
+    url = os.environ.get("LOYALTY_TEST_PG_URL")
+    if not url:
+        pytest.skip("PostgreSQL: set LOYALTY_TEST_PG_URL (scripts/test-backends.sh does)")
+    name = f"segments_rules_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = create_engine(url.rsplit("/", 1)[0] + "/" + name)
     metadata.create_all(engine, tables=[member_facts, member_orders, member_tags])
     yield engine
     engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}"'))
+    admin.dispose()
 
 
-@settings(max_examples=300, deadline=None)
-@given(people=members(), rule=trees)
-def test_the_compiled_query_selects_what_a_plain_reading_selects(engine, people: list[dict], rule: rules.Rule) -> None:
+PREDEFINED = [groups.rule_of(g, groups.Settings()) for g in groups.Group] + [
+    groups.rule_of(g, groups.Settings(high_potential_window_days=20, high_potential_recent_days=3,
+                                      high_contribution_window_days=10, high_contribution_recent_days=2,
+                                      repurchase_window_days=5, high_quality_min_trades=1,
+                                      high_quality_min_average_order_fen=5, lost_high_quality_min_trades=1,
+                                      lost_high_quality_idle_days=20, churn_idle_days=30)) for g in groups.Group]
+
+
+@settings(max_examples=400, deadline=None)
+@given(people=members(), rule=st.one_of(trees, st.sampled_from(PREDEFINED)))
+def test_the_compiled_query_selects_what_a_plain_reading_selects(engine: Engine, people: list[dict],
+                                                                 rule: rules.Rule) -> None:
     with engine.begin() as conn:
         for table in (member_facts, member_orders, member_tags):
             conn.execute(delete(table))
