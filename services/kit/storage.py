@@ -14,7 +14,8 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg2
@@ -264,6 +265,19 @@ class Database:
                 return work(conn)
 
         return self._with_retries(run, 1)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction held open while a caller streams from it (one snapshot of the
+        data however long the stream lasts): REPEATABLE READ READ ONLY on PostgreSQL, one read
+        transaction on SQLite (WAL). No retries: a stream cannot be replayed once it has begun;
+        the caller streams with execution_options(stream_results=True, yield_per=N)."""
+        self._refuse_while_away()
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield conn
 
     def _with_retries(self, run: Callable[[], T], attempts: int) -> T:
         self._refuse_while_away()

@@ -9,5 +9,3 @@ SEGMENT_NOT_FOUND = "SEGMENT_NOT_FOUND"
 SEGMENT_NAME_TAKEN = "SEGMENT_NAME_TAKEN"
 PREDEFINED_READ_ONLY = "PREDEFINED_READ_ONLY"  # a predefined group is changed through its settings
 TOO_MANY_TAGS = "TOO_MANY_TAGS"  # a campaign or issuance targets at most 5 tags
-# TagMembers / UntagMembers with a segment_id before this build can select a segment's members.
-SEGMENT_TAGGING_UNAVAILABLE = "SEGMENT_TAGGING_UNAVAILABLE"

@@ -26,7 +26,7 @@ def build_app(settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, d
     the settings say) for birth months the events announce."""
     db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads,
                   retry_seconds=settings.db_retry_seconds)
-    service = SegmentsService(db)
+    service = SegmentsService(db, cache)
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=SegmentsApi(service),
                       add_to_server=pb_grpc.add_SegmentsServiceServicer_to_server,
                       consumers=facts.consumers(db, bus, membership_client.client(settings, addresses),

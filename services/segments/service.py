@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, select
 
+from services.kit.cache import Cache
 from services.kit.memo import ShopMemo
 from services.kit.storage import Database
 from services.segments.tables import programs
@@ -26,6 +27,7 @@ def read_zone(db: Database, shop_id: str, conn: Connection | None = None) -> Zon
 
 
 class SegmentsService:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, cache: Cache | None = None):
         self.db = db
+        self.cache = cache  # short-lived answers (IsMember); None: every answer from the database
         self.zones: ShopMemo[ZoneInfo] = ShopMemo(partial(read_zone, db))

@@ -16,12 +16,13 @@ from loyalty.segments.v1 import events_pb2
 from sqlalchemy import Connection, Row, Select, delete, func, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
+from services.kit.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from services.kit.storage import UnitOfWork, insert_ignoring
 from services.kit.timeutil import to_timestamp, utcnow
 from services.kit.validation import validate_id
 from services.segments import commands_tags as commands
 from services.segments import reasons
+from services.segments.segments import members_select
 from services.segments.service import SegmentsService
 from services.segments.tables import member_facts, member_tags, tags
 
@@ -177,11 +178,6 @@ def list_tags(service: SegmentsService, query: commands.ListTags) -> list[Tag]:
 def _members_of_segment(service: SegmentsService, conn: Connection, shop_id: str, segment_id: str,
                         now: datetime) -> Select:
     """The SELECT of member_facts.member_id that the segment selects now (the segments module's)."""
-    try:
-        from services.segments.segments import members_select
-    except ImportError as exc:
-        raise FailedPrecondition("tagging a whole segment is not available yet; list the members instead",
-                                 reason=reasons.SEGMENT_TAGGING_UNAVAILABLE, subject=f"segment/{segment_id}") from exc
     return members_select(service, conn, shop_id, segment_id, now)
 
 

@@ -7,8 +7,6 @@ member who leaves loses their tags; the TagAssigned / TagRemoved events; another
 
 from __future__ import annotations
 
-import importlib
-
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
@@ -215,14 +213,6 @@ def test_another_shop_sees_no_tag_of_this_one(segments: ServiceUnderTest, member
     assert caught.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND)
 
 
-def _segments_select_members() -> bool:
-    try:
-        return hasattr(importlib.import_module("services.segments.segments"), "members_select")
-    except ImportError:
-        return False
-
-
-@pytest.mark.skipif(not _segments_select_members(), reason="rule segments (members_select) are not built yet")
 def test_every_member_of_a_segment_is_tagged_at_once(segments: ServiceUnderTest, shop: Shop) -> None:
     api = segments_api(segments, shop)
     fresh = known_members(api, shop, 3)  # joined, no purchase: "new members to activate"

@@ -1,0 +1,125 @@
+"""A rule tree as one SQL boolean over `member_facts` (never a loop over members). Lifetime figures
+and dates are member_facts' columns; a windowed figure (window_days N > 0) is a correlated
+subquery over the member's orders completed since `now - N days`; HAS_TAG is an EXISTS over
+member_tags. `now` is passed in, so windows move with time and tests can choose it.
+
+NULL semantics (rules.py): a comparison with a fact the member does not have does not hold
+(SQL's NULL in a WHERE); NOT holds for the members its rule does not select, so its operand is
+coalesced to false before it is negated."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+)
+
+from services.segments.rules import All, Condition, Fact, Not, Op, Rule
+from services.segments.tables import member_facts, member_orders, member_tags
+
+mf = member_facts.c
+mo = member_orders.c
+
+_COLUMNS = {
+    Fact.TIER_LEVEL: mf.tier_level,
+    Fact.POINTS_BALANCE: mf.points_balance,
+    Fact.JOIN_CHANNEL: mf.join_channel,
+    Fact.BIRTH_MONTH: mf.birth_month,
+    Fact.REFERRALS: mf.referrals,
+    Fact.LAST_PURCHASE: mf.last_purchase_at,
+    Fact.LAST_ACTIVITY: mf.last_activity_at,
+    Fact.JOINED: mf.joined_at,
+}
+
+
+def _orders_since(since: datetime) -> ColumnElement[bool]:
+    return and_(mo.shop_id == mf.shop_id, mo.member_id == mf.member_id, mo.completed_at >= since)
+
+
+def _window_trades(since: datetime) -> ColumnElement:
+    return (select(func.count()).where(_orders_since(since), mo.fully_refunded.is_(False))
+            .correlate(member_facts).scalar_subquery())
+
+
+def _window_spend(since: datetime) -> ColumnElement:
+    total = cast(func.coalesce(func.sum(mo.amount_fen - mo.refunded_fen), 0), BigInteger)
+    return select(total).where(_orders_since(since)).correlate(member_facts).scalar_subquery()
+
+
+def _window_refunds(since: datetime) -> ColumnElement:
+    total = cast(func.coalesce(func.sum(mo.refunds), 0), BigInteger)
+    return select(total).where(_orders_since(since)).correlate(member_facts).scalar_subquery()
+
+
+def _window_average(since: datetime) -> ColumnElement:
+    """Spend over trades in the window (integer fen, rounded down); NULL without a trade in it."""
+    trades = func.sum(case((mo.fully_refunded.is_(False), 1), else_=0))
+    spend = cast(func.sum(mo.amount_fen - mo.refunded_fen), BigInteger)
+    average = case((trades > 0, spend // trades), else_=None)
+    return select(average).where(_orders_since(since)).correlate(member_facts).scalar_subquery()
+
+
+def fact_value(fact: Fact, window_days: int, now: datetime) -> ColumnElement:
+    """The SQL value of a numeric or date fact for the member row being filtered."""
+    if fact in _COLUMNS:
+        return _COLUMNS[fact]
+    if window_days:
+        since = now - timedelta(days=window_days)
+        return {Fact.TRADES: _window_trades, Fact.SPEND_FEN: _window_spend, Fact.REFUNDS: _window_refunds,
+                Fact.AVERAGE_ORDER_FEN: _window_average}[fact](since)
+    if fact is Fact.TRADES:
+        return mf.trades
+    if fact is Fact.SPEND_FEN:
+        return mf.spend_fen
+    if fact is Fact.REFUNDS:
+        return mf.refunds
+    if fact is Fact.AVERAGE_ORDER_FEN:
+        return case((mf.trades > 0, mf.spend_fen // mf.trades), else_=None)
+    raise ValueError(f"no value for {fact!r}")
+
+
+def _condition(c: Condition, now: datetime) -> ColumnElement[bool]:
+    if c.op is Op.HAS_TAG:
+        return exists(select(member_tags.c.member_id).where(
+            member_tags.c.shop_id == mf.shop_id, member_tags.c.member_id == mf.member_id,
+            member_tags.c.tag_id == c.tag_id).correlate(member_facts))
+    value = fact_value(c.fact, c.window_days, now)
+    if c.op is Op.WITHIN_DAYS:
+        return value >= now - timedelta(days=c.values[0])
+    if c.op is Op.NOT_WITHIN_DAYS:
+        return or_(value.is_(None), value < now - timedelta(days=c.values[0]))
+    if c.op is Op.BETWEEN:
+        return value.between(c.values[0], c.values[1])
+    if c.op is Op.IN:
+        return value.in_(list(c.values))
+    x = c.values[0]
+    return {Op.EQ: value == x, Op.NE: value != x, Op.LT: value < x, Op.LE: value <= x, Op.GT: value > x,
+            Op.GE: value >= x}[c.op]
+
+
+def compile_rule(rule: Rule, now: datetime) -> ColumnElement[bool]:
+    """The rule as a boolean over the member_facts row being filtered (true: selected)."""
+    if isinstance(rule, Condition):
+        return _condition(rule, now)
+    if isinstance(rule, Not):
+        return not_(func.coalesce(compile_rule(rule.rule, now), false(), type_=Boolean))
+    parts = [compile_rule(r, now) for r in rule.rules]
+    return and_(*parts) if isinstance(rule, All) else or_(*parts)
+
+
+def members_query(shop_id: str, rule: Rule, now: datetime) -> Select:
+    """SELECT member_id of the shop's members (not those who left) the rule selects now."""
+    return select(mf.member_id).where(mf.shop_id == shop_id, mf.left_at.is_(None), compile_rule(rule, now))
