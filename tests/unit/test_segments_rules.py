@@ -273,15 +273,16 @@ def test_the_compiled_query_selects_what_a_plain_reading_selects(engine: Engine,
             conn.execute(delete(table))
         for m in people:
             conn.execute(insert(member_facts).values(
-                shop_id=SHOP, referrer_member_id="", first_purchase_at=None, updated_at=NOW,
-                **{k: v for k, v in m.items() if k not in ("orders", "tags")}))
+                shop_id=SHOP, referrer_member_id="", first_purchase_at=None, updated_at=NOW, units=0,
+                promoted_trades=0, **{k: v for k, v in m.items() if k not in ("orders", "tags")}))
             # The same member id in another shop, selected by everything: never in this shop's answer.
             conn.execute(insert(member_facts).values(
                 shop_id="shop-2", member_id=m["member_id"] + "x", joined_at=NOW, join_channel=0, tier_level=0,
                 referrer_member_id="", points_balance=0, trades=0, spend_fen=0, refunds=0, referrals=0,
-                updated_at=NOW))
+                units=0, promoted_trades=0, updated_at=NOW))
             for o in m["orders"]:
-                conn.execute(insert(member_orders).values(shop_id=SHOP, member_id=m["member_id"], **o))
+                conn.execute(insert(member_orders).values(shop_id=SHOP, member_id=m["member_id"], units=1,
+                                                          coupon_applied=False, campaign_applied=False, **o))
             for tag in m["tags"]:
                 conn.execute(insert(member_tags).values(shop_id=SHOP, tag_id=tag, member_id=m["member_id"],
                                                         tagged_at=NOW))
