@@ -245,6 +245,10 @@ def start_gateway(processes: Processes, backends: Backends, services: Stack, *, 
         LOYALTY_AUTH_SECRET=AUTH_SECRET, LOYALTY_GATEWAY_TOKEN_KEY=GATEWAY_TOKEN_KEY,
         LOYALTY_REDIS_URL=backends.redis_url, LOYALTY_HOST="127.0.0.1", LOYALTY_GATEWAY_PORT=str(port),
         LOYALTY_GATEWAY_WORKERS=str(workers),
+        # The card's speed, not the limits, is measured: limits stay on (their Redis round trip is
+        # part of every request), high enough that the load's few buyers are never refused.
+        LOYALTY_GATEWAY_BUYER_RATE="100000", LOYALTY_GATEWAY_SHOP_RATE="1000000",
+        LOYALTY_ACCESS_LOG="0",  # uvicorn's line per request; the services' access logs stay sampled
         LOYALTY_DATA_DIR=str(processes.logs / "data"),
         **{f"LOYALTY_{name.upper()}_ADDR": target for name, target in services.targets.items()},
     )

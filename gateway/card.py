@@ -8,13 +8,13 @@
   join gift in this shop).
 
 One call to membership's CheckJoinEligibility decides the state; for a member, the tier progress
-and the points balance follow, in parallel (asked together with the decision when the member id
-is known from an earlier visit). The services cache what they answer: nothing here is
+and the points balance follow, in parallel. A returning member (their member id known from an
+earlier visit in this process) needs only those two: membership answers NOT_FOUND for an id that
+is no longer a member's, and the card is then decided afresh. The services cache what they answer: nothing here is
 heavier than turning their answers into the card."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 from loyalty.membership.v1 import membership_service_pb2 as mpb
@@ -85,7 +85,9 @@ class MemberCard(BaseModel):
     POST /v1/storefront/join), or `none` (show nothing; `reason` and `unmet` say why)."""
 
     state: CardStateName
-    mode: CardModeName = Field(description="How the operator set the module up: SMART or CUSTOM.")
+    mode: CardModeName | None = Field(description="How the operator set the module up (SMART or CUSTOM): what "
+                                                  "the join card looks like. Null on a member's card, which is "
+                                                  "the same in both modes.")
     shop_id: str
     member: CardMember | None = None
     join: CardJoin | None = None
@@ -93,32 +95,41 @@ class MemberCard(BaseModel):
     unmet: list[Requirement] = Field([], description="The join threshold's parts the buyer does not meet.")
 
 
-# The member id each buyer had at their last visit, so that a member's card asks the three calls
-# at once: the join decision is still asked every time, and a member part fetched for an id the
-# decision no longer confirms (the buyer left, or left and joined again) is thrown away.
+# The member id each buyer had at their last visit: a returning member's card needs only the tier
+# progress and the balance (two calls in parallel). If the id is no longer a member's (the buyer
+# left, or left and joined again), membership answers NOT_FOUND and the card is decided afresh.
 _member_ids: dict[tuple[str, str], str] = {}
 _MEMBER_IDS_KEPT = 100_000
+
+
+def _remember(key: tuple[str, str], member_id: str | None) -> None:
+    if member_id is None:
+        _member_ids.pop(key, None)
+        return
+    if len(_member_ids) >= _MEMBER_IDS_KEPT:
+        _member_ids.clear()
+    _member_ids[key] = member_id
 
 
 async def card_for(up: Upstreams, buyer: Buyer) -> MemberCard:
     """The card the buyer sees now."""
     key = (buyer.shop_id, buyer.buyer_id)
     known = _member_ids.get(key)
-    if known is None:
-        seen, guessed = await eligibility(up, buyer), None
-    else:
-        seen, guessed = await asyncio.gather(eligibility(up, buyer), member_part(up, buyer.shop_id, known),
-                                             return_exceptions=True)
-        if isinstance(seen, BaseException):
-            raise seen
+    if known is not None:
+        try:
+            member = await member_part(up, buyer.shop_id, known)
+        except Problem as problem:
+            if problem.status != 404:
+                raise
+            _remember(key, None)  # no longer this member: decide afresh below
+        else:
+            return MemberCard(state="member", mode=None, shop_id=buyer.shop_id, member=member)
+    seen = await eligibility(up, buyer)
     mode: CardModeName = "CUSTOM" if seen.storefront_card.mode == mpb.CARD_MODE_CUSTOM else "SMART"
     if seen.is_member:
-        if len(_member_ids) >= _MEMBER_IDS_KEPT:
-            _member_ids.clear()
-        _member_ids[key] = seen.member_id
-        member = guessed if isinstance(guessed, CardMember) and known == seen.member_id else None
-        return MemberCard(state="member", mode=mode, shop_id=buyer.shop_id,
-                          member=member or await member_part(up, buyer.shop_id, seen.member_id))
+        _remember(key, seen.member_id)
+        return MemberCard(state="member", mode=None, shop_id=buyer.shop_id,
+                          member=await member_part(up, buyer.shop_id, seen.member_id))
     _member_ids.pop(key, None)
     unmet = [_REQUIREMENTS[u] for u in seen.unmet if u in _REQUIREMENTS]
     if not seen.has_join_benefit:

@@ -15,6 +15,7 @@ from bench.fixtures import Shop, make_shop
 from bench.load import CallFailed, OpenLoop, percentile
 from bench.runner import Context, Row, fmt_ms
 from bench.stack import start_gateway, start_production
+from services import registry
 
 RATE = 200.0  # requests per second
 SECONDS = {"full": 30.0, "quick": 10.0, "selftest": 1.0}
@@ -73,7 +74,7 @@ def fixed_rate(ctx: Context, url: str, path: str, params: dict[str, Any], second
 def run(ctx: Context) -> list[Row]:
     seconds = SECONDS[ctx.profile.name]
     services = start_production(ctx.processes, ctx.backends, workers=WORKERS, label="card",
-                                services=("membership", "points", "rewards"))
+                                services=tuple(entry.name for entry in registry.SERVICES))
     try:
         shop = make_shop(services.targets["membership"], services.targets["points"], ctx.profile.read_members)
         gateway = start_gateway(ctx.processes, ctx.backends, services, workers=WORKERS, label="card-gateway")
