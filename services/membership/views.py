@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, select
 from sqlalchemy.engine import Row
 
 from services.kit.errors import NotFound
@@ -67,9 +67,18 @@ class OrderView:
 
 
 @dataclass(frozen=True)
+class TierStanding:
+    """What the progress bar needs of a member: no personal field (nothing is decrypted)."""
+
+    cumulative_spend_fen: int
+    trade_count: int
+    tier_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
 class TierProgress:
     program: Program
-    member: MemberView
+    member: TierStanding
     progress: domain.Progress
     growth_value: int = 0
 
@@ -194,16 +203,18 @@ def tier_progress(ctx: Membership, shop_id: str, member_id: str) -> TierProgress
 
     def read(conn: Connection) -> TierProgress:
         program = ctx.programs.get(shop_id, conn)
-        row = conn.execute(select(members).where(
-            members.c.shop_id == shop_id, members.c.member_id == member_id,
-            members.c.status == MemberStatus.ACTIVE)).first()
+        m, g = members.c, growth_accounts.c
+        growth_of = and_(g.shop_id == m.shop_id, g.member_id == m.member_id)
+        row = conn.execute(select(m.tier_level, m.cumulative_spend_fen, m.trade_count, m.tier_expires_at, g.balance)
+                           .outerjoin(growth_accounts, growth_of)
+                           .where(m.shop_id == shop_id, m.member_id == member_id,
+                                  m.status == MemberStatus.ACTIVE)).first()
         if row is None:
             raise member_not_found(member_id)
-        member = member_view(ctx, row, program.ladder)
-        growth_value = conn.execute(select(growth_accounts.c.balance).where(
-            growth_accounts.c.shop_id == shop_id, growth_accounts.c.member_id == member_id)).scalar() or 0
-        return TierProgress(program, member, program.ladder.progress(
-            row.tier_level, member.cumulative_spend_fen, member.trade_count, growth_value), growth_value)
+        growth_value = row.balance or 0
+        return TierProgress(program, TierStanding(row.cumulative_spend_fen, row.trade_count, row.tier_expires_at),
+                            program.ladder.progress(row.tier_level, row.cumulative_spend_fen, row.trade_count,
+                                                    growth_value), growth_value)
 
     return ctx.db.read(read)
 
