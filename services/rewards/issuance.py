@@ -28,7 +28,6 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import IntEnum
 
 from loyalty.segments.v1 import segments_service_pb2 as spb
 from sqlalchemy import Row, and_, or_, select, update
@@ -38,6 +37,7 @@ from services.kit.storage import UnitOfWork
 from services.kit.timeutil import utcnow
 from services.kit.validation import check_ids
 from services.rewards import reasons, wallet
+from services.rewards.domain import IssuanceJobState as JobState
 from services.rewards.service import RewardsService
 from services.rewards.tables import issuance_jobs
 
@@ -47,14 +47,6 @@ LEASE = timedelta(seconds=30)  # renewed with each batch; a crashed runner's job
 RETRY = timedelta(seconds=5)  # a job that could not reach segments waits this long
 STREAM_SECONDS = 6 * 3600.0  # the whole stream's deadline (a million members take minutes)
 PASS_SECONDS = 2.0
-
-
-class JobState(IntEnum):
-    """Mirrors loyalty.rewards.v1.IssuanceJobState."""
-
-    RUNNING = 1
-    DONE = 2
-    FAILED = 3
 
 
 @dataclass(frozen=True)
