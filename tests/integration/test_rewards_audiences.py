@@ -3,7 +3,8 @@ campaign applies at checkout to a member carrying one of its tags (as segments' 
 rewards) and not to another, nor once the tag is taken off; more than 5 tags, an unknown tag or an
 unknown segment are refused clearly (at creation and update); a segment campaign over the
 predefined repurchase window applies to a member who just completed an order and not to one who
-never bought. Facts and tags reach rewards and segments asynchronously: waited for, never slept."""
+never bought; a coupon-after-order campaign for a tag gives its coupon to a tagged buyer only.
+Facts and tags reach rewards and segments asynchronously: waited for, never slept."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.membership.v1 import membership_service_pb2 as mpb
 from loyalty.rewards.v1 import campaigns_pb2 as cpb
+from loyalty.rewards.v1 import rewards_service_pb2 as rp
 from loyalty.segments.v1 import segments_service_pb2 as spb
 
 from tests.conftest import Authed, ServiceUnderTest, Shop, create_shop, failure_of
 from tests.support.builders import eventually, rid
+from tests.support.coupons import wallet
 from tests.support.errors import Failure
 from tests.support.rewards import create_reward, join_member, rewards_api
 from tests.support.segments import facts_when, segments_api
@@ -161,3 +164,36 @@ def test_a_repurchase_window_campaign_applies_to_a_member_who_just_bought(api: A
                timeout=30.0)
     assert verdict(api, shop, made.campaign_id, never) == "NOT_IN_AUDIENCE"
     assert verdict(api, shop, made.campaign_id) == "NOT_IN_AUDIENCE"
+
+
+def test_a_coupon_after_order_campaign_for_a_tag_gives_its_coupon_to_tagged_buyers(api: Authed, segments: Authed,
+                                                                                   shop: Shop) -> None:
+    tagged_buyer, other_buyer = "b-" + uuid.uuid4().hex[:10], "b-" + uuid.uuid4().hex[:10]
+    tagged = known_member(segments, shop, buyer_id=tagged_buyer)
+    other = known_member(segments, shop, buyer_id=other_buyer)
+    vip = new_tag(segments, shop, "VIP")
+    segments.TagMembers(spb.TagMembersRequest(request_id=rid(), shop_id=shop.shop_id, tag_id=vip, member_ids=[tagged]))
+    audience = cpb.Audience(kind=cpb.AUDIENCE_KIND_TAGS, tag_ids=[vip])
+    watch = create(api, shop, audience)  # a price campaign for the same tag shows when rewards knows it
+    eventually(lambda: verdict(api, shop, watch.campaign_id, tagged) == "", "the tag reached rewards", timeout=30.0)
+    reward = create_reward(api, shop.shop_id)
+    now = datetime.now(UTC)
+    after_order = api.CreateCampaign(cpb.CreateCampaignRequest(
+        request_id=rid(), shop_id=shop.shop_id, campaign=cpb.Campaign(
+            name="VIP 下单送券", kind=cpb.CAMPAIGN_KIND_COUPON_AFTER_ORDER, all_items=True, audience=audience,
+            coupon_reward_id=reward.reward_id, start_time=stamp(now - timedelta(days=1)),
+            end_time=stamp(now + timedelta(days=30)))))
+
+    for buyer in (other_buyer, tagged_buyer):
+        order_id = "o-" + uuid.uuid4().hex[:10]
+        shop.api.RecordOrder(mpb.RecordOrderRequest(shop_id=shop.shop_id, order_id=order_id, buyer_id=buyer,
+                                                    amount_fen=120 * YUAN))
+        shop.api.CompleteOrder(mpb.CompleteOrderRequest(shop_id=shop.shop_id, order_id=order_id))
+
+    def campaign_coupons(member_id: str) -> list[rp.Coupon]:
+        return [c for c in wallet(api, shop.shop_id, member_id)
+                if c.source == rp.COUPON_SOURCE_CAMPAIGN and c.source_reference.startswith(after_order.campaign_id)]
+
+    (given,) = eventually(lambda: campaign_coupons(tagged), "the tagged buyer got the campaign's coupon", timeout=30.0)
+    assert given.reward_id == reward.reward_id
+    assert campaign_coupons(other) == []
