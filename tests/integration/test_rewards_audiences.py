@@ -1,6 +1,7 @@
 """Campaign audiences served by the segments service, through gRPC on both backends: a tags
 campaign applies at checkout to a member carrying one of its tags (as segments' tag events reach
-rewards) and not to another, nor once the tag is taken off; more than 5 tags, an unknown tag or an
+rewards) and not to another, nor once the tag is taken off, and the report's reach counts the
+tagged; more than 5 tags, an unknown tag or an
 unknown segment are refused clearly (at creation and update); a segment campaign over the
 predefined repurchase window applies to a member who just completed an order and not to one who
 never bought; a coupon-after-order campaign for a tag gives its coupon to a tagged buyer only.
@@ -103,6 +104,9 @@ def test_a_tags_campaign_applies_to_members_carrying_one_of_its_tags(api: Authed
     eventually(lambda: verdict(api, shop, made.campaign_id, tagged) == "", "the tag reached rewards", timeout=30.0)
     assert verdict(api, shop, made.campaign_id, other) == "NOT_IN_AUDIENCE"
     assert verdict(api, shop, made.campaign_id) == "NOT_IN_AUDIENCE"  # a buyer who is not a member
+    # The operators' report measures the campaign over its audience: the one tagged member.
+    report = api.GetRewardsReport(rp.GetRewardsReportRequest(shop_id=shop.shop_id))
+    assert [c.reach for c in report.campaigns if c.campaign_id == made.campaign_id] == [1]
 
     segments.UntagMembers(spb.UntagMembersRequest(request_id=rid(), shop_id=shop.shop_id, tag_id=lace,
                                                   member_ids=[tagged]))
