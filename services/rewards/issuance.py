@@ -8,8 +8,8 @@ once. The runner (a background thread of each replica) then:
   is also how a job whose runner crashed is picked up again once its lease ran out;
 - streams the segment's members from segments' ListSegmentMembers (server streaming, in member
   id order: memory stays one batch whatever the size), skipping those up to `after_member_id`
-  (done before a restart; member ids are "m_" and lowercase hex, so the database's order and
-  Python's agree, and a member skipped wrongly would only be one issued already);
+  (done before a restart: member ids are "m_" and lowercase hex, so the database's order and
+  Python's comparison agree on which came before);
 - issues each batch through the wallet's issue_once, the same code as IssueCoupons, with the
   job id as the coupons' source reference, and records the job's progress (members seen,
   issued, skipped, the last member done, a renewed lease) in the same transaction as the
