@@ -34,12 +34,13 @@ class ServiceEntry:
         return importlib.import_module(f"{self.module}.server")
 
 
-# In start order: a consumer starts after the producers whose events it hears.
+# In start order: a caller starts after the services it calls (rewards calls segments). A consumer
+# may start before a producer whose events it hears (segments hears rewards'): the bus keeps them.
 SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("membership", 50051, secrets=("LOYALTY_PII_KEY",)),
     ServiceEntry("points", 50052),
-    ServiceEntry("rewards", 50053),
     ServiceEntry("segments", 50054),
+    ServiceEntry("rewards", 50053),
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -196,3 +196,20 @@ class ServiceClient(Generic[S]):
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
 
+
+    def stream(self, method: str, request: Message, *, timeout: float) -> Iterator[Any]:
+        """The messages of a server-streaming `method`, read as they come (flat memory for any
+        length), within `timeout` seconds for the whole stream. Not retried: a stream that fails
+        part-way raises the kit error (see error_from_rpc) where it failed, and the caller knows
+        how far it got."""
+        metadata = [self._auth]
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        metadata.extend(carrier.items())
+        responses = getattr(self.stub, method)(request, metadata=metadata, timeout=timeout)
+        try:
+            yield from responses
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        finally:
+            responses.cancel()

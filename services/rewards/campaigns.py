@@ -13,10 +13,10 @@ from dataclasses import replace
 from loyalty.membership.v1 import events_pb2 as membership_events
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
-from services.kit.errors import FailedPrecondition, NotFound
+from services.kit.errors import FailedPrecondition, NotFound, Violations
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, utcnow
-from services.rewards import catalogue, checkout, reasons, wallet
+from services.rewards import audiences, catalogue, checkout, reasons, wallet
 from services.rewards.checkout import (
     DEFAULT_TIER_DISCOUNTS_BP,
     FULL_BP,
@@ -76,12 +76,9 @@ def read_campaign(conn: Connection, shop_id: str, campaign_id: str) -> Campaign:
 
 
 def _check_references(conn: Connection, c: Campaign) -> None:
-    """What the fields' checks cannot know: whether the audience can be served yet, and whether
-    the coupon to give is a coupon reward of the shop's catalogue."""
-    if c.audience.kind in (AudienceKind.TAGS, AudienceKind.SEGMENT):
-        raise FailedPrecondition("tag and segment audiences need the segments service, which does not exist yet",
-                                 reason=reasons.SEGMENTS_NOT_AVAILABLE, subject="campaign.audience",
-                                 metadata={"audience_kind": c.audience.kind.name})
+    """What the fields' checks cannot know: whether the coupon to give is a coupon reward of the
+    shop's catalogue. (The audience's tags and segment are checked with segments before the
+    transaction: check_audience.)"""
     if c.kind is CampaignKind.COUPON_AFTER_ORDER:
         reward = catalogue.read_reward(conn, c.shop_id, c.coupon_reward_id)
         if reward.kind is not RewardKind.COUPON:
@@ -93,6 +90,17 @@ def _check_references(conn: Connection, c: Campaign) -> None:
 def _sorted(audience: Audience) -> Audience:
     """The tier levels in order, as they are stored and answered."""
     return replace(audience, tier_levels=tuple(sorted(audience.tier_levels)))
+
+
+def check_audience(service: RewardsService, cmd: commands.CreateCampaign | commands.UpdateCampaign) -> None:
+    """The tags or segment the campaign's new audience names exist in segments (asked before the
+    campaign's transaction, so no transaction waits on another service), once its fields are right."""
+    audience = cmd.campaign.audience if isinstance(cmd, commands.CreateCampaign) else cmd.changes.get("audience")
+    if isinstance(audience, Audience):
+        v = Violations()
+        commands.check_audience(v, audience)
+        v.raise_if_any()
+        audiences.check_audience(service, cmd.shop_id, audience)
 
 
 def create_campaign(service: RewardsService, uow: UnitOfWork, cmd: commands.CreateCampaign) -> Campaign:
@@ -176,15 +184,19 @@ def evaluate_cart(service: RewardsService, cmd: commands.EvaluateCart) -> checko
     ended and every coupon named judged. Reads only: nothing is reserved or used."""
     now = utcnow()
 
-    def read(conn: Connection) -> checkout.Evaluation:
+    def read(conn: Connection) -> tuple[Buyer, list[Campaign], list[WalletCoupon]]:
         buyer = _buyer(conn, cmd.shop_id, cmd.member_id)
         upcoming = [_row_to_campaign(r) for r in conn.execute(select(campaigns).where(
             campaigns.c.shop_id == cmd.shop_id, campaigns.c.end_at > now,
             campaigns.c.kind != int(CampaignKind.COUPON_AFTER_ORDER))).all()]
-        return checkout.evaluate(buyer, list(cmd.lines), upcoming, _cart_coupons(conn, cmd.shop_id, cmd.coupon_ids),
-                                 now)
+        if buyer.member_id and audiences.wants_tags(upcoming):
+            buyer = replace(buyer, tag_ids=audiences.tags_of(conn, cmd.shop_id, buyer.member_id))
+        return buyer, upcoming, _cart_coupons(conn, cmd.shop_id, cmd.coupon_ids)
 
-    return service.db.read(read)
+    buyer, upcoming, cart_coupons = service.db.read(read)
+    # Segment audiences are asked of segments after the read, holding no connection meanwhile.
+    buyer = audiences.with_segments(service, buyer, cmd.shop_id, upcoming, now)
+    return checkout.evaluate(buyer, list(cmd.lines), upcoming, cart_coupons, now)
 
 
 # ----- membership's events ------------------------------------------------------------------------------
@@ -215,6 +227,14 @@ def order_completed(service: RewardsService, uow: UnitOfWork, e: membership_even
     running = [_row_to_campaign(r) for r in uow.conn.execute(select(campaigns).where(
         campaigns.c.shop_id == e.shop_id, campaigns.c.kind == int(CampaignKind.COUPON_AFTER_ORDER),
         campaigns.c.start_at <= at, campaigns.c.end_at > at)).all()]
+    if not running:
+        return
+    if audiences.wants_tags(running):
+        buyer = replace(buyer, tag_ids=audiences.tags_of(uow.conn, e.shop_id, e.member_id))
+    # A segment audience is asked of segments as the event is applied (segments may not have
+    # heard of this very order yet: the member's standing before it decides); an undecided one
+    # gives nothing for this order (logged), as a checkout would.
+    buyer = audiences.with_segments(service, buyer, e.shop_id, running, at)
     for campaign in running:
         if checkout.reaches(campaign, buyer, at) or e.amount_fen < max(campaign.threshold_fen, 1):
             continue

@@ -21,7 +21,6 @@ from services.rewards.domain import CouponState, coupon_applies
 
 FULL_BP = 10_000  # basis points: tier discounts (9500 = pay 95%), holdout shares
 FULL_PERMILLE = 1_000  # campaigns' percentage discounts (900 = pay 90%)
-MAX_TAGS = 5
 # Membership's default ladder (level: price in basis points), until rewards hears the shop's own.
 DEFAULT_TIER_DISCOUNTS_BP = {0: 10_000, 1: 9_500, 2: 9_000, 3: 8_500, 4: 8_000}
 
@@ -104,14 +103,30 @@ class Buyer:
     member_id: str = ""
     tier_level: int = 0
     tier_discount_bp: int = FULL_BP
+    # What the segments service says of the member, as far as the campaigns at hand ask: the tags
+    # they carry, the segments they are in, and the segments it could not answer for.
+    tag_ids: frozenset[str] = frozenset()
+    segment_ids: frozenset[str] = frozenset()
+    undecided_segment_ids: frozenset[str] = frozenset()
 
 
-def in_audience(audience: Audience, buyer: Buyer) -> bool:
+def audience_refusal(audience: Audience, buyer: Buyer) -> str:
+    """Why the audience does not hold the buyer ("" when it does). Only members are in a tiers,
+    tags or segment audience; a segment segments could not answer for holds nobody
+    (SEGMENTS_NOT_AVAILABLE)."""
     if audience.kind is AudienceKind.EVERYONE:
-        return True
+        return ""
+    if not buyer.member_id:
+        return reasons.NOT_IN_AUDIENCE
     if audience.kind is AudienceKind.TIERS:
-        return bool(buyer.member_id) and buyer.tier_level in audience.tier_levels
-    return False  # tags and segments: refused at creation until the segments service exists
+        held = buyer.tier_level in audience.tier_levels
+    elif audience.kind is AudienceKind.TAGS:
+        held = not buyer.tag_ids.isdisjoint(audience.tag_ids)
+    else:
+        if audience.segment_id in buyer.undecided_segment_ids:
+            return reasons.SEGMENTS_NOT_AVAILABLE
+        held = audience.segment_id in buyer.segment_ids
+    return "" if held else reasons.NOT_IN_AUDIENCE
 
 
 def reaches(campaign: Campaign, buyer: Buyer, now: datetime) -> str:
@@ -119,8 +134,9 @@ def reaches(campaign: Campaign, buyer: Buyer, now: datetime) -> str:
     its holdout."""
     if campaign.status(now) is not CampaignStatus.RUNNING:
         return reasons.NOT_RUNNING
-    if not in_audience(campaign.audience, buyer):
-        return reasons.NOT_IN_AUDIENCE
+    why = audience_refusal(campaign.audience, buyer)
+    if why:
+        return why
     if held_out(campaign.campaign_id, buyer.member_id, campaign.holdout_bp):
         return reasons.HELD_OUT
     return ""

@@ -65,6 +65,14 @@ class CouponState(IntEnum):
     REVOKED = 4
 
 
+class IssuanceJobState(IntEnum):
+    """A job issuing coupons to a segment (IssueCouponsToSegment)."""
+
+    RUNNING = 1
+    DONE = 2
+    FAILED = 3
+
+
 class CouponSource(IntEnum):
     REDEMPTION = 1
     OPERATOR = 2

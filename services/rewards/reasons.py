@@ -67,8 +67,12 @@ DRAW_ABORTED = "DRAW_ABORTED"
 
 # Campaigns and checkout.
 CAMPAIGN_NOT_FOUND = "CAMPAIGN_NOT_FOUND"
-# Tag and segment audiences wait for the segments service.
+# The segments service could not say whether the buyer is in a segment audience (the campaign
+# does not apply: EvaluateCart's why-not).
 SEGMENTS_NOT_AVAILABLE = "SEGMENTS_NOT_AVAILABLE"
+# Issuance to a segment (IssuanceJob.failure_reason; NOT_ACTIVE as above when the reward was
+# deactivated meanwhile, and segments' own reasons, e.g. SEGMENT_NOT_FOUND, pass on).
+ISSUANCE_JOB_NOT_FOUND = "ISSUANCE_JOB_NOT_FOUND"
 # Why a campaign does not apply to a cart (EvaluateCart; THRESHOLD_NOT_MET as above).
 NOT_RUNNING = "NOT_RUNNING"
 NOT_IN_AUDIENCE = "NOT_IN_AUDIENCE"

@@ -5,9 +5,10 @@ Rules:
 - The campaigns listed are the shop's whose window [start, end) overlaps the report's period;
   each is measured over its window within the period (the measured interval).
 - Reach: the shop's members as rewards knows them (the members projection) who are in the
-  campaign's audience now (everyone, or its tiers at the member's current tier), had joined
-  before the measured interval ended, and have not left. Tag and segment audiences, refused at
-  creation until the segments service exists, reach nobody.
+  campaign's audience now (everyone; its tiers at the member's current tier; its tags as
+  segments' events said), had joined before the measured interval ended, and have not left.
+  Segment audiences are not measured here (a segment is decided by the segments service when
+  asked, not kept by rewards): they show no reach.
 - Each member of the reach is treated or held out by checkout.held_out, the same deterministic
   split EvaluateCart and the coupon-after-order campaign apply.
 - A member converted when they have at least one completed order (membership's OrderCompleted,
@@ -32,7 +33,7 @@ from sqlalchemy import Connection, func, select
 
 from services.rewards.campaigns import _row_to_campaign
 from services.rewards.checkout import FULL_BP, AudienceKind, Campaign, CampaignStatus, held_out
-from services.rewards.tables import campaigns, member_orders, members
+from services.rewards.tables import campaigns, member_orders, member_tags, members
 
 STREAM_ROWS = 1000
 
@@ -76,7 +77,7 @@ def _measure(conn: Connection, c: Campaign, start: datetime, end: datetime, now:
     lo, hi = max(c.start_at, start), min(c.end_at, end)
     treated, held = Group(), Group()
     figures = CampaignFigures(c, c.status(now), lo, hi, treated, held)
-    if c.audience.kind not in (AudienceKind.EVERYONE, AudienceKind.TIERS):
+    if c.audience.kind is AudienceKind.SEGMENT:
         return figures
     bought = (select(member_orders.c.member_id, func.count().label("orders"),
                      func.sum(member_orders.c.amount_fen).label("spend"))
@@ -88,6 +89,9 @@ def _measure(conn: Connection, c: Campaign, start: datetime, end: datetime, now:
         members.c.shop_id == c.shop_id, members.c.left_at.is_(None), members.c.joined_at < hi)
     if c.audience.kind is AudienceKind.TIERS:
         audience = audience.where(members.c.tier_level.in_(c.audience.tier_levels))
+    elif c.audience.kind is AudienceKind.TAGS:
+        audience = audience.where(members.c.member_id.in_(select(member_tags.c.member_id).where(
+            member_tags.c.shop_id == c.shop_id, member_tags.c.tag_id.in_(c.audience.tag_ids), member_tags.c.tagged)))
     for row in conn.execute(audience.execution_options(yield_per=STREAM_ROWS)):
         group = held if held_out(c.campaign_id, row.member_id, c.holdout_bp) else treated
         group.members += 1

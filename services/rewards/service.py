@@ -1,14 +1,16 @@
-"""What the rewards handlers share: the service's database, its client of points, its saga
-runner, and a short per-process memo of each shop's time zone. The use cases live in the
+"""What the rewards handlers share: the service's database, its clients of points and segments,
+its saga runner, and a short per-process memo of each shop's time zone. The use cases live in the
 capability modules (catalogue, members, redeeming, payments, wallet) and the reads in views."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from loyalty.points.v1 import points_service_pb2_grpc as points_grpc
+from loyalty.segments.v1 import segments_service_pb2_grpc as segments_grpc
 from sqlalchemy import Connection, select
 
 from services.kit.client import ServiceClient
@@ -29,8 +31,13 @@ def read_zone(db: Database, shop_id: str, conn: Connection | None = None) -> Zon
 
 
 class RewardsService:
-    def __init__(self, db: Database, points: ServiceClient[points_grpc.PointsServiceStub]):
+    def __init__(self, db: Database, points: ServiceClient[points_grpc.PointsServiceStub],
+                 segments: ServiceClient[segments_grpc.SegmentsServiceStub] | None = None):
         self.db = db
         self.points = points
+        # Tag and segment audiences, issuance to a segment (None: a service built without them).
+        self.segments = segments
+        # Wakes the runner of issuance jobs (set by the wiring): a new job starts at once.
+        self.wake_issuance: Callable[[], None] = lambda: None
         self.zones: ShopMemo[ZoneInfo] = ShopMemo(partial(read_zone, db))
         self.sagas: Sagas | None = None  # set by the wiring (server.py), which knows the saga definitions

@@ -322,3 +322,42 @@ member_orders = Table(
     Column("refunded_at", DateTime),
     Index("ix_member_orders_completed", "shop_id", "completed_at"),
 )
+
+# Who carries which tag of the segments service, from its TagAssigned / TagRemoved events (never
+# from its tables): the hot path of tag audiences. A row per (member, tag) ever named, `tagged`
+# false once removed, `changed_at` the event's time, so an event delivered late (older than the
+# row) changes nothing.
+member_tags = Table(
+    "member_tags",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("tag_id", String(64), primary_key=True),
+    Column("tagged", Boolean, nullable=False),
+    Column("changed_at", DateTime, nullable=False),
+    Index("ix_member_tags_tag", "shop_id", "tag_id", "member_id"),
+)
+
+# Coupons issued to a segment's members, as a job with progress (IssueCouponsToSegment): the
+# runner streams the segment from the segments service, skips the members up to `after_member_id`
+# (those done before a restart), and records its progress with each batch's coupons. One runner
+# at a time holds a job, until `lease_until` (renewed with each batch).
+issuance_jobs = Table(
+    "issuance_jobs",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("job_id", String(32), primary_key=True),
+    Column("reward_id", String(32), nullable=False),
+    Column("segment_id", String(64), nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("members_seen", BigInteger, nullable=False),
+    Column("issued", BigInteger, nullable=False),
+    Column("skipped", BigInteger, nullable=False),
+    Column("after_member_id", String(32), nullable=False),
+    Column("failure_reason", String(64), nullable=False),
+    Column("lease_owner", String(32)),
+    Column("lease_until", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_issuance_jobs_running", "state", "lease_until"),
+)

@@ -142,11 +142,10 @@ def _current_members(conn: Connection, shop_id: str, member_ids: Sequence[str]) 
         members.c.shop_id == shop_id, members.c.member_id.in_(member_ids), members.c.left_at.is_(None))).scalars())
 
 
-def issue_to_members(service: RewardsService, uow: UnitOfWork, cmd: commands.IssueCoupons, now: datetime) -> Issued:
-    """The operator's direct issuance (定向发券): one coupon of the reward per listed member, with
-    the request as its reference, so a retry issues nothing twice. It takes no stock and costs
-    no points: the reward is only the coupon's template."""
-    reward = read_reward(uow.conn, cmd.shop_id, cmd.reward_id)
+def issuable_reward(conn: Connection, shop_id: str, reward_id: str) -> Reward:
+    """The reward a direct issuance gives: an active coupon reward of the shop (NOT_FOUND,
+    COUPON_NOT_A_COUPON_REWARD or NOT_ACTIVE otherwise)."""
+    reward = read_reward(conn, shop_id, reward_id)
     if reward.kind is not RewardKind.COUPON:
         raise FailedPrecondition(f"reward {reward.reward_id} is not a coupon reward (only coupons are issued)",
                                  reason=reasons.COUPON_NOT_A_COUPON_REWARD, subject=f"reward/{reward.reward_id}",
@@ -155,11 +154,27 @@ def issue_to_members(service: RewardsService, uow: UnitOfWork, cmd: commands.Iss
         raise FailedPrecondition(f"reward {reward.reward_id} is {reward.status.name.lower()}: activate it to issue it",
                                  reason=reasons.NOT_ACTIVE, subject=f"reward/{reward.reward_id}",
                                  metadata={"reward_id": reward.reward_id, "status": reward.status.name})
-    current = _current_members(uow.conn, cmd.shop_id, cmd.member_ids)
-    new = _issue(service, uow, reward, [m for m in cmd.member_ids if m in current], source=CouponSource.OPERATOR,
-                 source_reference=cmd.request_id, quantity=1, now=now)
+    return reward
+
+
+def issue_once(service: RewardsService, uow: UnitOfWork, reward: Reward, member_ids: Sequence[str], reference: str,
+               now: datetime) -> Issued:
+    """One coupon of the reward per listed member who is a current member of the shop, once per
+    `reference` (a request, or a job issuing to a segment): members given one before under it,
+    and those who are not members (or left), are skipped."""
+    current = _current_members(uow.conn, reward.shop_id, member_ids) if member_ids else set()
+    new = _issue(service, uow, reward, [m for m in member_ids if m in current], source=CouponSource.OPERATOR,
+                 source_reference=reference, quantity=1, now=now)
     given = {row["member_id"] for row in new}
-    return Issued([row_to_coupon(row, now) for row in new], [m for m in cmd.member_ids if m not in given])
+    return Issued([row_to_coupon(row, now) for row in new], [m for m in member_ids if m not in given])
+
+
+def issue_to_members(service: RewardsService, uow: UnitOfWork, cmd: commands.IssueCoupons, now: datetime) -> Issued:
+    """The operator's direct issuance (定向发券): one coupon of the reward per listed member, with
+    the request as its reference, so a retry issues nothing twice. It takes no stock and costs
+    no points: the reward is only the coupon's template."""
+    reward = issuable_reward(uow.conn, cmd.shop_id, cmd.reward_id)
+    return issue_once(service, uow, reward, cmd.member_ids, cmd.request_id, now)
 
 
 # ----- use and release ---------------------------------------------------------------------------------

@@ -137,11 +137,14 @@ def test_bad_campaigns_are_refused_with_their_fields(api: Authed, shop: Shop) ->
     assert "campaign.all_items" in create(kind=AFTER_ORDER, coupon_reward_id="rw_x", all_items=False, skus=["A"],
                                           discount_permille=0).fields
     six_tags = cpb.Audience(kind=cpb.AUDIENCE_KIND_TAGS, tag_ids=[f"tag{i}" for i in range(6)])
-    assert "campaign.audience.tag_ids" in create(audience=six_tags).fields
-    for audience in (cpb.Audience(kind=cpb.AUDIENCE_KIND_TAGS, tag_ids=["vip", "new"]),
-                     cpb.Audience(kind=cpb.AUDIENCE_KIND_SEGMENT, segment_id="seg-1")):
+    too_many = create(audience=six_tags)
+    assert (too_many.code, too_many.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "TOO_MANY_TAGS")
+    assert "campaign.audience.tag_ids" in too_many.fields
+    # Tags and segments are the segments service's: ones it does not know are NOT_FOUND.
+    for audience, reason in ((cpb.Audience(kind=cpb.AUDIENCE_KIND_TAGS, tag_ids=["vip", "new"]), "TAG_NOT_FOUND"),
+                             (cpb.Audience(kind=cpb.AUDIENCE_KIND_SEGMENT, segment_id="seg-1"), "SEGMENT_NOT_FOUND")):
         failure = create(audience=audience)
-        assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, reasons.SEGMENTS_NOT_AVAILABLE)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, reason)
     gift = create_reward(api, shop.shop_id, kind=rpb.REWARD_KIND_GIFT, gift=rpb.GiftSpec())
     assert create(kind=AFTER_ORDER, coupon_reward_id=gift.reward_id, discount_permille=0).reason == \
         reasons.COUPON_NOT_A_COUPON_REWARD

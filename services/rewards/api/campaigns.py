@@ -101,6 +101,7 @@ class CampaignsApi:
     def CreateCampaign(self, request: pb.CreateCampaignRequest, context: grpc.ServicerContext) -> pb.Campaign:
         require_request_id(request)
         cmd = commands.CreateCampaign(request.shop_id, campaign_from_proto(request.shop_id, request.campaign))
+        campaigns.check_audience(self.service, cmd)
         return idempotent_call(self.service.db, request, "CreateCampaign", pb.Campaign,
                                lambda uow: campaign_to_proto(campaigns.create_campaign(self.service, uow, cmd)))
 
@@ -111,6 +112,7 @@ class CampaignsApi:
     def UpdateCampaign(self, request: pb.UpdateCampaignRequest, context: grpc.ServicerContext) -> pb.Campaign:
         require_request_id(request)
         cmd = commands.UpdateCampaign(request.shop_id, request.campaign.campaign_id, changes_from_proto(request))
+        campaigns.check_audience(self.service, cmd)
         return idempotent_call(self.service.db, request, "UpdateCampaign", pb.Campaign,
                                lambda uow: campaign_to_proto(campaigns.update_campaign(self.service, uow, cmd)))
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from services.kit.errors import Violations
 from services.kit.validation import check_ids, validate_id
-from services.rewards.checkout import MAX_TAGS, AudienceKind, Campaign, CampaignKind, CampaignStatus, Line
+from services.rewards.checkout import Audience, AudienceKind, Campaign, CampaignKind, CampaignStatus, Line
 from services.rewards.domain import MAX_FEN, MAX_TIER_LEVEL
+from services.segments.tags import check_target_tags
 
 MAX_NAME = 100
 MAX_SKUS = 500
@@ -27,8 +28,7 @@ _KIND_FIELDS = {"discount_permille": CampaignKind.PERCENTAGE_DISCOUNT, "cash_off
                 "coupon_reward_id": CampaignKind.COUPON_AFTER_ORDER}
 
 
-def _check_audience(v: Violations, c: Campaign) -> None:
-    a = c.audience
+def check_audience(v: Violations, a: Audience) -> None:
     if a.kind is AudienceKind.TIERS:
         v.check(bool(a.tier_levels), "campaign.audience.tier_levels", "name at least one tier level")
         v.check(all(0 <= t <= MAX_TIER_LEVEL for t in a.tier_levels), "campaign.audience.tier_levels",
@@ -37,9 +37,11 @@ def _check_audience(v: Violations, c: Campaign) -> None:
     else:
         v.check(not a.tier_levels, "campaign.audience.tier_levels", "only for a tiers audience")
     if a.kind is AudienceKind.TAGS:
-        v.check(0 < len(a.tag_ids) <= MAX_TAGS, "campaign.audience.tag_ids", f"1 to {MAX_TAGS} tag ids")
-        for i, tag_id in enumerate(a.tag_ids[:MAX_TAGS]):
-            validate_id(tag_id, f"campaign.audience.tag_ids[{i}]", v)
+        # The segments service's own rule for what a campaign targets (1-5 tags; more is
+        # INVALID_ARGUMENT TOO_MANY_TAGS at once).
+        v.check(bool(a.tag_ids), "campaign.audience.tag_ids", "name at least one tag")
+        v.check(len(set(a.tag_ids)) == len(a.tag_ids), "campaign.audience.tag_ids", "each tag once")
+        check_target_tags(a.tag_ids, v, "campaign.audience.tag_ids")
     else:
         v.check(not a.tag_ids, "campaign.audience.tag_ids", "only for a tags audience")
     if a.kind is AudienceKind.SEGMENT:
@@ -77,7 +79,7 @@ def _check_kind_fields(v: Violations, c: Campaign) -> None:
 def campaign_violations(c: Campaign) -> Violations:
     v = Violations()
     v.check(0 < len(c.name) <= MAX_NAME, "campaign.name", f"1 to {MAX_NAME} characters")
-    _check_audience(v, c)
+    check_audience(v, c.audience)
     v.check(c.start_at is not None, "campaign.start_time", "required")
     v.check(c.end_at is not None, "campaign.end_time", "required")
     if c.start_at is not None and c.end_at is not None:
