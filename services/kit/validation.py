@@ -28,6 +28,21 @@ def validate_id(value: str, field_name: str, v: Violations, *, required: bool = 
         v.add(field_name, "1-64 characters of A-Z, a-z, 0-9, _ . : or -")
 
 
+def validate_id_list(values: Iterable[str], field_name: str, v: Violations, *, maximum: int,
+                     beyond: str = "send more requests") -> tuple[str, ...]:
+    """1 to `maximum` valid ids (a bulk request's members): the violations go into `v`; returns
+    them without repeats, in the order given."""
+    values = tuple(values)
+    if not values:
+        v.add(field_name, "required")
+    elif len(values) > maximum:
+        v.add(field_name, f"at most {maximum} per request ({beyond})")
+    else:
+        for i, value in enumerate(values):
+            validate_id(value, f"{field_name}[{i}]", v)
+    return tuple(dict.fromkeys(values))
+
+
 def check_ids(shop_id: str, **ids: str) -> Violations:
     """The shop's and the named ids' violations so far: a command's checks start here."""
     v = Violations()

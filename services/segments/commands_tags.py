@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.kit.errors import Violations
-from services.kit.validation import check_ids, validate_id
+from services.kit.validation import check_ids, validate_id, validate_id_list
 
 MAX_NAME = 30
 MAX_DESCRIPTION = 200
@@ -103,15 +103,11 @@ class ChangeMembers:
             v.add("segment_id", "give either member_ids or segment_id, not both")
         elif self.segment_id:
             validate_id(self.segment_id, "segment_id", v)
-        elif not self.member_ids:
-            v.add("member_ids", "required")  # 1 to 1,000 members, or a segment_id instead
-        elif len(self.member_ids) > MAX_TAG_MEMBERS:
-            v.add("member_ids", f"at most {MAX_TAG_MEMBERS} per request (send more requests, or a segment_id)")
-        else:
-            for i, member_id in enumerate(self.member_ids):
-                validate_id(member_id, f"member_ids[{i}]", v)
+        else:  # 1 to 1,000 members, or a segment_id instead
+            members = validate_id_list(self.member_ids, "member_ids", v, maximum=MAX_TAG_MEMBERS,
+                                       beyond="send more requests, or a segment_id")
+            object.__setattr__(self, "member_ids", members)
         v.raise_if_any()
-        object.__setattr__(self, "member_ids", tuple(dict.fromkeys(self.member_ids)))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.kit.validation import check_ids, validate_id
+from services.kit.validation import check_ids, validate_id_list
 from services.rewards.domain import MAX_FEN, CouponState
 
 # One request's issuance stays one short transaction (and one answer of a few hundred kB);
@@ -26,15 +26,9 @@ class IssueCoupons:
 
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id, reward_id=self.reward_id)
-        if not self.member_ids:
-            v.add("member_ids", "required: at least one member")
-        elif len(self.member_ids) > MAX_ISSUE_MEMBERS:
-            v.add("member_ids", f"at most {MAX_ISSUE_MEMBERS} per request (send more requests)")
-        else:
-            for i, member_id in enumerate(self.member_ids):
-                validate_id(member_id, f"member_ids[{i}]", v)
+        members = validate_id_list(self.member_ids, "member_ids", v, maximum=MAX_ISSUE_MEMBERS)
         v.raise_if_any()
-        object.__setattr__(self, "member_ids", tuple(dict.fromkeys(self.member_ids)))
+        object.__setattr__(self, "member_ids", members)
 
 
 @dataclass(frozen=True)
