@@ -57,6 +57,9 @@ member_facts = Table(
     Column("units", Integer, nullable=False),  # items bought in completed trades (连带率 = units / trades)
     Column("promoted_trades", Integer, nullable=False),  # completed trades with a coupon or campaign applied
     Column("updated_at", DateTime, nullable=False),
+    Column("shares", Integer, nullable=False, server_default="0"),  # shares made (ActionRecorded SHARE)
+    Column("gender", SmallInteger),  # membership's Gender as consented; NULL: not given
+    Column("region", String(64)),  # as consented; NULL: not given
     Index("ix_member_facts_last_purchase", "shop_id", "last_purchase_at"),
     Index("ix_member_facts_joined", "shop_id", "joined_at"),
 )
@@ -101,6 +104,8 @@ tags = Table(
     Column("description", String(200), nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
+    Column("rule", Text),  # JSON of the rule tree of a rule-assigned tag; NULL: a manual tag
+    Column("rule_applied_at", DateTime),
     Index("ux_tags_name", "shop_id", "name", unique=True),
 )
 
@@ -126,6 +131,7 @@ segments = Table(
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     Index("ix_segments_listing", "shop_id", "created_at", "segment_id"),
+    Index("ux_segments_name", "shop_id", "name", unique=True),
 )
 
 # Each segment's size (saved and predefined alike): the last count of each shop-local day, kept
@@ -147,4 +153,28 @@ group_settings = Table(
     Column("shop_id", String(64), primary_key=True),
     Column("settings", Text, nullable=False),
     Column("updated_at", DateTime, nullable=False),
+)
+
+# Each buyer's RFM scores (1-5, quintiles within the shop) and class at the shop's last recompute;
+# members without a completed trade have no row.
+rfm_scores = Table(
+    "rfm_scores",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("member_id", String(32), primary_key=True),
+    Column("recency", SmallInteger, nullable=False),
+    Column("frequency", SmallInteger, nullable=False),
+    Column("monetary", SmallInteger, nullable=False),
+    Column("rfm_class", SmallInteger, nullable=False),
+    Index("ix_rfm_scores_class", "shop_id", "rfm_class"),
+)
+
+# A shop's last RFM recompute: when, how many were scored, the quintile bounds (JSON).
+rfm_runs = Table(
+    "rfm_runs",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("computed_at", DateTime, nullable=False),
+    Column("scored_members", BigInteger, nullable=False),
+    Column("bounds", Text, nullable=False),
 )
