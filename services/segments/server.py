@@ -8,10 +8,11 @@ from services.kit.auth import KeyRing
 from services.kit.bus import Bus
 from services.kit.cache import Cache
 from services.kit.config import Settings
+from services.kit.jobs import Periodic
 from services.kit.server import ServiceApp
 from services.kit.storage import Database
 from services.membership import client as membership_client
-from services.segments import facts
+from services.segments import facts, jobs
 from services.segments.api import SegmentsApi
 from services.segments.service import SegmentsService
 from services.segments.tables import kit
@@ -24,11 +25,19 @@ def build_app(settings: Settings, *, cache: Cache, keyring: KeyRing, bus: Bus, d
               addresses: dict[str, str] | None = None) -> ServiceApp:
     """Segments on its database; it asks membership (at `addresses["membership"]`, by default where
     the settings say) for birth months the events announce."""
-    db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads,
-                  retry_seconds=settings.db_retry_seconds)
-    service = SegmentsService(db, cache)
+    service = build_service(settings, cache=cache, db_url=db_url)
+    db = service.db
     return ServiceApp(name=NAME, full_name=FULL_NAME, db=db, servicer=SegmentsApi(service),
                       add_to_server=pb_grpc.add_SegmentsServiceServicer_to_server,
                       consumers=facts.consumers(db, bus, membership_client.client(settings, addresses),
                                                 workers=settings.consumer_workers,
-                                                per_transaction=settings.consumer_per_transaction))
+                                                per_transaction=settings.consumer_per_transaction),
+                      background=[Periodic(jobs.periodic_jobs(service, batch_jobs=settings.scheduled_jobs(NAME)),
+                                           name="segments-jobs")])
+
+
+def build_service(settings: Settings, *, cache: Cache | None = None, db_url: str | None = None) -> SegmentsService:
+    """The service layer on its database (the server's, or a one-shot command's)."""
+    db = Database(db_url or settings.db_url(NAME), service=NAME, kit=kit, pool_size=settings.threads,
+                  retry_seconds=settings.db_retry_seconds)
+    return SegmentsService(db, cache)
