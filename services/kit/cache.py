@@ -53,7 +53,12 @@ class Cache(Protocol):
 def invalidate_on_commit(uow: UnitOfWork, cache: Cache, keys: list[str]) -> None:
     """Fences the keys now, and once the transaction committed fences them again for a moment
     (AFTER_COMMIT_FENCE_SECONDS): a reader that read the database before the commit but fills
-    the cache after it finds the fence and leaves the cache empty."""
+    the cache after it finds the fence and leaves the cache empty. A key this transaction fenced
+    already is not fenced again."""
+    keys = [k for k in dict.fromkeys(keys) if k not in uow.fenced]
+    if not keys:
+        return
+    uow.fenced.update(keys)
     for i in range(0, len(keys), 1000):
         cache.fence(*keys[i : i + 1000])
     uow.after_commit(lambda: [cache.fence(*keys[i : i + 1000], seconds=AFTER_COMMIT_FENCE_SECONDS)

@@ -97,6 +97,7 @@ class UnitOfWork:
         self.db = db
         self._after_commit: list[Callable[[], None]] = []
         self.emitted = 0
+        self.fenced: set[str] = set()  # cache keys this transaction fenced (cache.invalidate_on_commit)
 
     def emit(self, shop_id: str, payload: Message) -> str:
         """Writes an event to the outbox in this transaction; returns its id."""

@@ -23,7 +23,7 @@ from services.kit.errors import InvalidArgument, NotFound, Violations
 from services.kit.storage import Database, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.kit.validation import check_ids, validate_id
-from services.membership import domain, growth_rules, tiers, views
+from services.membership import domain, growth_rules, standing, tiers, views
 from services.membership.commands import check_audited
 from services.membership.domain import MemberStatus, QualificationMode, TierChangeReason
 from services.membership.growth_rules import Decay, DecayKind, GrowthSettings, GrowthSource
@@ -217,6 +217,7 @@ def post(ctx: Membership, uow: UnitOfWork, program: Program, member: Row, amount
     """One ledger entry for the member (their row locked by the caller) and their new balance; a
     rise emits the milestones it reaches. Returns the entry and the balance after it."""
     shop_id, member_id = member.shop_id, member.member_id
+    standing.invalidate_member(ctx, uow, shop_id, member_id)
     if amount > 0:  # a rise (the busy path: every completed order): one statement adds it
         after = storage.add_returning(uow.conn, growth_accounts, {
             "shop_id": shop_id, "member_id": member_id, "balance": amount, "last_earned_at": at,

@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, and_, case, exists, func, insert, literal,
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import utcnow
 from services.kit.validation import check_ids
-from services.membership import growth, lifecycle, tiers
+from services.membership import growth, lifecycle, standing, tiers
 from services.membership.domain import DowngradePolicy, MemberStatus, QualificationMode, TierChangeReason
 from services.membership.growth_rules import DecayKind, GrowthSource
 from services.membership.tables import growth_accounts, growth_ledger, growth_settings, members
@@ -104,6 +104,7 @@ def decay_shop(ctx: Membership, uow: UnitOfWork, cmd: DecayShop) -> Decayed:
     if not counted[0]:
         return Decayed(0, 0, 0)
     now = utcnow()
+    standing.invalidate_shop(ctx, uow, cmd.shop_id)  # balances (and perhaps expiries) move set-wise
     uow.conn.execute(insert(growth_ledger).from_select(
         ["shop_id", "member_id", "amount", "source", "reference", "reason", "operator", "balance_after", "created_at"],
         select(growth_accounts.c.shop_id, growth_accounts.c.member_id, keep - growth_accounts.c.balance,

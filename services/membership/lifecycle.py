@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, Connection, and_, case, exists, func, inse
 from services.kit.jobs import PeriodicJob
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
-from services.membership import rules, tiers
+from services.membership import rules, standing, tiers
 from services.membership.domain import DowngradePolicy, Ladder, MemberStatus, TierChangeReason
 from services.membership.rules import local_date, local_midnight_utc
 from services.membership.tables import members, orders, programs, tier_expiry_notices
@@ -88,6 +88,7 @@ def validity_changed(ctx: Membership, uow: UnitOfWork, before: Program, after: P
     if before.rules.validity_months == after.rules.validity_months:
         return
     scope = and_(members.c.shop_id == after.shop_id, members.c.status == MemberStatus.ACTIVE)
+    standing.invalidate_shop(ctx, uow, after.shop_id)
     expiry = rules.tier_expiry(after.rules, ZoneInfo(after.time_zone), 1, now)
     if expiry is None:
         uow.conn.execute(update(members).where(scope, members.c.tier_expires_at.is_not(None))
@@ -101,6 +102,7 @@ def stamp_imported(ctx: Membership, uow: UnitOfWork, program: Program, member_id
     """Imported members' tiers (reached as of the import) expire like any other."""
     expiry = rules.tier_expiry(program.rules, ZoneInfo(program.time_zone), 1, now)
     if expiry is not None and member_ids:
+        standing.invalidate_shop(ctx, uow, program.shop_id)
         uow.conn.execute(update(members).where(members.c.shop_id == program.shop_id, members.c.tier_level > 0,
                                                members.c.member_id.in_(member_ids)).values(tier_expires_at=expiry))
 
@@ -154,6 +156,7 @@ def expire_shop(ctx: Membership, uow: UnitOfWork, shop_id: str, now: datetime) -
             notices += _notify(uow, program, zone, expires_at, now)
     renewed = moved = 0
     for expires_at in _expiries(uow.conn, shop_id, None, now):
+        standing.invalidate_shop(ctx, uow, shop_id)  # tiers move or renew set-wise
         spend, trades = period_figures(rules.period_start(r, zone, expires_at), expires_at)
         target = expiry_level_sql(program.ladder, spend, trades)
         due = members.c.tier_expires_at == expires_at

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp
-from services.membership import commands, data_keys, growth, order_details, reasons, tiers, views
+from services.membership import commands, data_keys, growth, order_details, reasons, standing, tiers, views
 from services.membership.domain import MemberStatus, OrderStatus, Tier, TierChangeReason
 from services.membership.tables import members, orders, refunds, tier_history
 from services.membership.views import OrderView
@@ -116,6 +116,7 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
         members.c.shop_id == shop_id, members.c.member_id == member.member_id).values(
         cumulative_spend_fen=spend, trade_count=trades,
         first_completed_at=member.first_completed_at or cmd.completed_at))
+    standing.invalidate_member(ctx, uow, shop_id, member.member_id)
     # The buyer's key, read from the key store once (the order's view is the member's, unless
     # the buyer left and joined again since the order was paid).
     keys = {member.key_id: key} if member.key_id and (key := data_keys.unwrap(ctx, member)) else {}
@@ -195,6 +196,7 @@ def refund_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RefundOrder) ->
         uow.conn.execute(update(members).where(
             members.c.shop_id == shop_id, members.c.member_id == member.member_id).values(
             cumulative_spend_fen=spend, trade_count=trades))
+        standing.invalidate_member(ctx, uow, shop_id, member.member_id)
         growth_value = growth.take_back_refund(ctx, uow, program, member, order_id, amount_fen, cmd.refunded_at)
         new_level = program.ladder.evaluate(member.tier_level, spend, trades, growth_value)
         changed = new_level != member.tier_level

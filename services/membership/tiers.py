@@ -16,7 +16,7 @@ from services.kit.codec import DataclassCodec, TypedCache
 from services.kit.errors import InvalidArgument
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
-from services.membership import commands, rules, tables, views
+from services.membership import commands, rules, standing, tables, views
 from services.membership.domain import DowngradePolicy, Ladder, MemberStatus, QualificationMode, Tier, TierChangeReason
 from services.membership.tables import members
 
@@ -73,7 +73,7 @@ class Reevaluation:
 def tier_cache_keys(shop_id: str, member_id: str, buyer_hash: str | None) -> list[str]:
     """The cache entries of a member's tier: by member id, and by the keyed hash of the buyer id
     (never the buyer id itself, so no cache key outlives an erasure in readable form)."""
-    keys = [cache_key(shop_id, "tier", "m", member_id)]
+    keys = [cache_key(shop_id, "tier", "m", member_id), *standing.member_keys(shop_id, member_id)]
     if buyer_hash:
         keys.append(cache_key(shop_id, "tier", "b", buyer_hash))
     return keys

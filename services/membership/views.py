@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import Row
 
 from services.kit.errors import NotFound
-from services.membership import data_keys, domain, order_details, reasons
+from services.membership import data_keys, domain, order_details, reasons, standing
 from services.membership.commands import require_member_id, require_one_member_key
 from services.membership.domain import Ladder, MemberStatus, ProfileField, Tier
 from services.membership.pii import DataKey
-from services.membership.tables import growth_accounts, members, orders
+from services.membership.tables import members, orders
 
 if TYPE_CHECKING:
     from services.membership.context import Membership
@@ -199,24 +199,15 @@ def export_members(ctx: Membership, shop_id: str, include_left: bool) -> Iterato
 
 
 def tier_progress(ctx: Membership, shop_id: str, member_id: str) -> TierProgress:
+    """Cached (standing.py): the storefront card asks for it on every visit."""
     require_member_id(member_id)
-
-    def read(conn: Connection) -> TierProgress:
-        program = ctx.programs.get(shop_id, conn)
-        m, g = members.c, growth_accounts.c
-        growth_of = and_(g.shop_id == m.shop_id, g.member_id == m.member_id)
-        row = conn.execute(select(m.tier_level, m.cumulative_spend_fen, m.trade_count, m.tier_expires_at, g.balance)
-                           .outerjoin(growth_accounts, growth_of)
-                           .where(m.shop_id == shop_id, m.member_id == member_id,
-                                  m.status == MemberStatus.ACTIVE)).first()
-        if row is None:
-            raise member_not_found(member_id)
-        growth_value = row.balance or 0
-        return TierProgress(program, TierStanding(row.cumulative_spend_fen, row.trade_count, row.tier_expires_at),
-                            program.ladder.progress(row.tier_level, row.cumulative_spend_fen, row.trade_count,
-                                                    growth_value), growth_value)
-
-    return ctx.db.read(read)
+    program = ctx.programs.get(shop_id)
+    found = standing.read(ctx, shop_id, member_id)
+    if found is None:
+        raise member_not_found(member_id)
+    return TierProgress(program, TierStanding(found.cumulative_spend_fen, found.trade_count, found.tier_expires_at),
+                        program.ladder.progress(found.tier_level, found.cumulative_spend_fen, found.trade_count,
+                                                found.growth_value), found.growth_value)
 
 
 def order(ctx: Membership, conn: Connection, shop_id: str, order_id: str) -> OrderView:
