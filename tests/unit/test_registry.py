@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +72,7 @@ def test_every_service_has_a_kubernetes_deployment_with_its_port_and_probes(entr
         for c in (pod or {}).get("containers", []):
             names = secret_env(c)
             assert set(entry.required_secrets) <= names, (doc["metadata"]["name"], names)
+            assert f"LOYALTY_{entry.name.upper()}_DB_URL" in names, (doc["metadata"]["name"], "its own database")
             assert ("LOYALTY_PII_KEY" in names) == ("LOYALTY_PII_KEY" in entry.required_secrets)
 
 
@@ -128,3 +131,17 @@ def test_the_gateway_has_a_kubernetes_deployment_with_http_probes_behind_an_ingr
     backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
     assert backends and all(b["name"] == service["metadata"]["name"] for b in backends)
     assert {b["port"]["name"] for b in backends} <= {p["name"] for p in service["spec"]["ports"]}
+
+
+@pytest.mark.parametrize("entry", registry.SERVICES, ids=lambda e: e.name)
+def test_every_one_shot_command_of_a_service_has_a_cronjob(entry: registry.ServiceEntry) -> None:
+    """What a service runs itself in the embedded default runs as a CronJob in Kubernetes."""
+    main = (ROOT / "services" / entry.name / "__main__.py").read_text()
+    if "jobs.commands(" in main:  # the commands are listed by the service's jobs module
+        commands = set(importlib.import_module(f"{entry.module}.jobs").commands(lambda settings: None))
+    else:  # listed in __main__.py: commands={"name": fn, ...}
+        listed = re.search(r"commands=\{([^}]*)\}", main)
+        commands = set(re.findall(r'"([a-z-]+)":', listed.group(1))) if listed else set()
+    scheduled = {doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][1]
+                 for doc in manifests(entry) if doc["kind"] == "CronJob"}
+    assert commands <= scheduled, (entry.name, commands - scheduled)
