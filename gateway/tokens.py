@@ -24,6 +24,7 @@ AUDIENCE = "loyalty-storefront"
 ALGORITHM = "HS256"
 MAX_TTL_SECONDS = 3600
 LEEWAY_SECONDS = 5
+VERIFIED_KEPT = 50_000  # tokens remembered as verified (a page view's widget sends the same token again and again)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Buyer:
 class TokenSigner:
     def __init__(self, key: bytes, ttl_seconds: int):
         self._key, self.ttl_seconds = key, ttl_seconds
+        # Tokens verified already, with when they stop being accepted: a token is checked once,
+        # not on every request it comes with (it cannot change; expiry is still checked each time).
+        self._verified: dict[str, tuple[Buyer, float]] = {}
 
     def issue(self, buyer: Buyer, ttl_seconds: int | None = None) -> tuple[str, int]:
         """A token for `buyer`, and when it expires (epoch seconds)."""
@@ -52,6 +56,18 @@ class TokenSigner:
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), expires
 
     def verify(self, token: str) -> Buyer:
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:
+                return known[0]
+            del self._verified[token]
+        buyer, expires = self._verify(token)
+        if len(self._verified) >= VERIFIED_KEPT:
+            self._verified.clear()
+        self._verified[token] = (buyer, expires + LEEWAY_SECONDS)
+        return buyer
+
+    def _verify(self, token: str) -> tuple[Buyer, float]:
         try:
             claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
                                 leeway=LEEWAY_SECONDS, options={"require": ["exp", "iat", "sub", "shop"]})
@@ -63,8 +79,8 @@ class TokenSigner:
         shop, sub = claims["shop"], claims["sub"]
         if not (isinstance(shop, str) and isinstance(sub, str) and shop and sub):
             raise _unauthenticated("invalid buyer token", "INVALID_TOKEN")
-        return Buyer(shop, sub, follows_shop=facts.get("follows") is True,
-                     completed_trades=_count(facts.get("trades")), spent_fen=_count(facts.get("spent_fen")))
+        return Buyer(shop, sub, follows_shop=facts.get("follows") is True, completed_trades=_count(facts.get("trades")),
+                     spent_fen=_count(facts.get("spent_fen"))), float(claims["exp"])
 
 
 def _count(value: object) -> int:

@@ -16,7 +16,7 @@ from loyalty.membership.v1 import membership_service_pb2 as mpb
 from loyalty.points.v1 import points_service_pb2 as ppb
 from loyalty.points.v1 import points_service_pb2_grpc as pgrpc
 
-from gateway.tokens import ALGORITHM, AUDIENCE, ISSUER
+from gateway.tokens import ALGORITHM, AUDIENCE, ISSUER, LEEWAY_SECONDS
 from tests.conftest import Authed, ServiceUnderTest, Shop, create_shop
 from tests.integration.test_membership import rid
 from tests.integration.test_membership_storefront import configure, custom
@@ -239,6 +239,21 @@ def test_an_expired_missing_or_garbage_token_is_a_401_problem(storefront: Storef
     for reason, answer in answers.items():
         assert (answer.status_code, answer.json()["reason"]) == (401, reason)
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_a_token_accepted_before_is_refused_once_it_expires(storefront: Storefront, shop: Shop) -> None:
+    """The gateway remembers tokens it verified; that must not make one outlive its expiry."""
+    now = time.time()
+    # Expired a moment ago, still inside the few seconds of clock leeway: accepted for now.
+    expires = int(now) - LEEWAY_SECONDS + 2
+    token = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "b-1", "shop": shop.shop_id, "iat": expires - 900,
+                        "exp": expires}, TOKEN_KEY, algorithm=ALGORITHM)
+    with storefront.client() as http:
+        card = http.get("/v1/storefront/card", headers={"authorization": f"Bearer {token}"})
+        assert card.status_code == 200, card.text
+        time.sleep(max(0.0, expires + LEEWAY_SECONDS + 0.5 - time.time()))
+        late = http.get("/v1/storefront/card", headers={"authorization": f"Bearer {token}"})
+    assert (late.status_code, late.json()["reason"]) == (401, "TOKEN_EXPIRED")
 
 
 # ----- the script and the pages ----------------------------------------------------------------------
