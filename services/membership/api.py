@@ -77,7 +77,7 @@ def order_to_proto(o: OrderView) -> pb.Order:
                     amount_fen=o.amount_fen, refunded_fen=o.refunded_fen, status=o.status,
                     paid_time=to_timestamp(o.paid_at), complete_time=to_timestamp(o.completed_at), counted=o.counted,
                     lines=orders.lines_to_proto(o.details), coupon_applied=o.details.coupon_applied,
-                    campaign_applied=o.details.campaign_applied)
+                    campaign_applied=o.details.campaign_applied, refunds_after_completion=o.refunds_after_completion)
 
 
 def member_to_proto(m: MemberView) -> pb.Member:
@@ -281,6 +281,11 @@ class MembershipApi(LifecycleRpcs, GrowthApi, pb_grpc.MembershipServiceServicer)
         require_shop(request.shop_id)
         for member in views.export_members(self.ctx, request.shop_id, request.include_left):
             yield member_to_proto(member)
+
+    def ExportOrders(self, request: pb.ExportOrdersRequest, context: grpc.ServicerContext) -> Iterator[pb.Order]:
+        require_shop(request.shop_id)
+        for order in views.export_orders(self.ctx, request.shop_id):
+            yield order_to_proto(order)
 
     # ----- orders -----
 

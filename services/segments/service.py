@@ -11,6 +11,7 @@ from sqlalchemy import Connection, select
 from services.kit.cache import Cache
 from services.kit.memo import ShopMemo
 from services.kit.storage import Database
+from services.membership import client as membership_client
 from services.segments.tables import programs
 
 DEFAULT_TIME_ZONE = "Asia/Shanghai"
@@ -27,7 +28,8 @@ def read_zone(db: Database, shop_id: str, conn: Connection | None = None) -> Zon
 
 
 class SegmentsService:
-    def __init__(self, db: Database, cache: Cache | None = None):
+    def __init__(self, db: Database, cache: Cache | None = None, membership: membership_client.Client | None = None):
         self.db = db
+        self.membership = membership  # RebuildFacts reads membership's history through it
         self.cache = cache  # short-lived answers (IsMember); None: every answer from the database
         self.zones: ShopMemo[ZoneInfo] = ShopMemo(partial(read_zone, db))
