@@ -117,7 +117,9 @@ def order_completed(uow: UnitOfWork, e: membership_events.OrderCompleted) -> Non
 
 
 def order_refunded(uow: UnitOfWork, e: membership_events.OrderRefunded) -> None:
-    """A refund after completion takes its amount off the spend; a full refund takes the trade."""
+    """A refund after completion takes its amount off the spend; a full refund takes the trade (and
+    its units and promotion with it, so units / trades and promoted / trades stay ratios of the
+    trades that count)."""
     if not e.after_completion:
         return
     key = and_(member_orders.c.shop_id == e.shop_id, member_orders.c.order_id == e.order_id)
@@ -130,9 +132,12 @@ def order_refunded(uow: UnitOfWork, e: membership_events.OrderRefunded) -> None:
     uow.conn.execute(update(member_orders).where(key).values(
         refunded_fen=refunded, refunds=order.refunds + 1, fully_refunded=fully))
     c = member_facts.c
+    gone = fully and not order.fully_refunded  # the trade no longer counts, nor do its details
+    promoted = order.coupon_applied or order.campaign_applied
     _change(uow, e.shop_id, order.member_id, spend_fen=func.max(c.spend_fen - taken, 0)
             if uow.conn.dialect.name == "sqlite" else func.greatest(c.spend_fen - taken, 0),
-            refunds=c.refunds + 1, trades=c.trades - (1 if fully and not order.fully_refunded else 0))
+            refunds=c.refunds + 1, trades=c.trades - (1 if gone else 0), units=c.units - (order.units if gone else 0),
+            promoted_trades=c.promoted_trades - (1 if gone and promoted else 0))
 
 
 def tier_changed(uow: UnitOfWork, e: membership_events.TierChanged) -> None:
