@@ -143,6 +143,14 @@ def test_commands_check_names_sample_sizes_and_settings() -> None:
                                                "settings.high_quality_min_average_order_fen"]
     v = groups.violations(groups.Settings(high_potential_recent_days=200), Violations())
     assert fields(v.items) == ["settings.high_potential_recent_days"]
+    with pytest.raises(InvalidArgument) as caught:
+        commands.UpdateGroupSettings("shop-1", {"promotion_sensitive_min_share_percent": 101,
+                                                "spreaders_min_actions": 0, "purchasing_power_window_days": 0})
+    assert fields(caught.value.violations) == ["settings.promotion_sensitive_min_share_percent",
+                                               "settings.spreaders_min_actions",
+                                               "settings.purchasing_power_window_days"]
+    v = groups.violations(groups.Settings(purchasing_power_low_max_average_order_fen=50000), Violations())
+    assert fields(v.items) == ["settings.purchasing_power_low_max_average_order_fen"]
 
 
 # ----- round trips -----------------------------------------------------------------------------------------
@@ -337,7 +345,11 @@ PREDEFINED = [groups.rule_of(g, groups.Settings()) for g in groups.Group] + [
                                       high_contribution_window_days=10, high_contribution_recent_days=2,
                                       repurchase_window_days=5, high_quality_min_trades=1,
                                       high_quality_min_average_order_fen=5, lost_high_quality_min_trades=1,
-                                      lost_high_quality_idle_days=20, churn_idle_days=30)) for g in groups.Group]
+                                      lost_high_quality_idle_days=20, churn_idle_days=30,
+                                      promotion_sensitive_window_days=20, promotion_sensitive_min_trades=1,
+                                      spreaders_min_actions=3, purchasing_power_window_days=20,
+                                      purchasing_power_low_max_average_order_fen=4,
+                                      purchasing_power_high_min_average_order_fen=8)) for g in groups.Group]
 
 
 @settings(max_examples=400, deadline=None)
