@@ -290,7 +290,9 @@ def _apply(uow: UnitOfWork, row: Row, now: datetime) -> Applied:
     shop_id, tag_id = row.shop_id, row.tag_id
     chosen = members_query(shop_id, rules.from_json(row.rule), now).subquery()
     mt = member_tags.c
-    source = select(literal(shop_id), literal(tag_id), chosen.c.member_id, literal(now))
+    # The WHERE keeps SQLite from reading the upsert's ON CONFLICT as a join constraint.
+    source = select(literal(shop_id), literal(tag_id), chosen.c.member_id, literal(now)).where(
+        chosen.c.member_id.is_not(None))
     tagged = sorted(r.member_id for r in uow.conn.execute(insert_ignoring(uow.conn, member_tags).from_select(
         ["shop_id", "tag_id", "member_id", "tagged_at"], source).returning(mt.member_id)))
     _announce(uow, shop_id, tag_id, tagged, now, assigned=True)
