@@ -178,10 +178,9 @@ def consumers(db: Database, bus: Bus, membership: membership_client.Client, *, w
         found = membership_client.profile_facts(membership, shop_id, member_id) if given else None
         if found is None:
             return membership_client.ProfileFacts()
-        return membership_client.ProfileFacts(**{
-            "birth_month": found.birth_month if "birthday" in given else 0,
-            "gender": found.gender if "gender" in given else 0,
-            "region": found.region if "region" in given else ""})
+        return membership_client.ProfileFacts(birth_month=found.birth_month if "birthday" in given else 0,
+                                              gender=found.gender if "gender" in given else 0,
+                                              region=found.region if "region" in given else "")
 
     def joined(uow: UnitOfWork, e: membership_events.MemberJoined, _: envelope_pb2.EventEnvelope) -> None:
         given = {name for name, flag in (("birthday", e.birthday_given), ("gender", e.gender_given),
