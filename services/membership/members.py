@@ -70,6 +70,13 @@ def _birthday_given(profile: ProfileInput) -> bool:
     return ProfileField.BIRTHDAY in profile.given and bool(profile.birthday)
 
 
+def _given(profile: ProfileInput) -> dict[str, bool]:
+    """What MemberJoined says was given (the values are read with GetMember, never sent)."""
+    return {"birthday_given": _birthday_given(profile),
+            "gender_given": ProfileField.GENDER in profile.given and bool(profile.gender),
+            "region_given": ProfileField.REGION in profile.given and bool(profile.region)}
+
+
 def active_member(ctx: Membership, conn: Connection, shop_id: str, member_id: str, *, lock: bool = False) -> Row:
     """The member's row; NOT_FOUND unless they are an active member."""
     query = select(members).where(members.c.shop_id == shop_id, members.c.member_id == member_id,
@@ -110,7 +117,7 @@ def join_member(ctx: Membership, uow: UnitOfWork, cmd: commands.JoinMember) -> M
     uow.emit(cmd.shop_id, events_pb2.MemberJoined(
         shop_id=cmd.shop_id, member_id=member_id, join_channel=cmd.channel,
         referrer_member_id=cmd.referrer_member_id, joined_at=to_timestamp(now), tier_level=0,
-        birthday_given=_birthday_given(cmd.profile)))
+        **_given(cmd.profile)))
     return views.member_view(ctx, active_member(ctx, uow.conn, cmd.shop_id, member_id), program.ladder)
 
 
@@ -196,8 +203,7 @@ def import_members(ctx: Membership, uow: UnitOfWork, cmd: commands.ImportMembers
                         "changed_at": now})
         joined.append(events_pb2.MemberJoined(
             shop_id=cmd.shop_id, member_id=member_id, join_channel=domain.JOIN_CHANNEL_CRM_IMPORT,
-            joined_at=to_timestamp(joined_at), tier_level=level, birthday_given=_birthday_given(r.profile),
-            imported=True))
+            joined_at=to_timestamp(joined_at), tier_level=level, **_given(r.profile), imported=True))
         member_ids.append(member_id)
     try:
         uow.conn.execute(insert(members), inserts)

@@ -3,17 +3,20 @@ one checks its ids and fields, so every handler receives a well-formed request."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+
+from loyalty.segments.v1 import rules_pb2
 
 from services.kit.errors import Violations
 from services.kit.validation import check_ids, validate_id, validate_id_list
+from services.segments import rules
 
 MAX_NAME = 30
 MAX_DESCRIPTION = 200
 # One request's tagging stays one short transaction; more members go in more requests (or a segment).
 MAX_TAG_MEMBERS = 1_000
-UPDATE_PATHS = ("name", "description")
+UPDATE_PATHS = ("name", "description", "rule")
 
 
 def check_name(name: str, field: str, v: Violations) -> None:
@@ -24,17 +27,31 @@ def check_description(description: str, field: str, v: Violations) -> None:
     v.check(len(description) <= MAX_DESCRIPTION, field, f"at most {MAX_DESCRIPTION} characters")
 
 
+def read_rule(message: rules_pb2.Rule, v: Violations) -> rules.Rule | None:
+    """A rule-assigned tag's rule (validated like a segment's, under tag.rule); an empty rule
+    makes a manual tag."""
+    if message.WhichOneof("node") is None:
+        return None
+    return rules.from_proto(message, "tag.rule", v)
+
+
 @dataclass(frozen=True)
 class CreateTag:
+    """A manual tag, or a rule-assigned one when `message` holds a rule."""
+
     shop_id: str
     name: str
     description: str
+    message: rules_pb2.Rule = field(default_factory=rules_pb2.Rule, repr=False)
+    rule: rules.Rule | None = field(init=False)
 
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id)
         check_name(self.name, "tag.name", v)
         check_description(self.description, "tag.description", v)
+        rule = read_rule(self.message, v)
         v.raise_if_any()
+        object.__setattr__(self, "rule", rule)
 
 
 @dataclass(frozen=True)
@@ -50,11 +67,15 @@ class TagQuery:
 
 @dataclass(frozen=True)
 class UpdateTag:
-    """Changes the masked fields (UPDATE_PATHS) to `changes`' values."""
+    """Changes the masked fields (UPDATE_PATHS) to `changes`' values; with `set_rule` the rule too
+    (an empty one makes the tag manual again)."""
 
     shop_id: str
     tag_id: str
     changes: dict[str, str]
+    set_rule: bool = False
+    message: rules_pb2.Rule = field(default_factory=rules_pb2.Rule, repr=False)
+    rule: rules.Rule | None = field(init=False)
 
     def __post_init__(self) -> None:
         v = check_ids(self.shop_id, **{"tag.tag_id": self.tag_id})
@@ -62,7 +83,9 @@ class UpdateTag:
             check_name(self.changes["name"], "tag.name", v)
         if "description" in self.changes:
             check_description(self.changes["description"], "tag.description", v)
+        rule = read_rule(self.message, v) if self.set_rule else None
         v.raise_if_any()
+        object.__setattr__(self, "rule", rule)
 
 
 @dataclass(frozen=True)
@@ -132,3 +155,14 @@ class MemberTagsQuery:
 
     def __post_init__(self) -> None:
         check_ids(self.shop_id, member_id=self.member_id).raise_if_any()
+
+
+@dataclass(frozen=True)
+class ApplyTagRule:
+    """Re-evaluates a rule-assigned tag now."""
+
+    shop_id: str
+    tag_id: str
+
+    def __post_init__(self) -> None:
+        check_ids(self.shop_id, tag_id=self.tag_id).raise_if_any()

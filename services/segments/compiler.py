@@ -27,8 +27,8 @@ from sqlalchemy import (
     select,
 )
 
-from services.segments.rules import All, Condition, Fact, Not, Op, Rule
-from services.segments.tables import member_facts, member_orders, member_tags
+from services.segments.rules import TEXT_FACTS, All, Condition, Fact, Not, Op, Rule
+from services.segments.tables import member_categories, member_facts, member_orders, member_tags
 
 mf = member_facts.c
 mo = member_orders.c
@@ -42,6 +42,10 @@ _COLUMNS = {
     Fact.LAST_PURCHASE: mf.last_purchase_at,
     Fact.LAST_ACTIVITY: mf.last_activity_at,
     Fact.JOINED: mf.joined_at,
+    Fact.SHARES: mf.shares,
+    Fact.GENDER: mf.gender,
+    Fact.REGION: mf.region,
+    Fact.SHARES_AND_REFERRALS: mf.shares + mf.referrals,
 }
 
 
@@ -72,10 +76,47 @@ def _window_average(since: datetime) -> ColumnElement:
     return select(average).where(_orders_since(since)).correlate(member_facts).scalar_subquery()
 
 
+# ----- order details: units, promotion share, categories bought ---------------------------------------
+
+_KEPT = mo.fully_refunded.is_(False)  # a trade that counts (not refunded in full)
+
+
+def _window_units(since: datetime) -> ColumnElement:
+    total = cast(func.coalesce(func.sum(case((_KEPT, mo.units), else_=0)), 0), BigInteger)
+    return select(total).where(_orders_since(since)).correlate(member_facts).scalar_subquery()
+
+
+def _percent(part: ColumnElement, whole: ColumnElement) -> ColumnElement:
+    """part of whole in whole percent (rounded down); NULL when whole is 0."""
+    return case((whole > 0, (part * 100) // whole), else_=None)
+
+
+def _window_promoted_share(since: datetime) -> ColumnElement:
+    trades = func.sum(case((_KEPT, 1), else_=0))
+    promoted = func.sum(case((and_(_KEPT, or_(mo.coupon_applied, mo.campaign_applied)), 1), else_=0))
+    return select(_percent(promoted, trades)).where(_orders_since(since)).correlate(member_facts).scalar_subquery()
+
+
+def _bought_category(c: Condition, now: datetime) -> ColumnElement[bool]:
+    """The member bought one of the categories (last within the window, if one is given)."""
+    mc = member_categories.c
+    bought = select(mc.category_id).where(mc.shop_id == mf.shop_id, mc.member_id == mf.member_id,
+                                          mc.category_id.in_(list(c.texts)))
+    if c.window_days:
+        bought = bought.where(mc.last_bought_at >= now - timedelta(days=c.window_days))
+    return exists(bought.correlate(member_facts))
+
+
+_WINDOWED_DETAILS = {Fact.UNITS: _window_units, Fact.PROMOTED_SHARE_PERCENT: _window_promoted_share}
+_LIFETIME_DETAILS = {Fact.UNITS: mf.units, Fact.PROMOTED_SHARE_PERCENT: _percent(mf.promoted_trades, mf.trades)}
+
+
 def fact_value(fact: Fact, window_days: int, now: datetime) -> ColumnElement:
     """The SQL value of a numeric or date fact for the member row being filtered."""
     if fact in _COLUMNS:
         return _COLUMNS[fact]
+    if fact in _WINDOWED_DETAILS:
+        return _WINDOWED_DETAILS[fact](now - timedelta(days=window_days)) if window_days else _LIFETIME_DETAILS[fact]
     if window_days:
         since = now - timedelta(days=window_days)
         return {Fact.TRADES: _window_trades, Fact.SPEND_FEN: _window_spend, Fact.REFUNDS: _window_refunds,
@@ -96,6 +137,8 @@ def _condition(c: Condition, now: datetime) -> ColumnElement[bool]:
         return exists(select(member_tags.c.member_id).where(
             member_tags.c.shop_id == mf.shop_id, member_tags.c.member_id == mf.member_id,
             member_tags.c.tag_id == c.tag_id).correlate(member_facts))
+    if c.fact is Fact.CATEGORY:
+        return _bought_category(c, now)
     value = fact_value(c.fact, c.window_days, now)
     if c.op is Op.WITHIN_DAYS:
         return value >= now - timedelta(days=c.values[0])
@@ -103,9 +146,10 @@ def _condition(c: Condition, now: datetime) -> ColumnElement[bool]:
         return or_(value.is_(None), value < now - timedelta(days=c.values[0]))
     if c.op is Op.BETWEEN:
         return value.between(c.values[0], c.values[1])
+    operands = c.texts if c.fact in TEXT_FACTS else c.values
     if c.op is Op.IN:
-        return value.in_(list(c.values))
-    x = c.values[0]
+        return value.in_(list(operands))
+    x = operands[0]
     return {Op.EQ: value == x, Op.NE: value != x, Op.LT: value < x, Op.LE: value <= x, Op.GT: value > x,
             Op.GE: value >= x}[c.op]
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from loyalty.common.v1 import envelope_pb2
 from loyalty.membership.v1 import events_pb2 as membership_events
 from loyalty.points.v1 import events_pb2 as points_events
+from loyalty.points.v1 import points_service_pb2 as points_pb2
 from loyalty.rewards.v1 import events_pb2 as rewards_events
 from sqlalchemy import Connection, and_, case, delete, func, select, update
 from sqlalchemy.engine import Row
@@ -22,6 +23,7 @@ from services.membership import client as membership_client
 from services.segments.tables import member_categories, member_facts, member_orders, member_tags, programs
 
 CONSUMER = "segments"
+PROFILE_FACTS = frozenset({"birthday", "gender", "region"})  # the profile fields segments keeps
 
 
 def _key(shop_id: str, member_id: str) -> object:
@@ -46,12 +48,26 @@ def program_changed(uow: UnitOfWork, e: membership_events.ProgramChanged) -> Non
                                 "updated_at": utcnow()}, keys=("shop_id",))
 
 
-def member_joined(uow: UnitOfWork, e: membership_events.MemberJoined, birth_month: int) -> None:
+def _profile_values(profile: membership_client.ProfileFacts, given: set[str]) -> dict[str, object]:
+    """The columns of the profile fields named in `given` (NULL where the member gave none)."""
+    values: dict[str, object] = {}
+    if "birthday" in given:
+        values["birth_month"] = profile.birth_month or None
+    if "gender" in given:
+        values["gender"] = profile.gender or None
+    if "region" in given:
+        values["region"] = profile.region or None
+    return values
+
+
+def member_joined(uow: UnitOfWork, e: membership_events.MemberJoined,
+                  profile: membership_client.ProfileFacts) -> None:
     at = from_timestamp(e.joined_at, utcnow())
     upsert(uow.conn, member_facts, {
         "shop_id": e.shop_id, "member_id": e.member_id, "left_at": None, "joined_at": at,
         "join_channel": int(e.join_channel), "referrer_member_id": e.referrer_member_id,
-        "tier_level": e.tier_level, "birth_month": birth_month or None, "points_balance": 0,
+        "tier_level": e.tier_level, "birth_month": profile.birth_month or None, "gender": profile.gender or None,
+        "region": profile.region or None, "shares": 0, "points_balance": 0,
         "first_purchase_at": None, "last_purchase_at": None, "last_activity_at": None, "trades": 0,
         "spend_fen": 0, "refunds": 0, "referrals": 0, "units": 0, "promoted_trades": 0, "updated_at": utcnow()},
         keys=("shop_id", "member_id"))
@@ -60,14 +76,17 @@ def member_joined(uow: UnitOfWork, e: membership_events.MemberJoined, birth_mont
                          .values(referrals=member_facts.c.referrals + 1))
 
 
-def birthday_changed(uow: UnitOfWork, e: membership_events.ProfileUpdated, birth_month: int) -> None:
-    _change(uow, e.shop_id, e.member_id, birth_month=birth_month or None)
+def profile_changed(uow: UnitOfWork, e: membership_events.ProfileUpdated,
+                    profile: membership_client.ProfileFacts) -> None:
+    """The birth month, gender and region the event names as changed, as membership keeps them now."""
+    _change(uow, e.shop_id, e.member_id, **_profile_values(profile, set(e.changed_fields)))
 
 
 def member_left(uow: UnitOfWork, e: membership_events.MemberLeft) -> None:
-    """No rule selects a member who left; nothing personal of them is kept (birth month, tags,
-    categories bought)."""
-    _change(uow, e.shop_id, e.member_id, left_at=from_timestamp(e.left_at, utcnow()), birth_month=None)
+    """No rule selects a member who left; nothing personal of them is kept (birth month, gender,
+    region, tags, categories bought)."""
+    _change(uow, e.shop_id, e.member_id, left_at=from_timestamp(e.left_at, utcnow()), birth_month=None,
+            gender=None, region=None)
     for table in (member_tags, member_categories):
         uow.conn.execute(delete(table).where(table.c.shop_id == e.shop_id, table.c.member_id == e.member_id))
 
@@ -98,7 +117,9 @@ def order_completed(uow: UnitOfWork, e: membership_events.OrderCompleted) -> Non
 
 
 def order_refunded(uow: UnitOfWork, e: membership_events.OrderRefunded) -> None:
-    """A refund after completion takes its amount off the spend; a full refund takes the trade."""
+    """A refund after completion takes its amount off the spend; a full refund takes the trade (and
+    its units and promotion with it, so units / trades and promoted / trades stay ratios of the
+    trades that count)."""
     if not e.after_completion:
         return
     key = and_(member_orders.c.shop_id == e.shop_id, member_orders.c.order_id == e.order_id)
@@ -111,9 +132,12 @@ def order_refunded(uow: UnitOfWork, e: membership_events.OrderRefunded) -> None:
     uow.conn.execute(update(member_orders).where(key).values(
         refunded_fen=refunded, refunds=order.refunds + 1, fully_refunded=fully))
     c = member_facts.c
+    gone = fully and not order.fully_refunded  # the trade no longer counts, nor do its details
+    promoted = order.coupon_applied or order.campaign_applied
     _change(uow, e.shop_id, order.member_id, spend_fen=func.max(c.spend_fen - taken, 0)
             if uow.conn.dialect.name == "sqlite" else func.greatest(c.spend_fen - taken, 0),
-            refunds=c.refunds + 1, trades=c.trades - (1 if fully and not order.fully_refunded else 0))
+            refunds=c.refunds + 1, trades=c.trades - (1 if gone else 0), units=c.units - (order.units if gone else 0),
+            promoted_trades=c.promoted_trades - (1 if gone and promoted else 0))
 
 
 def tier_changed(uow: UnitOfWork, e: membership_events.TierChanged) -> None:
@@ -124,8 +148,11 @@ def balance_changed(uow: UnitOfWork, shop_id: str, member_id: str, balance_after
     _change(uow, shop_id, member_id, points_balance=balance_after)
 
 
-def active(uow: UnitOfWork, shop_id: str, member_id: str, at: datetime) -> None:
-    _change(uow, shop_id, member_id, last_activity_at=_latest(member_facts.c.last_activity_at, at))
+def active(uow: UnitOfWork, shop_id: str, member_id: str, at: datetime, *, shared: bool = False) -> None:
+    """An activity at `at`; a share (分享) is counted too."""
+    c = member_facts.c
+    counted = {"shares": c.shares + 1} if shared else {}
+    _change(uow, shop_id, member_id, last_activity_at=_latest(c.last_activity_at, at), **counted)
 
 
 def get_facts(conn: Connection, shop_id: str, member_id: str) -> tuple[Row, list[str], list[str]] | None:
@@ -143,19 +170,28 @@ def get_facts(conn: Connection, shop_id: str, member_id: str) -> tuple[Row, list
 
 def consumers(db: Database, bus: Bus, membership: membership_client.Client, *, workers: int = 4,
               per_transaction: int = 50) -> list[EventConsumer]:
-    """Segments' consumers of membership's, points' and rewards' streams. The birth month is read
-    from membership when an event says it was given or changed: the bus carries no personal value."""
+    """Segments' consumers of membership's, points' and rewards' streams. The birth month, gender
+    and region are read from membership (one GetMember) when an event says one was given or
+    changed: the bus carries no personal value."""
 
-    def birth_month(shop_id: str, member_id: str) -> int:
-        found = membership_client.birthday(membership, shop_id, member_id)
-        return found[0] if found else 0
+    def read_profile(shop_id: str, member_id: str, given: set[str]) -> membership_client.ProfileFacts:
+        found = membership_client.profile_facts(membership, shop_id, member_id) if given else None
+        if found is None:
+            return membership_client.ProfileFacts()
+        return membership_client.ProfileFacts(birth_month=found.birth_month if "birthday" in given else 0,
+                                              gender=found.gender if "gender" in given else 0,
+                                              region=found.region if "region" in given else "")
 
     def joined(uow: UnitOfWork, e: membership_events.MemberJoined, _: envelope_pb2.EventEnvelope) -> None:
-        member_joined(uow, e, birth_month(e.shop_id, e.member_id) if e.birthday_given else 0)
+        given = {name for name, flag in (("birthday", e.birthday_given), ("gender", e.gender_given),
+                                         ("region", e.region_given)) if flag}
+        member_joined(uow, e, read_profile(e.shop_id, e.member_id, given))
 
     def profile(uow: UnitOfWork, e: membership_events.ProfileUpdated, _: envelope_pb2.EventEnvelope) -> None:
-        if "birthday" in e.changed_fields:
-            birthday_changed(uow, e, birth_month(e.shop_id, e.member_id))
+        changed = set(e.changed_fields) & PROFILE_FACTS
+        if changed:
+            profile_changed(uow, e, read_profile(e.shop_id, e.member_id, changed))
+
     def now_or(ts: object) -> datetime:
         return from_timestamp(ts, utcnow())
 
@@ -173,7 +209,7 @@ def consumers(db: Database, bus: Bus, membership: membership_client.Client, *, w
         balance_changed(uow, e.shop_id, e.member_id, e.balance_after)
 
     def action(uow: UnitOfWork, e: points_events.ActionRecorded, _: envelope_pb2.EventEnvelope) -> None:
-        active(uow, e.shop_id, e.member_id, now_or(e.occurred_at))
+        active(uow, e.shop_id, e.member_id, now_or(e.occurred_at), shared=e.action == points_pb2.ACTION_SHARE)
 
     of_points = EventConsumer(db, bus, consumer=CONSUMER, producer="points", handlers={
         points_events.PointsEarned: balance, points_events.PointsSpent: balance,

@@ -39,6 +39,14 @@ class Fact(IntEnum):
     JOINED = 11
     REFERRALS = 12
     TAG = 13
+    # Order details, shares and the consented profile (issue 10, second round).
+    UNITS = 14
+    PROMOTED_SHARE_PERCENT = 15
+    CATEGORY = 16
+    SHARES = 17
+    GENDER = 22
+    REGION = 23
+    SHARES_AND_REFERRALS = 24
 
 
 class Op(IntEnum):
@@ -56,11 +64,21 @@ class Op(IntEnum):
 
 
 DATE_FACTS = frozenset({Fact.LAST_PURCHASE, Fact.LAST_ACTIVITY, Fact.JOINED})
-WINDOWED_FACTS = frozenset({Fact.TRADES, Fact.SPEND_FEN, Fact.AVERAGE_ORDER_FEN, Fact.REFUNDS})
-NUMBER_FACTS = frozenset(Fact) - DATE_FACTS - {Fact.TAG}
+WINDOWED_FACTS = frozenset({Fact.TRADES, Fact.SPEND_FEN, Fact.AVERAGE_ORDER_FEN, Fact.REFUNDS, Fact.UNITS,
+                            Fact.PROMOTED_SHARE_PERCENT, Fact.CATEGORY})
 COMPARISONS = frozenset({Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE})
 NUMBER_OPS = COMPARISONS | {Op.BETWEEN, Op.IN}
 DATE_OPS = frozenset({Op.WITHIN_DAYS, Op.NOT_WITHIN_DAYS})
+
+# Order details, shares and the consented profile: facts compared with texts (categories bought,
+# the region), and facts taking one of a few values (membership's Gender: 1 female, 2 male).
+TEXT_FACTS = frozenset({Fact.CATEGORY, Fact.REGION})
+EQUALITY_OPS = frozenset({Op.EQ, Op.NE, Op.IN})
+CHOICES = {Fact.GENDER: frozenset({1, 2})}
+RESTRICTED_OPS = {Fact.CATEGORY: frozenset({Op.IN}), Fact.REGION: EQUALITY_OPS, Fact.GENDER: EQUALITY_OPS}
+MAX_TEXT = 64
+
+NUMBER_FACTS = frozenset(Fact) - DATE_FACTS - {Fact.TAG} - TEXT_FACTS - set(CHOICES)
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,7 @@ class Condition:
     values: tuple[int, ...] = ()
     window_days: int = 0
     tag_id: str = ""
+    texts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,7 +117,18 @@ def _ops_of(fact: Fact) -> frozenset[Op]:
         return DATE_OPS
     if fact is Fact.TAG:
         return frozenset({Op.HAS_TAG})
-    return NUMBER_OPS
+    return RESTRICTED_OPS.get(fact, NUMBER_OPS)
+
+
+def _texts_violations(op: Op, texts: tuple[str, ...], field: str, v: Violations) -> None:
+    """IN takes 1-MAX_IN texts, EQ and NE one; each 1-MAX_TEXT characters."""
+    if op is Op.IN:
+        v.check(1 <= len(texts) <= MAX_IN, field, f"IN takes 1-{MAX_IN} texts")
+    else:
+        v.check(len(texts) == 1, field, f"{op.name} takes 1 text")
+    for i, text in enumerate(texts):
+        v.check(0 < len(text) <= MAX_TEXT and text.strip() == text, f"{field}[{i}]",
+                f"1-{MAX_TEXT} characters, no leading or trailing spaces")
 
 
 def condition_violations(c: rules_pb2.Condition, path: str, v: Violations) -> Condition | None:
@@ -114,19 +144,27 @@ def condition_violations(c: rules_pb2.Condition, path: str, v: Violations) -> Co
     except ValueError:
         v.add(f"{path}.op", "required" if c.op == 0 else f"unknown operator {c.op}")
         op = None
-    values = tuple(c.values)
+    values, texts = tuple(c.values), tuple(c.texts)
     if fact is not None and op is not None and op not in _ops_of(fact):
         v.add(f"{path}.op", f"{op.name} does not apply to {fact.name}; use one of "
               + ", ".join(o.name for o in sorted(_ops_of(fact))))
     if fact is not None and fact not in WINDOWED_FACTS and c.window_days:
-        v.add(f"{path}.window_days", "only TRADES, SPEND_FEN, AVERAGE_ORDER_FEN and REFUNDS take a window")
+        v.add(f"{path}.window_days", "only " + ", ".join(f.name for f in sorted(WINDOWED_FACTS)) + " take a window")
     elif not 0 <= c.window_days <= MAX_DAYS:
         v.add(f"{path}.window_days", f"0 (lifetime) or 1-{MAX_DAYS} days")
     if fact is Fact.TAG:
         validate_id(c.tag_id, f"{path}.tag_id", v)
     elif c.tag_id:
         v.add(f"{path}.tag_id", "only FACT_TAG takes a tag id")
-    if op is not None:
+    if fact in TEXT_FACTS:
+        v.check(not values, f"{path}.values", f"{fact.name} compares texts, not values")
+        if op is not None and op in _ops_of(fact):
+            _texts_violations(op, texts, f"{path}.texts", v)
+    elif texts:
+        v.add(f"{path}.texts", "only " + " and ".join(f.name for f in sorted(TEXT_FACTS)) + " take texts")
+    if fact in CHOICES and any(x not in CHOICES[fact] for x in values):
+        v.add(f"{path}.values", f"{fact.name} is one of " + ", ".join(str(x) for x in sorted(CHOICES[fact])))
+    if op is not None and fact not in TEXT_FACTS:
         field = f"{path}.values"
         if op is Op.HAS_TAG:
             v.check(not values, field, "HAS_TAG takes no values")
@@ -140,7 +178,7 @@ def condition_violations(c: rules_pb2.Condition, path: str, v: Violations) -> Co
     if len(v.items) > before:
         return None
     assert fact is not None and op is not None
-    return Condition(fact, op, values, c.window_days, c.tag_id)
+    return Condition(fact, op, values, c.window_days, c.tag_id, texts)
 
 
 def from_proto(message: rules_pb2.Rule, path: str, v: Violations) -> Rule | None:
@@ -184,7 +222,7 @@ def to_proto(rule: Rule) -> rules_pb2.Rule:
     if isinstance(rule, Condition):
         return rules_pb2.Rule(condition=rules_pb2.Condition(
             fact=int(rule.fact), op=int(rule.op), values=list(rule.values), window_days=rule.window_days,
-            tag_id=rule.tag_id))
+            tag_id=rule.tag_id, texts=list(rule.texts)))
     if isinstance(rule, Not):
         message = rules_pb2.Rule()
         getattr(message, "not").CopyFrom(to_proto(rule.rule))
@@ -202,6 +240,8 @@ def to_data(rule: Rule) -> dict:
             data["window_days"] = rule.window_days
         if rule.tag_id:
             data["tag_id"] = rule.tag_id
+        if rule.texts:
+            data["texts"] = list(rule.texts)
         return {"condition": data}
     if isinstance(rule, Not):
         return {"not": to_data(rule.rule)}
@@ -212,7 +252,8 @@ def from_data(data: dict) -> Rule:
     if "condition" in data:
         c = data["condition"]
         return Condition(Fact[c["fact"]], Op[c["op"]], tuple(int(x) for x in c.get("values", ())),
-                         int(c.get("window_days", 0)), str(c.get("tag_id", "")))
+                         int(c.get("window_days", 0)), str(c.get("tag_id", "")),
+                         tuple(str(x) for x in c.get("texts", ())))
     if "not" in data:
         return Not(from_data(data["not"]))
     if "all" in data:

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Executable, Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from services.kit.cache import cache_key
 from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
@@ -154,8 +155,22 @@ def _check_name(conn: Connection, shop_id: str, name: str, segment_id: str = "")
         select(segments.c.segment_id).where(segments.c.shop_id == shop_id, segments.c.name == name,
                                             segments.c.segment_id != segment_id).limit(1)).first() is not None
     if taken:
-        raise AlreadyExists(f"the shop has a segment named {name!r} already", reason=reasons.SEGMENT_NAME_TAKEN,
-                            metadata={"name": name})
+        raise _name_taken(name)
+
+
+def _name_taken(name: str) -> AlreadyExists:
+    return AlreadyExists(f"the shop has a segment named {name!r} already", reason=reasons.SEGMENT_NAME_TAKEN,
+                         metadata={"field": "segment.name", "name": name})
+
+
+def _write_named(uow: UnitOfWork, name: str, statement: Executable) -> None:
+    """Runs the insert or update of a segment named `name`; the unique index on (shop, name) is the
+    last word when another writer took the name meanwhile (SEGMENT_NAME_TAKEN, not INTERNAL)."""
+    try:
+        with uow.conn.begin_nested():
+            uow.conn.execute(statement)
+    except IntegrityError as exc:
+        raise _name_taken(name) from exc
 
 
 def create(service: SegmentsService, uow: UnitOfWork, cmd: commands.CreateSegment) -> Segment:
@@ -163,7 +178,7 @@ def create(service: SegmentsService, uow: UnitOfWork, cmd: commands.CreateSegmen
     now = utcnow()
     segment = Segment(shop_id=cmd.shop_id, segment_id=_new_id(), name=cmd.name, description=cmd.description,
                       rule=cmd.rule, created_at=now, updated_at=now)
-    uow.conn.execute(insert(segments).values(
+    _write_named(uow, segment.name, insert(segments).values(
         shop_id=segment.shop_id, segment_id=segment.segment_id, name=segment.name,
         description=segment.description, rule=rules.to_json(segment.rule), created_at=now, updated_at=now))
     return segment
@@ -188,7 +203,7 @@ def update_segment(service: SegmentsService, uow: UnitOfWork, cmd: commands.Upda
         changes["rule"] = cmd.rule
     now = utcnow()
     updated = replace(current, **changes, updated_at=now)
-    uow.conn.execute(update(segments).where(_key(cmd.shop_id, cmd.segment_id)).values(
+    _write_named(uow, updated.name, update(segments).where(_key(cmd.shop_id, cmd.segment_id)).values(
         name=updated.name, description=updated.description, rule=rules.to_json(updated.rule), updated_at=now))
     return _with_counts(uow.conn, cmd.shop_id, [updated])[0]
 

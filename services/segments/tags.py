@@ -2,26 +2,32 @@
 member of a segment in one INSERT … SELECT), taken off, merged and deleted. Only members segments
 has heard of and who have not left carry tags (the facts projection takes a leaving member's
 tags). Every change of who carries a tag is announced as TagAssigned / TagRemoved, at most 1,000
-members per event."""
+members per event.
+
+A rule-assigned tag (标签规则) is carried by the members its rule selects when it was last applied
+(ApplyTagRule, and the hourly job for rules applied more than a day ago): one INSERT … SELECT
+tags those the rule selects, one DELETE untags those it no longer does. Hand tagging and merging
+refuse it (TAG_IS_RULE_ASSIGNED); an empty rule makes it manual again, keeping its members."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from google.protobuf.message import Message
 from loyalty.segments.v1 import events_pb2
-from sqlalchemy import Connection, Row, Select, delete, func, literal, select, tuple_, update
+from sqlalchemy import Connection, Row, Select, and_, delete, func, literal, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from services.kit.errors import AlreadyExists, InvalidArgument, NotFound, Violations
+from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
 from services.kit.storage import UnitOfWork, insert_ignoring
 from services.kit.timeutil import to_timestamp, utcnow
 from services.kit.validation import validate_id
 from services.segments import commands_tags as commands
-from services.segments import reasons
+from services.segments import reasons, rules
+from services.segments.compiler import members_query
 from services.segments.segments import members_select
 from services.segments.service import SegmentsService
 from services.segments.tables import member_facts, member_tags, tags
@@ -29,6 +35,7 @@ from services.segments.tables import member_facts, member_tags, tags
 # A campaign or an issuance targets at most this many tags (checked by check_target_tags).
 MAX_TARGET_TAGS = 5
 EVENT_MEMBERS = 1_000  # members named by one TagAssigned / TagRemoved
+RULE_STALE_AFTER = timedelta(days=1)  # a rule-assigned tag is applied again once its last application is this old
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,15 @@ class Tag:
     member_count: int
     created_at: datetime
     updated_at: datetime
+    rule: rules.Rule | None = None
+    rule_applied_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    tagged: int
+    untagged: int
+    member_count: int
 
 
 @dataclass(frozen=True)
@@ -93,11 +109,20 @@ def _counts(conn: Connection, shop_id: str, tag_ids: list[str]) -> dict[str, int
 
 def _to_tag(row: Row, count: int) -> Tag:
     return Tag(shop_id=row.shop_id, tag_id=row.tag_id, name=row.name, description=row.description,
-               member_count=count, created_at=row.created_at, updated_at=row.updated_at)
+               member_count=count, created_at=row.created_at, updated_at=row.updated_at,
+               rule=rules.from_json(row.rule) if row.rule is not None else None,
+               rule_applied_at=row.rule_applied_at)
 
 
 def _with_count(conn: Connection, row: Row) -> Tag:
     return _to_tag(row, _counts(conn, row.shop_id, [row.tag_id]).get(row.tag_id, 0))
+
+
+def _refuse_rule_assigned(row: Row) -> None:
+    if row.rule is not None:
+        raise FailedPrecondition(f"tag {row.tag_id!r} is assigned by its rule: change the rule, or clear it to tag "
+                                 "by hand", reason=reasons.TAG_IS_RULE_ASSIGNED, subject=f"tags/{row.tag_id}",
+                                 metadata={"tag_id": row.tag_id})
 
 
 def _chunks(member_ids: list[str]) -> list[list[str]]:
@@ -115,15 +140,16 @@ def _announce(uow: UnitOfWork, shop_id: str, tag_id: str, member_ids: list[str],
 
 
 def create_tag(service: SegmentsService, uow: UnitOfWork, cmd: commands.CreateTag) -> Tag:
-    """A new tag with no members; its name must be free in the shop (TAG_NAME_TAKEN)."""
+    """A new tag with no members (a rule-assigned one gets them when its rule is first applied);
+    its name must be free in the shop (TAG_NAME_TAKEN)."""
     now = utcnow()
     tag_id = new_tag_id()
     created = uow.conn.execute(insert_ignoring(uow.conn, tags).values(
         shop_id=cmd.shop_id, tag_id=tag_id, name=cmd.name, description=cmd.description, created_at=now,
-        updated_at=now)).rowcount
+        updated_at=now, rule=rules.to_json(cmd.rule) if cmd.rule is not None else None)).rowcount
     if not created:
         raise name_taken(cmd.name)
-    return Tag(cmd.shop_id, tag_id, cmd.name, cmd.description, 0, now, now)
+    return Tag(cmd.shop_id, tag_id, cmd.name, cmd.description, 0, now, now, cmd.rule)
 
 
 def get_tag(service: SegmentsService, query: commands.TagQuery) -> Tag:
@@ -131,8 +157,14 @@ def get_tag(service: SegmentsService, query: commands.TagQuery) -> Tag:
 
 
 def update_tag(service: SegmentsService, uow: UnitOfWork, cmd: commands.UpdateTag) -> Tag:
-    """The masked fields changed; a new name must be free in the shop (TAG_NAME_TAKEN)."""
+    """The masked fields changed; a new name must be free in the shop (TAG_NAME_TAKEN). A new rule
+    is applied by the next run of the schedule or ApplyTagRule; clearing it keeps the members."""
     row = _read_row(uow.conn, cmd.shop_id, cmd.tag_id, for_update=True)
+    changes: dict[str, object] = dict(cmd.changes)
+    if cmd.set_rule:
+        stored = rules.to_json(cmd.rule) if cmd.rule is not None else None
+        if stored != row.rule:
+            changes.update(rule=stored, rule_applied_at=None)
     name = cmd.changes.get("name", row.name)
     if name != row.name and uow.conn.execute(select(tags.c.tag_id).where(
             tags.c.shop_id == cmd.shop_id, tags.c.name == name)).first() is not None:
@@ -140,7 +172,7 @@ def update_tag(service: SegmentsService, uow: UnitOfWork, cmd: commands.UpdateTa
     try:
         with uow.conn.begin_nested():  # a concurrent rename to the same name won
             uow.conn.execute(update(tags).where(*_tag_key(cmd.shop_id, cmd.tag_id)).values(
-                **cmd.changes, updated_at=utcnow()))
+                **changes, updated_at=utcnow()))
     except IntegrityError as exc:
         raise name_taken(name) from exc
     return _with_count(uow.conn, _read_row(uow.conn, cmd.shop_id, cmd.tag_id))
@@ -185,7 +217,7 @@ def tag_members(service: SegmentsService, uow: UnitOfWork, cmd: commands.ChangeM
     """Tags the listed members segments knows and who have not left (the others are reported,
     not tagged), or every member of the segment now, in one INSERT … SELECT that ignores those
     carrying the tag already: `tagged` counts the new ones, who are announced in TagAssigned."""
-    _read_row(uow.conn, cmd.shop_id, cmd.tag_id, for_update=True)
+    _refuse_rule_assigned(_read_row(uow.conn, cmd.shop_id, cmd.tag_id, for_update=True))
     if cmd.segment_id:
         chosen = _members_of_segment(service, uow.conn, cmd.shop_id, cmd.segment_id, cmd.now).subquery()
         source = select(literal(cmd.shop_id), literal(cmd.tag_id), chosen.c.member_id, literal(cmd.now)).where(
@@ -212,7 +244,7 @@ def tag_members(service: SegmentsService, uow: UnitOfWork, cmd: commands.ChangeM
 def untag_members(service: SegmentsService, uow: UnitOfWork, cmd: commands.ChangeMembers) -> int:
     """Takes the tag from the listed members, or from every member of the segment now (one
     DELETE); returns how many carried it, who are announced in TagRemoved."""
-    _read_row(uow.conn, cmd.shop_id, cmd.tag_id, for_update=True)
+    _refuse_rule_assigned(_read_row(uow.conn, cmd.shop_id, cmd.tag_id, for_update=True))
     if cmd.segment_id:
         chosen = _members_of_segment(service, uow.conn, cmd.shop_id, cmd.segment_id, cmd.now).subquery()
         which = member_tags.c.member_id.in_(select(chosen.c.member_id))
@@ -228,8 +260,8 @@ def untag_members(service: SegmentsService, uow: UnitOfWork, cmd: commands.Chang
 def merge_tags(service: SegmentsService, uow: UnitOfWork, cmd: commands.MergeTags) -> Tag:
     """Every member of the source carries the target (one INSERT … SELECT ignoring those who do
     already), then the source is taken from them and deleted; returns the target."""
-    _read_row(uow.conn, cmd.shop_id, cmd.source_tag_id, for_update=True)
-    _read_row(uow.conn, cmd.shop_id, cmd.target_tag_id, for_update=True)
+    _refuse_rule_assigned(_read_row(uow.conn, cmd.shop_id, cmd.source_tag_id, for_update=True))
+    _refuse_rule_assigned(_read_row(uow.conn, cmd.shop_id, cmd.target_tag_id, for_update=True))
     now = utcnow()
     mt = member_tags.c
     source = select(literal(cmd.shop_id), literal(cmd.target_tag_id), mt.member_id, literal(now)).where(
@@ -241,6 +273,55 @@ def merge_tags(service: SegmentsService, uow: UnitOfWork, cmd: commands.MergeTag
     uow.conn.execute(delete(tags).where(*_tag_key(cmd.shop_id, cmd.source_tag_id)))
     uow.conn.execute(update(tags).where(*_tag_key(cmd.shop_id, cmd.target_tag_id)).values(updated_at=now))
     return _with_count(uow.conn, _read_row(uow.conn, cmd.shop_id, cmd.target_tag_id))
+
+
+def apply_rule(service: SegmentsService, uow: UnitOfWork, cmd: commands.ApplyTagRule) -> Applied:
+    """The members the tag's rule selects now carry it, and only they: one INSERT … SELECT of those
+    not carrying it (TagAssigned), one DELETE of those it no longer selects (TagRemoved)."""
+    row = _read_row(uow.conn, cmd.shop_id, cmd.tag_id, for_update=True)
+    if row.rule is None:
+        raise FailedPrecondition(f"tag {cmd.tag_id!r} has no rule: its members are tagged by hand",
+                                 reason=reasons.TAG_HAS_NO_RULE, subject=f"tags/{cmd.tag_id}",
+                                 metadata={"tag_id": cmd.tag_id})
+    return _apply(uow, row, utcnow())
+
+
+def _apply(uow: UnitOfWork, row: Row, now: datetime) -> Applied:
+    shop_id, tag_id = row.shop_id, row.tag_id
+    chosen = members_query(shop_id, rules.from_json(row.rule), now).subquery()
+    mt = member_tags.c
+    # The WHERE keeps SQLite from reading the upsert's ON CONFLICT as a join constraint.
+    source = select(literal(shop_id), literal(tag_id), chosen.c.member_id, literal(now)).where(
+        chosen.c.member_id.is_not(None))
+    tagged = sorted(r.member_id for r in uow.conn.execute(insert_ignoring(uow.conn, member_tags).from_select(
+        ["shop_id", "tag_id", "member_id", "tagged_at"], source).returning(mt.member_id)))
+    _announce(uow, shop_id, tag_id, tagged, now, assigned=True)
+    untagged = sorted(r.member_id for r in uow.conn.execute(delete(member_tags).where(
+        mt.shop_id == shop_id, mt.tag_id == tag_id, mt.member_id.not_in(select(chosen.c.member_id)))
+        .returning(mt.member_id)))
+    _announce(uow, shop_id, tag_id, untagged, now, assigned=False)
+    uow.conn.execute(update(tags).where(*_tag_key(shop_id, tag_id)).values(rule_applied_at=now))
+    return Applied(len(tagged), len(untagged), _counts(uow.conn, shop_id, [tag_id]).get(tag_id, 0))
+
+
+def apply_due_rules(service: SegmentsService, now: datetime | None = None) -> int:
+    """Applies every rule-assigned tag of every shop last applied more than RULE_STALE_AFTER ago (or
+    never), each in its own transaction; returns how many. Safe on several replicas at once: a
+    tag is checked again under its row lock."""
+    now = now or utcnow()
+    due = and_(tags.c.rule.is_not(None),
+               or_(tags.c.rule_applied_at.is_(None), tags.c.rule_applied_at < now - RULE_STALE_AFTER))
+    found = service.db.read(lambda conn: conn.execute(select(tags.c.shop_id, tags.c.tag_id).where(due)
+                                                      .order_by(tags.c.shop_id, tags.c.tag_id)).all())
+
+    def apply_one(uow: UnitOfWork, shop_id: str, tag_id: str) -> bool:
+        row = uow.conn.execute(select(tags).where(*_tag_key(shop_id, tag_id), due).with_for_update()).first()
+        if row is None:  # deleted, made manual, or applied meanwhile
+            return False
+        _apply(uow, row, utcnow())
+        return True
+
+    return sum(service.db.transact(lambda uow, s=shop_id, t=tag_id: apply_one(uow, s, t)) for shop_id, tag_id in found)
 
 
 def member_tags_of(service: SegmentsService, query: commands.MemberTagsQuery) -> list[Tag]:

@@ -19,7 +19,8 @@ from tests.support.services import Authed
 
 GROUPS = ["predefined.high_potential", "predefined.high_contribution", "predefined.new_to_activate",
           "predefined.repurchase_window", "predefined.high_quality", "predefined.lost_high_quality",
-          "predefined.churn_risk"]
+          "predefined.churn_risk", "predefined.promotion_sensitive", "predefined.spreaders",
+          "predefined.purchasing_power_low", "predefined.purchasing_power_high"]
 
 
 @pytest.fixture

@@ -30,4 +30,5 @@ class FactsApi:
             last_purchase_time=to_timestamp(row.last_purchase_at),
             last_activity_time=to_timestamp(row.last_activity_at), trades=row.trades, spend_fen=row.spend_fen,
             refunds=row.refunds, referrals=row.referrals, tag_ids=tag_ids, units=row.units,
-            promoted_trades=row.promoted_trades, category_ids=category_ids)
+            promoted_trades=row.promoted_trades, category_ids=category_ids,
+            shares=row.shares, gender=row.gender or 0, region=row.region or "")

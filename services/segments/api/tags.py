@@ -1,5 +1,5 @@
 """The tag RPCs of SegmentsApi (标签): CreateTag, GetTag, UpdateTag, DeleteTag, ListTags,
-TagMembers, UntagMembers, MergeTags and ListMemberTags. Requests to commands, handlers in the
+TagMembers, UntagMembers, MergeTags, ListMemberTags and ApplyTagRule. Requests to commands, handlers in the
 kit's idempotent unit of work, tags to protos."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from services.kit.storage import UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.kit.validation import mask_paths
 from services.segments import commands_tags as commands
-from services.segments import tags
+from services.segments import rules, tags
 from services.segments.service import SegmentsService
 
 PAGE_KIND = "tags"
@@ -22,12 +22,14 @@ PAGE_KIND = "tags"
 def tag_to_proto(t: tags.Tag) -> pb.Tag:
     return pb.Tag(shop_id=t.shop_id, tag_id=t.tag_id, name=t.name, description=t.description,
                   member_count=t.member_count, create_time=to_timestamp(t.created_at),
-                  update_time=to_timestamp(t.updated_at))
+                  update_time=to_timestamp(t.updated_at), rule=rules.to_proto(t.rule) if t.rule else None,
+                  rule_apply_time=to_timestamp(t.rule_applied_at))
 
 
-def _changes(request: pb.UpdateTagRequest) -> dict[str, str]:
+def _update(request: pb.UpdateTagRequest) -> commands.UpdateTag:
     paths = mask_paths(request.update_mask, commands.UPDATE_PATHS)
-    return {path: getattr(request.tag, path) for path in paths}
+    changes = {path: getattr(request.tag, path) for path in paths if path != "rule"}
+    return commands.UpdateTag(request.shop_id, request.tag.tag_id, changes, "rule" in paths, request.tag.rule)
 
 
 def _members(request: pb.TagMembersRequest | pb.UntagMembersRequest) -> commands.ChangeMembers:
@@ -39,7 +41,7 @@ class TagsApi:
     service: SegmentsService
 
     def CreateTag(self, request: pb.CreateTagRequest, context: grpc.ServicerContext) -> pb.Tag:
-        cmd = commands.CreateTag(request.shop_id, request.tag.name, request.tag.description)
+        cmd = commands.CreateTag(request.shop_id, request.tag.name, request.tag.description, request.tag.rule)
         require_request_id(request)
         return idempotent_call(self.service.db, request, "CreateTag", pb.Tag,
                                lambda uow: tag_to_proto(tags.create_tag(self.service, uow, cmd)))
@@ -49,7 +51,7 @@ class TagsApi:
 
     def UpdateTag(self, request: pb.UpdateTagRequest, context: grpc.ServicerContext) -> pb.Tag:
         require_request_id(request)
-        cmd = commands.UpdateTag(request.shop_id, request.tag.tag_id, _changes(request))
+        cmd = _update(request)
         return idempotent_call(self.service.db, request, "UpdateTag", pb.Tag,
                                lambda uow: tag_to_proto(tags.update_tag(self.service, uow, cmd)))
 
@@ -95,3 +97,13 @@ class TagsApi:
                        context: grpc.ServicerContext) -> pb.ListMemberTagsResponse:
         found = tags.member_tags_of(self.service, commands.MemberTagsQuery(request.shop_id, request.member_id))
         return pb.ListMemberTagsResponse(tags=[tag_to_proto(t) for t in found])
+
+    def ApplyTagRule(self, request: pb.ApplyTagRuleRequest, context: grpc.ServicerContext) -> pb.ApplyTagRuleResponse:
+        cmd = commands.ApplyTagRule(request.shop_id, request.tag_id)
+        require_request_id(request)
+
+        def work(uow: UnitOfWork) -> pb.ApplyTagRuleResponse:
+            done = tags.apply_rule(self.service, uow, cmd)
+            return pb.ApplyTagRuleResponse(tagged=done.tagged, untagged=done.untagged, member_count=done.member_count)
+
+        return idempotent_call(self.service.db, request, "ApplyTagRule", pb.ApplyTagRuleResponse, work)
