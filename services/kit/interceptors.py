@@ -278,8 +278,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
     def _failure(self, method: str, exc: Exception) -> tuple[str, grpc.Status, str]:
         """(code, status, error id) for a failed call; unexpected ones are logged with their traceback."""
-        if isinstance(exc, ValueError | StatementError) and "NUL" in str(exc):
-            # PostgreSQL text cannot hold NUL characters; the driver refuses before sending.
+        if isinstance(exc, ValueError | StatementError) and "NUL (0x00)" in str(exc):
+            # PostgreSQL text cannot hold NUL characters; the driver refuses before sending ("A string
+            # literal cannot contain NUL (0x00) characters"; not any message with "NULL" in its SQL).
             exc = InvalidArgument([("request", "text fields must not contain NUL characters")])
         elif isinstance(exc, DBAPIError) and is_connection_error(exc):
             # A path that reached the engine without Database's retries (a streamed read).

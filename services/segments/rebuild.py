@@ -152,8 +152,10 @@ def _recompute(conn: Connection, shop_id: str) -> None:
         trades=of_orders(func.sum(case((o.fully_refunded, 0), else_=1))),
         spend_fen=of_orders(func.sum(o.amount_fen - o.refunded_fen)),
         refunds=of_orders(func.sum(o.refunds)),
-        units=of_orders(func.sum(o.units)),
-        promoted_trades=of_orders(func.sum(case((o.coupon_applied | o.campaign_applied, 1), else_=0))),
+        # A full refund takes the trade's units and promotion with it (facts.order_refunded).
+        units=of_orders(func.sum(case((o.fully_refunded, 0), else_=o.units))),
+        promoted_trades=of_orders(func.sum(case((o.fully_refunded, 0),
+                                                (o.coupon_applied | o.campaign_applied, 1), else_=0))),
         first_purchase_at=select(func.min(o.completed_at)).where(mine).scalar_subquery(),
         last_purchase_at=last_purchase,
         last_activity_at=case((f.last_activity_at.is_(None), last_purchase),
