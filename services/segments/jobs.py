@@ -5,19 +5,40 @@ thread; in production a CronJob runs the same functions as one-shot commands
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from services.kit.config import Settings
 from services.kit.jobs import PeriodicJob
+from services.segments import rfm
 from services.segments.service import SegmentsService
+
+# RFM: checked hourly, each shop recomputed once its last recompute is a day old; the CronJob's
+# one-shot command recomputes every shop.
+RFM_CHECK_SECONDS = 3600.0
+RFM_MAX_AGE = timedelta(days=1)
+
+
+def recompute_rfm_job(service: SegmentsService) -> PeriodicJob:
+    return PeriodicJob("recompute-rfm", RFM_CHECK_SECONDS, lambda: rfm.recompute_due(service.db, RFM_MAX_AGE))
+
+
+def recompute_rfm_command(build: Callable[[Settings], SegmentsService]) -> Callable[[Settings], str]:
+    def run(settings: Settings) -> str:
+        return f"RFM recomputed for {rfm.recompute_due(build(settings).db, timedelta(0))} shops"
+    return run
 
 
 def periodic_jobs(service: SegmentsService, *, batch_jobs: bool) -> list[PeriodicJob]:
     """The jobs the service runs itself (each one also a command below)."""
     if not batch_jobs:
         return []
-    return []
+    return [
+        recompute_rfm_job(service),
+    ]
 
 
 def commands(build: Callable[[Settings], SegmentsService]) -> dict[str, Callable[[Settings], str]]:
     """One-shot commands for CronJobs: name -> fn(settings) -> the line logged when done."""
-    return {}
+    return {
+        "recompute-rfm": recompute_rfm_command(build),
+    }
