@@ -16,6 +16,9 @@ from loyalty.membership.v1 import membership_service_pb2 as mpb
 from loyalty.segments.v1 import rules_pb2 as rpb
 from loyalty.segments.v1 import segments_service_pb2 as spb
 
+from services.kit.config import Settings
+from services.segments import jobs
+from services.segments.service import SegmentsService
 from tests.conftest import ServiceUnderTest, Shop, create_shop, failure_of
 from tests.integration.test_membership import YUAN, rid
 from tests.support.builders import join_member
@@ -201,3 +204,20 @@ def test_a_replay_answers_the_first_answer_and_other_shops_see_nothing(
         api.RecomputeRfm(spb.RecomputeRfmRequest(shop_id=shop.shop_id))
     required = failure_of(caught.value)
     assert (required.code, set(required.fields)) == (grpc.StatusCode.INVALID_ARGUMENT, {"request_id"})
+
+
+def test_the_daily_job_and_its_command_recompute_every_shop(segments: ServiceUnderTest, settings: Settings,
+                                                             shop: Shop, buyers: dict[str, str]) -> None:
+    api = segments_api(segments, shop)
+    service = SegmentsService(segments.running.app.db)
+    job = next(j for j in jobs.periodic_jobs(service, batch_jobs=True) if j.name == "recompute-rfm")
+    assert job.interval == jobs.RFM_CHECK_SECONDS
+    job.fn()  # the shop never had a recompute: it is due
+    first = summary_of(api, shop)
+    assert (first.scored_members, counts(first)) == (10, COUNTS)
+    job.fn()  # recomputed less than a day ago: not due
+    assert summary_of(api, shop).compute_time == first.compute_time
+    line = jobs.commands(lambda _: service)["recompute-rfm"](settings)  # the CronJob's: every shop
+    assert line.startswith("RFM recomputed for ")
+    again = summary_of(api, shop)
+    assert again.compute_time.ToDatetime() > first.compute_time.ToDatetime() and counts(again) == COUNTS
