@@ -142,6 +142,10 @@ def test_buyers_are_scored_by_quintiles_as_by_hand(segments: ServiceUnderTest, s
     # Who left or never bought has no score.
     for name in ("left", "never"):
         assert not facts_of(api, shop, buyers[name]).HasField("rfm")
+    # A scored member who leaves keeps no score (nothing of them is kept); the others keep theirs.
+    shop.api.LeaveMember(mpb.LeaveMemberRequest(request_id=rid(), shop_id=shop.shop_id, member_id=buyers["j"]))
+    assert not facts_when(api, shop, buyers["j"], lambda f: f.left, "the leave reached segments").HasField("rfm")
+    assert facts_of(api, shop, buyers["i"]).rfm.rfm_class == rpb.RFM_CLASS_IMPORTANT_RETAIN
 
 
 def test_rules_on_rfm_select_the_scored_members(segments: ServiceUnderTest, shop: Shop,
