@@ -3,8 +3,10 @@ within the shop, and named one of the eight classic classes; recomputed set-wise
 statements whatever the shop's size, never a loop over members), daily by the jobs and on demand.
 
 Who is scored: members who have not left with at least one completed trade (member_facts.trades
-> 0). Recency is the whole days (24-hour periods) since the last purchase at the recompute,
-frequency the lifetime trades, monetary the lifetime spend in fen.
+> 0). Recency is the whole days (24-hour periods; SQLite counts whole seconds) since the last
+purchase at the recompute, frequency the lifetime trades, monetary the lifetime spend in fen. A
+member who leaves loses their row at once (facts.member_left); one who buys a first time gets one
+at the next recompute.
 
 Scores, equal values alike: NTILE(5) over each dimension (worst first) cuts the buyers into
 fifths; the k-th bound (k = 1..4) is the best value found in the first k fifths (the fewest days
@@ -18,7 +20,9 @@ Class: a dimension is high when its score is at least 3; (R, F, M) high or low n
 rules.proto's RfmClass says (M high: 重要..., R and F then 价值 / 发展 / 保持 / 挽留).
 
 A recompute replaces the shop's rows of rfm_scores and its rfm_runs row in one transaction
-(rfm_runs is written first: its row lock keeps two recomputes of one shop from interleaving)."""
+(rfm_runs is written first: its row lock keeps two recomputes of one shop from interleaving): one
+aggregate over three window functions for the bounds, a DELETE, one INSERT ... SELECT. On
+PostgreSQL, 1M members (900k buyers) take about 9 s on a busy 2-core machine (bounds 2.5 s)."""
 
 from __future__ import annotations
 
