@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 from services.segments.rules import TEXT_FACTS, All, Condition, Fact, Not, Op, Rule
-from services.segments.tables import member_categories, member_facts, member_orders, member_tags
+from services.segments.tables import member_categories, member_facts, member_orders, member_tags, rfm_scores
 
 mf = member_facts.c
 mo = member_orders.c
@@ -111,12 +111,25 @@ _WINDOWED_DETAILS = {Fact.UNITS: _window_units, Fact.PROMOTED_SHARE_PERCENT: _wi
 _LIFETIME_DETAILS = {Fact.UNITS: mf.units, Fact.PROMOTED_SHARE_PERCENT: _percent(mf.promoted_trades, mf.trades)}
 
 
+# RFM: the member's score or class at the shop's last recompute, NULL without a row (no comparison holds).
+_RFM_COLUMNS = {Fact.RFM_RECENCY: rfm_scores.c.recency, Fact.RFM_FREQUENCY: rfm_scores.c.frequency,
+                Fact.RFM_MONETARY: rfm_scores.c.monetary, Fact.RFM_CLASS: rfm_scores.c.rfm_class}
+
+
+def _rfm_value(fact: Fact) -> ColumnElement:
+    return (select(_RFM_COLUMNS[fact]).where(rfm_scores.c.shop_id == mf.shop_id,
+                                             rfm_scores.c.member_id == mf.member_id)
+            .correlate(member_facts).scalar_subquery())
+
+
 def fact_value(fact: Fact, window_days: int, now: datetime) -> ColumnElement:
     """The SQL value of a numeric or date fact for the member row being filtered."""
     if fact in _COLUMNS:
         return _COLUMNS[fact]
     if fact in _WINDOWED_DETAILS:
         return _WINDOWED_DETAILS[fact](now - timedelta(days=window_days)) if window_days else _LIFETIME_DETAILS[fact]
+    if fact in _RFM_COLUMNS:
+        return _rfm_value(fact)
     if window_days:
         since = now - timedelta(days=window_days)
         return {Fact.TRADES: _window_trades, Fact.SPEND_FEN: _window_spend, Fact.REFUNDS: _window_refunds,

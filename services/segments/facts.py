@@ -20,7 +20,7 @@ from services.kit.events import EventConsumer
 from services.kit.storage import Database, UnitOfWork, dialect_insert, insert_ignoring, upsert
 from services.kit.timeutil import from_timestamp, utcnow
 from services.membership import client as membership_client
-from services.segments.tables import member_categories, member_facts, member_orders, member_tags, programs
+from services.segments.tables import member_categories, member_facts, member_orders, member_tags, programs, rfm_scores
 
 CONSUMER = "segments"
 PROFILE_FACTS = frozenset({"birthday", "gender", "region"})  # the profile fields segments keeps
@@ -84,11 +84,12 @@ def profile_changed(uow: UnitOfWork, e: membership_events.ProfileUpdated,
 
 def member_left(uow: UnitOfWork, e: membership_events.MemberLeft) -> None:
     """No rule selects a member who left; nothing personal of them is kept (birth month, gender,
-    region, tags, categories bought)."""
+    region, tags, categories bought, RFM scores)."""
     _change(uow, e.shop_id, e.member_id, left_at=from_timestamp(e.left_at, utcnow()), birth_month=None,
             gender=None, region=None)
     for table in (member_tags, member_categories):
         uow.conn.execute(delete(table).where(table.c.shop_id == e.shop_id, table.c.member_id == e.member_id))
+    uow.conn.execute(delete(rfm_scores).where(rfm_scores.c.shop_id == e.shop_id, rfm_scores.c.member_id == e.member_id))
 
 
 def order_completed(uow: UnitOfWork, e: membership_events.OrderCompleted) -> None:

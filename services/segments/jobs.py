@@ -5,14 +5,30 @@ thread; in production a CronJob runs the same functions as one-shot commands
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from services.kit.config import Settings
 from services.kit.jobs import PeriodicJob
-from services.segments import tags
+from services.segments import rfm, tags
 from services.segments.service import SegmentsService
 
 # Rule-assigned tags: every hour, those last applied more than a day ago (or never).
 TAG_RULES_EVERY = 3600.0
+
+# RFM: checked hourly, each shop recomputed once its last recompute is a day old; the CronJob's
+# one-shot command recomputes every shop.
+RFM_CHECK_SECONDS = 3600.0
+RFM_MAX_AGE = timedelta(days=1)
+
+
+def recompute_rfm_job(service: SegmentsService) -> PeriodicJob:
+    return PeriodicJob("recompute-rfm", RFM_CHECK_SECONDS, lambda: rfm.recompute_due(service.db, RFM_MAX_AGE))
+
+
+def recompute_rfm_command(build: Callable[[Settings], SegmentsService]) -> Callable[[Settings], str]:
+    def run(settings: Settings) -> str:
+        return f"RFM recomputed for {rfm.recompute_due(build(settings).db, timedelta(0))} shops"
+    return run
 
 
 def periodic_jobs(service: SegmentsService, *, batch_jobs: bool) -> list[PeriodicJob]:
@@ -21,6 +37,7 @@ def periodic_jobs(service: SegmentsService, *, batch_jobs: bool) -> list[Periodi
         return []
     return [
         PeriodicJob("apply-tag-rules", TAG_RULES_EVERY, lambda: tags.apply_due_rules(service)),
+        recompute_rfm_job(service),
     ]
 
 
@@ -28,4 +45,5 @@ def commands(build: Callable[[Settings], SegmentsService]) -> dict[str, Callable
     """One-shot commands for CronJobs: name -> fn(settings) -> the line logged when done."""
     return {
         "apply-tag-rules": lambda settings: f"applied {tags.apply_due_rules(build(settings))} tag rules",
+        "recompute-rfm": recompute_rfm_command(build),
     }

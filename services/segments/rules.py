@@ -47,6 +47,11 @@ class Fact(IntEnum):
     GENDER = 22
     REGION = 23
     SHARES_AND_REFERRALS = 24
+    # RFM (rfm.py): scores 1-5 and the RfmClass at the shop's last recompute.
+    RFM_RECENCY = 18
+    RFM_FREQUENCY = 19
+    RFM_MONETARY = 20
+    RFM_CLASS = 21
 
 
 class Op(IntEnum):
@@ -79,6 +84,17 @@ RESTRICTED_OPS = {Fact.CATEGORY: frozenset({Op.IN}), Fact.REGION: EQUALITY_OPS, 
 MAX_TEXT = 64
 
 NUMBER_FACTS = frozenset(Fact) - DATE_FACTS - {Fact.TAG} - TEXT_FACTS - set(CHOICES)
+# RFM facts: members without a score (no purchase, left, or no recompute yet) have none.
+RFM_SCORE_FACTS = frozenset({Fact.RFM_RECENCY, Fact.RFM_FREQUENCY, Fact.RFM_MONETARY})
+RFM_CLASS_OPS = frozenset({Op.EQ, Op.NE, Op.IN})
+RFM_RANGES = {**dict.fromkeys(RFM_SCORE_FACTS, (1, 5)), Fact.RFM_CLASS: (1, 8)}
+
+
+def _rfm_values(fact: Fact, values: tuple[int, ...], field: str, v: Violations) -> None:
+    """Each value of an RFM condition is a score (1-5) or an RfmClass value (1-8)."""
+    low, high = RFM_RANGES[fact]
+    what = "an RfmClass value" if fact is Fact.RFM_CLASS else "a score"
+    v.check(all(low <= x <= high for x in values), field, f"each value {what}, {low}-{high}")
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,8 @@ def _ops_of(fact: Fact) -> frozenset[Op]:
         return DATE_OPS
     if fact is Fact.TAG:
         return frozenset({Op.HAS_TAG})
+    if fact is Fact.RFM_CLASS:
+        return RFM_CLASS_OPS
     return RESTRICTED_OPS.get(fact, NUMBER_OPS)
 
 
@@ -175,6 +193,8 @@ def condition_violations(c: rules_pb2.Condition, path: str, v: Violations) -> Co
             v.check(1 <= len(values) <= MAX_IN, field, f"IN takes 1-{MAX_IN} values")
         elif v.check(len(values) == 1, field, f"{op.name} takes 1 value") and op in DATE_OPS:
             v.check(1 <= values[0] <= MAX_DAYS, field, f"a number of days, 1-{MAX_DAYS}")
+        if fact in RFM_RANGES and values and len(v.items) == before:
+            _rfm_values(fact, values, field, v)
     if len(v.items) > before:
         return None
     assert fact is not None and op is not None

@@ -21,7 +21,7 @@ from services.kit.errors import InvalidArgument, Violations
 from services.segments import commands, groups, rules
 from services.segments.compiler import members_query
 from services.segments.rules import All, AnyOf, Condition, Fact, Not, Op
-from services.segments.tables import member_categories, member_facts, member_orders, member_tags, metadata
+from services.segments.tables import member_categories, member_facts, member_orders, member_tags, metadata, rfm_scores
 
 NOW = datetime(2026, 6, 15, 12, 0, 0)
 SHOP = "shop-1"
@@ -113,6 +113,19 @@ def test_categories_regions_genders_and_order_details_are_checked_field_by_field
         f"{p}[9].condition.window_days"]
 
 
+def test_rfm_conditions_take_scores_and_classes() -> None:
+    rule = rules_pb2.Rule(all=rules_pb2.RuleGroup(rules=[
+        cond(rules_pb2.FACT_RFM_RECENCY, rules_pb2.OPERATOR_BETWEEN, [1, 5]),
+        cond(rules_pb2.FACT_RFM_CLASS, rules_pb2.OPERATOR_IN, [1, 8]),
+        cond(rules_pb2.FACT_RFM_MONETARY, rules_pb2.OPERATOR_GE, [6]),
+        cond(rules_pb2.FACT_RFM_CLASS, rules_pb2.OPERATOR_GE, [1]),
+        cond(rules_pb2.FACT_RFM_CLASS, rules_pb2.OPERATOR_NE, [0]),
+        cond(rules_pb2.FACT_RFM_FREQUENCY, rules_pb2.OPERATOR_EQ, [3], window_days=30)]))
+    p = "segment.rule.all.rules"
+    assert fields(violations_of(rule)) == [f"{p}[2].condition.values", f"{p}[3].condition.op",
+                                           f"{p}[4].condition.values", f"{p}[5].condition.window_days"]
+
+
 def test_limits_of_depth_conditions_and_groups() -> None:
     deep = cond(rules_pb2.FACT_TRADES, rules_pb2.OPERATOR_GE, [1])
     for _ in range(rules.MAX_DEPTH):
@@ -179,8 +192,8 @@ def text_conditions(draw: st.DrawFn) -> Condition:
 
 
 @st.composite
-def conditions(draw: st.DrawFn) -> Condition:
-    kind = draw(st.sampled_from(["number", "date", "tag", "text"]))
+def conditions(draw: st.DrawFn, facts: st.SearchStrategy[Fact] | None = None) -> Condition:
+    kind = "number" if facts is not None else draw(st.sampled_from(["number", "date", "tag", "text"]))
     if kind == "text":
         return draw(text_conditions())
     if kind == "tag":
@@ -188,7 +201,13 @@ def conditions(draw: st.DrawFn) -> Condition:
     if kind == "date":
         fact = draw(st.sampled_from(sorted(rules.DATE_FACTS)))
         return Condition(fact, draw(st.sampled_from(sorted(rules.DATE_OPS))), (draw(st.sampled_from([1, 7, 30, 90])),))
-    fact = draw(st.sampled_from(NUMBER_FACTS))
+    fact = draw(facts if facts is not None else st.sampled_from(NUMBER_FACTS))
+    if fact in rules.RFM_RANGES:  # scores 1-5, classes 1-8 (EQ / NE / IN)
+        low, high = rules.RFM_RANGES[fact]
+        scores = st.integers(low, high)
+        op = draw(st.sampled_from(sorted(rules.RFM_CLASS_OPS if fact is Fact.RFM_CLASS else rules.NUMBER_OPS)))
+        count = 2 if op is Op.BETWEEN else draw(st.integers(1, 3)) if op is Op.IN else 1
+        return Condition(fact, op, tuple(sorted(draw(st.lists(scores, min_size=count, max_size=count)))))
     op = draw(st.sampled_from(sorted(rules.NUMBER_OPS)))
     number = st.sampled_from([0, 1, 33, 49, 50, 66, 100]) if fact is Fact.PROMOTED_SHARE_PERCENT else small
     if op is Op.BETWEEN:
@@ -205,6 +224,12 @@ trees = st.recursive(conditions(), lambda children: st.one_of(
     st.lists(children, min_size=1, max_size=3).map(lambda rs: All(tuple(rs))),
     st.lists(children, min_size=1, max_size=3).map(lambda rs: AnyOf(tuple(rs))),
     children.map(Not)), max_leaves=6)
+
+# Trees of RFM conditions only (in `trees` they are a few leaves among many).
+rfm_trees = st.recursive(conditions(st.sampled_from(sorted(rules.RFM_RANGES))), lambda children: st.one_of(
+    st.lists(children, min_size=1, max_size=3).map(lambda rs: All(tuple(rs))),
+    st.lists(children, min_size=1, max_size=3).map(lambda rs: AnyOf(tuple(rs))),
+    children.map(Not)), max_leaves=4)
 
 
 @given(trees)
@@ -256,6 +281,7 @@ def members(draw: st.DrawFn) -> list[dict]:
             "shares": draw(st.integers(0, 6)), "gender": draw(st.sampled_from([None, 1, 2])),
             "region": draw(st.sampled_from([None, *REGIONS])),
             "categories": draw(st.dictionaries(st.sampled_from(CATEGORIES), st.builds(ago, st.integers(0, 40)))),
+            "rfm": draw(st.one_of(st.none(), st.tuples(*[st.integers(1, 5)] * 3, st.integers(1, 8)))),
             "tags": draw(st.sets(st.sampled_from(["t1", "t2"])))})
     return found
 
@@ -269,6 +295,10 @@ def value_of(c: Condition, m: dict) -> int | datetime | None:
         return m[column]
     if c.fact is Fact.SHARES_AND_REFERRALS:
         return m["shares"] + m["referrals"]
+    if c.fact in rules.RFM_RANGES:  # (recency, frequency, monetary, class), or no score
+        rfm = m["rfm"]
+        return None if rfm is None else rfm[[Fact.RFM_RECENCY, Fact.RFM_FREQUENCY, Fact.RFM_MONETARY,
+                                             Fact.RFM_CLASS].index(c.fact)]
     if c.window_days:
         orders = [o for o in m["orders"] if o["completed_at"] >= NOW - timedelta(days=c.window_days)]
         trades = sum(1 for o in orders if not o["fully_refunded"])
@@ -311,7 +341,7 @@ def holds(rule: rules.Rule, m: dict) -> bool:
             Op.IN: lambda: x in v}[rule.op]()
 
 
-FACT_TABLES = [member_facts, member_orders, member_tags, member_categories]
+FACT_TABLES = [member_facts, member_orders, member_tags, member_categories, rfm_scores]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -353,7 +383,7 @@ PREDEFINED = [groups.rule_of(g, groups.Settings()) for g in groups.Group] + [
 
 
 @settings(max_examples=400, deadline=None)
-@given(people=members(), rule=st.one_of(trees, st.sampled_from(PREDEFINED)))
+@given(people=members(), rule=st.one_of(trees, st.sampled_from(PREDEFINED), rfm_trees))
 def test_the_compiled_query_selects_what_a_plain_reading_selects(engine: Engine, people: list[dict],
                                                                  rule: rules.Rule) -> None:
     with engine.begin() as conn:
@@ -362,7 +392,7 @@ def test_the_compiled_query_selects_what_a_plain_reading_selects(engine: Engine,
         for m in people:
             conn.execute(insert(member_facts).values(
                 shop_id=SHOP, referrer_member_id="", first_purchase_at=None, updated_at=NOW,
-                **{k: v for k, v in m.items() if k not in ("orders", "tags", "categories")}))
+                **{k: v for k, v in m.items() if k not in ("orders", "tags", "categories", "rfm")}))
             # The same member id in another shop, selected by everything: never in this shop's answer.
             conn.execute(insert(member_facts).values(
                 shop_id="shop-2", member_id=m["member_id"] + "x", joined_at=NOW, join_channel=0, tier_level=0,
@@ -373,6 +403,12 @@ def test_the_compiled_query_selects_what_a_plain_reading_selects(engine: Engine,
             for category, at in m["categories"].items():
                 conn.execute(insert(member_categories).values(shop_id=SHOP, member_id=m["member_id"],
                                                               category_id=category, trades=1, last_bought_at=at))
+            if m["rfm"] is not None:
+                r, f, mo, rfm_class = m["rfm"]
+                conn.execute(insert(rfm_scores).values(shop_id=SHOP, member_id=m["member_id"], recency=r,
+                                                       frequency=f, monetary=mo, rfm_class=rfm_class))
+                conn.execute(insert(rfm_scores).values(shop_id="shop-2", member_id=m["member_id"] + "x",
+                                                       recency=r, frequency=f, monetary=mo, rfm_class=rfm_class))
             for tag in m["tags"]:
                 conn.execute(insert(member_tags).values(shop_id=SHOP, tag_id=tag, member_id=m["member_id"],
                                                         tagged_at=NOW))

@@ -8,11 +8,12 @@ from loyalty.segments.v1 import segments_service_pb2_grpc as pb_grpc
 
 from services.segments.api.facts import FactsApi
 from services.segments.api.rebuild import RebuildApi
+from services.segments.api.rfm import RfmApi
 from services.segments.api.segments import SegmentsRulesApi
 from services.segments.api.tags import TagsApi
 from services.segments.service import SegmentsService
 
 
-class SegmentsApi(FactsApi, TagsApi, SegmentsRulesApi, RebuildApi, pb_grpc.SegmentsServiceServicer):
+class SegmentsApi(FactsApi, TagsApi, SegmentsRulesApi, RebuildApi, RfmApi, pb_grpc.SegmentsServiceServicer):
     def __init__(self, service: SegmentsService):
         self.service = service
