@@ -182,14 +182,15 @@ def sales_report(service: SegmentsService, query: SalesReportQuery) -> SalesRepo
         mf.shop_id == query.shop_id, mf.joined_at >= first, mf.joined_at < last).subquery()
     new_members = select(joined.c.period, func.count()).group_by(joined.c.period)
 
+    in_range = and_(mo.shop_id == query.shop_id, mo.fully_refunded.is_(False), mo.completed_at >= first,
+                    mo.completed_at < last)
     earlier = member_orders.alias("earlier")
-    first_trade = (select(func.min(earlier.c.completed_at)).where(
-        earlier.c.shop_id == mo.shop_id, earlier.c.member_id == mo.member_id, earlier.c.fully_refunded.is_(False))
-        .correlate(member_orders).scalar_subquery())
+    firsts = select(earlier.c.member_id, func.min(earlier.c.completed_at).label("first_at")).where(
+        earlier.c.shop_id == query.shop_id, earlier.c.fully_refunded.is_(False),
+        earlier.c.member_id.in_(select(mo.member_id).where(in_range).correlate(None))).group_by(earlier.c.member_id).subquery()
     trades = select(mo.member_id, (mo.amount_fen - mo.refunded_fen).label("sales"), mo.units,
-                    bucket(mo.completed_at, starts).label("period"), first_trade.label("first_at")).where(
-        mo.shop_id == query.shop_id, mo.fully_refunded.is_(False), mo.completed_at >= first,
-        mo.completed_at < last).subquery()
+                    bucket(mo.completed_at, starts).label("period"), firsts.c.first_at).join_from(
+        member_orders, firsts, firsts.c.member_id == mo.member_id).where(in_range).subquery()
     # The order's own period when the buyer's first trade lies in it (first_at <= completed_at).
     is_new = case((and_(trades.c.first_at >= first, bucket(trades.c.first_at, starts) == trades.c.period), 1),
                   else_=0).label("is_new")
