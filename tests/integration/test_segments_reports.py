@@ -26,6 +26,7 @@ from loyalty.segments.v1 import rules_pb2 as rpb
 from loyalty.segments.v1 import segments_service_pb2 as spb
 from sqlalchemy import Engine, create_engine, text
 
+from services.kit.jobs import Periodic
 from tests.conftest import ADMIN_KEY, AUTH_SECRET, PII_KEY, ServiceUnderTest, Shop, create_shop, failure_of
 from tests.integration.test_membership import rid
 from tests.support.builders import eventually, join_member, points_shop
@@ -459,8 +460,14 @@ def test_size_history_follows_counts_and_the_daily_snapshot(segments: ServiceUnd
 
     second = join_member(shop)
     facts_when(api, shop, second, lambda f: f.member_id, "segments heard of the second member")
+    # The service's own hourly job counts the segments not counted yet today.
+    (job,) = [j for worker in segments.running.app.background if isinstance(worker, Periodic)
+              for j in worker.jobs if j.name == "snapshot-segment-sizes"]
+    job.fn()
+    assert history(api, shop, saved.segment_id) == [(today, 1)]
+    assert history(api, shop, "predefined.new_to_activate") == [(today, 2)]
+    # The daily command counts them all again: today's row is the day's last count.
     assert "recorded the size of" in snapshot_command(segments)
-    # Today's row is the day's last count; every predefined group was counted too.
     assert history(api, shop, saved.segment_id, days=1) == [(today, 2)]
     assert history(api, shop, "predefined.new_to_activate", days=400) == [(today, 2)]
     assert history(api, shop, "predefined.repurchase_window") == [(today, 0)]
