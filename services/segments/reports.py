@@ -186,7 +186,7 @@ def sales_report(service: SegmentsService, query: SalesReportQuery) -> SalesRepo
                     mo.completed_at < last)
     earlier = member_orders.alias("earlier")
     firsts = select(earlier.c.member_id, func.min(earlier.c.completed_at).label("first_at")).where(
-        earlier.c.shop_id == query.shop_id, earlier.c.fully_refunded.is_(False),
+        earlier.c.shop_id == query.shop_id, earlier.c.fully_refunded.is_(False), earlier.c.completed_at < last,
         earlier.c.member_id.in_(select(mo.member_id).where(in_range).correlate(None))).group_by(earlier.c.member_id).subquery()
     trades = select(mo.member_id, (mo.amount_fen - mo.refunded_fen).label("sales"), mo.units,
                     bucket(mo.completed_at, starts).label("period"), firsts.c.first_at).join_from(
