@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from services.kit.config import Settings
 from services.kit.jobs import PeriodicJob
-from services.segments import rfm, tags
+from services.segments import rfm, sizes, tags
 from services.segments.service import SegmentsService
 
 # Rule-assigned tags: every hour, those last applied more than a day ago (or never).
@@ -38,12 +38,20 @@ def periodic_jobs(service: SegmentsService, *, batch_jobs: bool) -> list[Periodi
     return [
         PeriodicJob("apply-tag-rules", TAG_RULES_EVERY, lambda: tags.apply_due_rules(service)),
         recompute_rfm_job(service),
+        # Segment sizes: today's count of every segment not counted yet today (size history).
+        PeriodicJob("snapshot-segment-sizes", sizes.SNAPSHOT_INTERVAL, lambda: sizes.snapshot_job(service)),
     ]
 
 
 def commands(build: Callable[[Settings], SegmentsService]) -> dict[str, Callable[[Settings], str]]:
     """One-shot commands for CronJobs: name -> fn(settings) -> the line logged when done."""
+    # Segment sizes: counts every segment of every shop now (the daily CronJob).
+    def snapshot_segment_sizes(settings: Settings) -> str:
+        shops, counted = sizes.snapshot_all(build(settings))
+        return f"recorded the size of {counted} segments in {shops} shops"
+
     return {
         "apply-tag-rules": lambda settings: f"applied {tags.apply_due_rules(build(settings))} tag rules",
         "recompute-rfm": recompute_rfm_command(build),
+        "snapshot-segment-sizes": snapshot_segment_sizes,
     }
