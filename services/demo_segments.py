@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 import grpc
 from loyalty.membership.v1 import membership_service_pb2 as mpb
@@ -27,22 +28,31 @@ def demo_tags() -> dict[str, spb.Tag]:
 
 
 def seed(segments_port: int, shop_id: str, auth: list[tuple[str, str]], *, membership_port: int) -> None:
-    """The demo tags and their members, once (fixed request_ids; skipped when the tags exist)."""
+    """The demo tags and their members, once (fixed request_ids; skipped when the tags exist), and
+    the shop's first RFM scores (the daily job keeps them after)."""
     with grpc.insecure_channel(f"127.0.0.1:{segments_port}") as channel, \
             grpc.insecure_channel(f"127.0.0.1:{membership_port}") as members_channel:
         stub = sgrpc.SegmentsServiceStub(channel)
         existing = {t.name for t in stub.ListTags(spb.ListTagsRequest(shop_id=shop_id, page_size=100),
                                                   metadata=auth).tags}
-        if all(t.name in existing for t in demo_tags().values()):
-            return
-        chosen = _chosen_members(mgrpc.MembershipServiceStub(members_channel), shop_id, auth)
-        _wait_until_known(stub, shop_id, auth, sorted({m for ids in chosen.values() for m in ids}))
-        for handle, tag in demo_tags().items():
-            tag_id = stub.CreateTag(spb.CreateTagRequest(request_id=f"demo-tag-{handle}", shop_id=shop_id, tag=tag),
-                                    metadata=auth).tag_id
-            if chosen[handle]:
-                stub.TagMembers(spb.TagMembersRequest(request_id=f"demo-tagging-{handle}", shop_id=shop_id,
-                                                      tag_id=tag_id, member_ids=chosen[handle]), metadata=auth)
+        if not all(t.name in existing for t in demo_tags().values()):
+            _tag(stub, mgrpc.MembershipServiceStub(members_channel), shop_id, auth)
+        if not stub.GetRfmSummary(spb.GetRfmSummaryRequest(shop_id=shop_id), metadata=auth).scored_members:
+            request = spb.RecomputeRfmRequest(request_id=f"demo-rfm-{uuid.uuid4().hex[:12]}", shop_id=shop_id)
+            scored = stub.RecomputeRfm(request, metadata=auth).scored_members
+            log.info("demo shop: RFM scores of %d buyers", scored)
+
+
+def _tag(stub: sgrpc.SegmentsServiceStub, members: mgrpc.MembershipServiceStub, shop_id: str,
+         auth: list[tuple[str, str]]) -> None:
+    chosen = _chosen_members(members, shop_id, auth)
+    _wait_until_known(stub, shop_id, auth, sorted({m for ids in chosen.values() for m in ids}))
+    for handle, tag in demo_tags().items():
+        tag_id = stub.CreateTag(spb.CreateTagRequest(request_id=f"demo-tag-{handle}", shop_id=shop_id, tag=tag),
+                                metadata=auth).tag_id
+        if chosen[handle]:
+            stub.TagMembers(spb.TagMembersRequest(request_id=f"demo-tagging-{handle}", shop_id=shop_id,
+                                                  tag_id=tag_id, member_ids=chosen[handle]), metadata=auth)
 
 
 def _chosen_members(stub: mgrpc.MembershipServiceStub, shop_id: str,
