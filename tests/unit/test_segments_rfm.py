@@ -5,8 +5,6 @@ classes, counts, who is scored, and another shop untouched."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -14,39 +12,23 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, create_engine, delete, insert, select, text
-from sqlalchemy.pool import StaticPool
+from sqlalchemy import Engine, delete, insert, select
 
 from services.segments import rfm
 from services.segments.tables import member_facts, metadata, programs, rfm_runs, rfm_scores
+from tests.support.scratch_db import scratch_engine
 
 NOW = datetime(2026, 6, 15, 12, 0, 0)
 SHOP = "shop-1"
 TABLES = [member_facts, rfm_scores, rfm_runs, programs]
 
 
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-        metadata.create_all(engine, tables=TABLES)
-        yield engine
-        engine.dispose()
-        return
-    url = os.environ.get("LOYALTY_TEST_PG_URL")
-    if not url:
-        pytest.skip("PostgreSQL: set LOYALTY_TEST_PG_URL (scripts/test-backends.sh does)")
-    name = f"segments_rfm_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(url.rsplit("/", 1)[0] + "/" + name)
-    metadata.create_all(engine, tables=TABLES)
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}"'))
-    admin.dispose()
+    """The tables in memory (SQLite), and in a database of their own on PostgreSQL when
+    LOYALTY_TEST_PG_URL is set (scripts/test-backends.sh sets it)."""
+    yield from scratch_engine(request.param, metadata, TABLES, "segments_rfm")
 
 
 def facts_row(shop_id: str, member_id: str, *, trades: int, spend_fen: int, last: datetime | None,

@@ -5,8 +5,6 @@ the integration tests cannot backdate)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -14,17 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from loyalty.segments.v1 import rules_pb2
-from sqlalchemy import Engine, create_engine, delete, insert, text
-from sqlalchemy.pool import StaticPool
+from sqlalchemy import Engine, delete, insert
 
 from services.kit.errors import InvalidArgument, Violations
 from services.segments import commands, groups, rules
 from services.segments.compiler import members_query
 from services.segments.rules import All, AnyOf, Condition, Fact, Not, Op
 from services.segments.tables import member_categories, member_facts, member_orders, member_tags, metadata, rfm_scores
+from tests.support.scratch_db import scratch_engine
 
 NOW = datetime(2026, 6, 15, 12, 0, 0)
 SHOP = "shop-1"
+
 
 
 def violations_of(message: rules_pb2.Rule) -> list[tuple[str, str]]:
@@ -346,28 +345,9 @@ FACT_TABLES = [member_facts, member_orders, member_tags, member_categories, rfm_
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    """The facts' tables in memory (SQLite), and in a database of their own on PostgreSQL when
+    """The tables in memory (SQLite), and in a database of their own on PostgreSQL when
     LOYALTY_TEST_PG_URL is set (scripts/test-backends.sh sets it)."""
-    if request.param == "sqlite":
-        engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-        metadata.create_all(engine, tables=FACT_TABLES)
-        yield engine
-        engine.dispose()
-        return
-    url = os.environ.get("LOYALTY_TEST_PG_URL")
-    if not url:
-        pytest.skip("PostgreSQL: set LOYALTY_TEST_PG_URL (scripts/test-backends.sh does)")
-    name = f"segments_rules_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(url.rsplit("/", 1)[0] + "/" + name)
-    metadata.create_all(engine, tables=FACT_TABLES)
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}"'))
-    admin.dispose()
+    yield from scratch_engine(request.param, metadata, FACT_TABLES, "segments_rules")
 
 
 PREDEFINED = [groups.rule_of(g, groups.Settings()) for g in groups.Group] + [
