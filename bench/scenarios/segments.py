@@ -279,7 +279,7 @@ def rows(members: int, seeded: dict[str, Any], preview: dict[str, Any], stream: 
     found.append(Row("segments", f"ListSegmentMembers, the whole shop streamed ({stream['members']:,} members), "
                                  f"{WORKERS} workers",
                      f"{stream['seconds']:,.1f} s, {fmt_rate(stream['rate'])}, worker RSS "
-                     f"+{stream['growth_mib']:.0f} MiB (of {stream['rss_before_mib']:.0f} MiB)",
+                     f"+{stream['growth_mib']:.1f} MiB (of {stream['rss_before_mib']:.0f} MiB)",
                      f"server-side cursor, same ids: {stream['floor_seconds']:,.1f} s, "
                      f"{fmt_rate(stream['floor_rate'])}",
                      stream["seconds"] / stream["floor_seconds"] if stream["floor_seconds"] else None,
