@@ -145,10 +145,16 @@ def _negated_column_condition(rule: Rule, now: datetime) -> ColumnElement[bool] 
     """NOT of a comparison with one of member_facts' columns as the opposite comparison, holding
     where the column is NULL too ("not purchased within 30 days" is "last purchase NULL or before
     the 30 days"): the planner estimates its rows as well as a hand-written query, where it cannot
-    see through NOT COALESCE(...). None for any other rule."""
-    if not isinstance(rule, Condition) or rule.fact not in _COLUMNS or rule.op not in _NEGATED:
+    see through NOT COALESCE(...). A windowed trade count's comparison likewise (the count is never
+    NULL). None for any other rule."""
+    if not isinstance(rule, Condition) or rule.op not in _NEGATED:
+        return None
+    windowed_trades = rule.fact is Fact.TRADES and rule.window_days > 0
+    if not windowed_trades and rule.fact not in _COLUMNS:
         return None
     opposite = _condition(Condition(rule.fact, _NEGATED[rule.op], rule.values, rule.window_days, rule.tag_id), now)
+    if windowed_trades:
+        return opposite  # a windowed count is never NULL: NOT (at least k) is NOT EXISTS of the k-th, an anti-join
     if rule.op in (Op.WITHIN_DAYS, Op.NOT_WITHIN_DAYS):
         return opposite  # NOT_WITHIN_DAYS holds for NULL already, and WITHIN_DAYS is NOT (NULL or before)
     return or_(_COLUMNS[rule.fact].is_(None), opposite)
