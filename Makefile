@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup protos run test test-embedded lint migrate bench bench-quick
+.PHONY: setup protos run test test-embedded lint migrate bench bench-quick seed-bench
 
 setup:
 	@bash scripts/setup.sh
@@ -37,3 +37,10 @@ bench: setup
 
 bench-quick:
 	@$(MAKE) --no-print-directory bench BENCH_ARGS="--quick $(BENCH_ARGS)"
+
+# A synthetic shop of MEMBERS members (default 1,000,000) in segments' configured database
+# (LOYALTY_SEGMENTS_DB_URL, else data/segments.db), for measuring segments at scale.
+MEMBERS ?= 1000000
+SHOP ?= bench-shop
+seed-bench: setup
+	$(PY) -m services.segments seed-bench --members $(MEMBERS) --shop $(SHOP)

@@ -163,6 +163,7 @@ class Stack:
     targets: dict[str, str]
     procs: list[subprocess.Popen]
     processes: Processes
+    db_urls: dict[str, str] = field(default_factory=dict)  # each service's database, for a loader
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -186,7 +187,7 @@ def start_production(processes: Processes, backends: Backends, *, workers: int, 
         port = free_port()
         env[f"LOYALTY_{name.upper()}_PORT"] = str(port)
         targets[name] = f"127.0.0.1:{port}"
-    stack = Stack(targets, [], processes)
+    stack = Stack(targets, [], processes, {name: env[f"LOYALTY_{name.upper()}_DB_URL"] for name in services})
     try:
         for name in services:
             migrate = subprocess.run([sys.executable, "-m", f"services.{name}", "migrate"], cwd=ROOT, env=env,

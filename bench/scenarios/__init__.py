@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.runner import Context, Row
-from bench.scenarios import card, earn, embedded, reads, redis_floor, spend
+from bench.scenarios import card, earn, embedded, reads, redis_floor, segments, spend
 
 SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "redis": redis_floor.run,
@@ -19,4 +19,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "earn": earn.run,
     "embedded": embedded.run,
     "card": card.run,
+    "segments": segments.run,
 }

@@ -9,6 +9,7 @@ coalesced to false before it is negated."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
@@ -25,6 +26,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
 )
 
 from services.segments.rules import TEXT_FACTS, All, Condition, Fact, Not, Op, Rule
@@ -56,6 +58,28 @@ def _orders_since(since: datetime) -> ColumnElement[bool]:
 def _window_trades(since: datetime) -> ColumnElement:
     return (select(func.count()).where(_orders_since(since), mo.fully_refunded.is_(False))
             .correlate(member_facts).scalar_subquery())
+
+
+def _window_trades_at_least(since: datetime, k: int) -> ColumnElement[bool]:
+    """At least k trades in the window, as EXISTS of the k-th (k >= 1): a semi-join for k = 1,
+    and a probe that stops at the k-th order otherwise, where a count reads them all."""
+    kept = select(mo.order_id).where(_orders_since(since), mo.fully_refunded.is_(False))
+    return exists(kept.offset(k - 1) if k > 1 else kept).correlate(member_facts)
+
+
+def _window_trades_compared(c: Condition, since: datetime) -> ColumnElement[bool] | None:
+    """A windowed trade count against a threshold as EXISTS / NOT EXISTS (the count is never NULL,
+    so the two agree on every member); None for the comparisons a count says best."""
+    x = c.values[0] if c.values else 0
+    at_least = {Op.GE: x, Op.GT: x + 1}.get(c.op)
+    if at_least is not None:
+        return true() if at_least <= 0 else _window_trades_at_least(since, at_least)
+    at_most = {Op.LE: x, Op.LT: x - 1}.get(c.op, 0 if c.op is Op.EQ and x == 0 else None)
+    if at_most is not None:
+        return false() if at_most < 0 else not_(_window_trades_at_least(since, at_most + 1))
+    if c.op is Op.NE and x == 0:
+        return _window_trades_at_least(since, 1)
+    return None
 
 
 def _window_spend(since: datetime) -> ColumnElement:
@@ -152,6 +176,10 @@ def _condition(c: Condition, now: datetime) -> ColumnElement[bool]:
             member_tags.c.tag_id == c.tag_id).correlate(member_facts))
     if c.fact is Fact.CATEGORY:
         return _bought_category(c, now)
+    if c.fact is Fact.TRADES and c.window_days:
+        compared = _window_trades_compared(c, now - timedelta(days=c.window_days))
+        if compared is not None:
+            return compared
     value = fact_value(c.fact, c.window_days, now)
     if c.op is Op.WITHIN_DAYS:
         return value >= now - timedelta(days=c.values[0])
@@ -167,11 +195,37 @@ def _condition(c: Condition, now: datetime) -> ColumnElement[bool]:
             Op.GE: value >= x}[c.op]
 
 
+_NEGATED = {Op.EQ: Op.NE, Op.NE: Op.EQ, Op.LT: Op.GE, Op.LE: Op.GT, Op.GT: Op.LE, Op.GE: Op.LT,
+            Op.WITHIN_DAYS: Op.NOT_WITHIN_DAYS, Op.NOT_WITHIN_DAYS: Op.WITHIN_DAYS}
+
+
+def _negated_column_condition(rule: Rule, now: datetime) -> ColumnElement[bool] | None:
+    """NOT of a comparison with one of member_facts' columns as the opposite comparison, holding
+    where the column is NULL too ("not purchased within 30 days" is "last purchase NULL or before
+    the 30 days"): the planner estimates its rows as well as a hand-written query, where it cannot
+    see through NOT COALESCE(...). A windowed trade count's comparison likewise (the count is never
+    NULL). None for any other rule."""
+    if not isinstance(rule, Condition) or rule.op not in _NEGATED:
+        return None
+    windowed_trades = rule.fact is Fact.TRADES and rule.window_days > 0
+    if not windowed_trades and rule.fact not in _COLUMNS:
+        return None
+    opposite = _condition(replace(rule, op=_NEGATED[rule.op]), now)
+    if windowed_trades:
+        return opposite  # a windowed count is never NULL: NOT (at least k) is NOT EXISTS of the k-th, an anti-join
+    if rule.op in (Op.WITHIN_DAYS, Op.NOT_WITHIN_DAYS):
+        return opposite  # NOT_WITHIN_DAYS holds for NULL already, and WITHIN_DAYS is NOT (NULL or before)
+    return or_(_COLUMNS[rule.fact].is_(None), opposite)
+
+
 def compile_rule(rule: Rule, now: datetime) -> ColumnElement[bool]:
     """The rule as a boolean over the member_facts row being filtered (true: selected)."""
     if isinstance(rule, Condition):
         return _condition(rule, now)
     if isinstance(rule, Not):
+        negated = _negated_column_condition(rule.rule, now)
+        if negated is not None:
+            return negated
         return not_(func.coalesce(compile_rule(rule.rule, now), false(), type_=Boolean))
     parts = [compile_rule(r, now) for r in rule.rules]
     return and_(*parts) if isinstance(rule, All) else or_(*parts)
