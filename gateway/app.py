@@ -35,6 +35,7 @@ def create_app(settings: GatewaySettings, *, demo: DemoStorefront | None = None)
             yield
         finally:
             await app.state.upstreams.close()
+            await app.state.limiter.close()
 
     app = FastAPI(
         title="Loyalty suite gateway", version="1",

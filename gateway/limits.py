@@ -22,6 +22,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import redis.asyncio
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -55,8 +56,10 @@ BUYER = Refusal("BUYER_RATE_LIMITED", "too many requests for this buyer; try aga
 class Limiter:
     """Checks one request against its shop's limit and, for a buyer's request, the buyer's."""
 
-    def __init__(self, storage: Storage, shop: RateLimitItem, buyer: RateLimitItem):
+    def __init__(self, storage: Storage, shop: RateLimitItem, buyer: RateLimitItem,
+                 pool: redis.asyncio.ConnectionPool | None = None):
         self._storage = storage
+        self._pool = pool  # the Redis connections, closed at shutdown
         self._strategy = SlidingWindowCounterRateLimiter(storage)
         self.shop, self.buyer = shop, buyer
         self._paused_until = 0.0
@@ -83,6 +86,10 @@ class Limiter:
             self._failing, self._paused_until = False, 0.0
             log.warning("rate limits are checked again: their store answers")
 
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()
+
     async def _refuse(self, refusal: Refusal, item: RateLimitItem, *identifiers: str) -> None:
         counts = await self._storage.get_sliding_window(item.key_for(*identifiers), item.get_expiry())
         raise Problem(429, refusal.detail, reason=refusal.reason,
@@ -105,11 +112,13 @@ def wait_seconds(item: RateLimitItem, previous: int, previous_ttl: float, curren
 def build(settings: GatewaySettings) -> Limiter:
     """The limiter every request checks (app.state.limiter): in Redis when one is configured."""
     storage: Storage
+    pool = None
     if settings.redis_url:
+        pool = redis.asyncio.ConnectionPool.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT_SECONDS,
+                                                     socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
         storage = RedisStorage("async+" + settings.redis_url, wrap_exceptions=True, implementation="redispy",
-                               key_prefix="loyalty-gateway", socket_timeout=REDIS_TIMEOUT_SECONDS,
-                               socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+                               key_prefix="loyalty-gateway", connection_pool=pool)
     else:
         storage = MemoryStorage()
     return Limiter(storage, window(settings.shop_rate_per_second, settings.shop_burst),
-                   window(settings.buyer_rate_per_second, settings.buyer_burst))
+                   window(settings.buyer_rate_per_second, settings.buyer_burst), pool)

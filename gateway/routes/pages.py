@@ -14,7 +14,7 @@ from string import Template
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gateway.problems import Problem
 from gateway.tokens import Buyer
@@ -100,8 +100,24 @@ async def demo_storefront(request: Request, lang: Literal["zh", "en"] = "zh",
     other = "zh" if lang == "en" else "en"
     values = {**words, "lang": lang, "shop_id": demo.shop_id, "member_buyer_id": demo.member_buyer_id,
               "guest_buyer_id": guest_id, "member_token": member_token, "guest_token": guest_token,
+              "member_token_url": f"/demo/buyer-token?buyer_id={demo.member_buyer_id}",
+              "guest_token_url": f"/demo/buyer-token?buyer_id={guest_id}",
               "other_lang_href": f"/?lang={other}" + (f"&visitor={visitor}" if visitor else ""),
               "new_visitor_href": f"/?lang={lang}&visitor={secrets.randbelow(999_999) + 1}"}
     page = STOREFRONT.substitute({key: html.escape(value) for key, value in values.items()})
     # The page carries buyer tokens: never stored by a cache.
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/demo/buyer-token")
+async def demo_buyer_token(request: Request, buyer_id: str = Query(max_length=64)) -> Response:
+    """The demo shop's own backend, as a shop runs one: a fresh buyer token for the widget's
+    `data-token-url` (a shop checks its session cookie here; the demo hands tokens for its demo
+    buyers only)."""
+    demo = request.app.state.demo
+    known = demo is not None and (buyer_id == demo.member_buyer_id or buyer_id == demo.guest_buyer_id
+                                  or buyer_id.startswith(demo.guest_buyer_id + "-"))
+    if not known:
+        raise Problem(404, "no such demo buyer on this gateway", reason="NOT_FOUND")
+    token, expires = request.app.state.tokens.issue(Buyer(demo.shop_id, buyer_id, follows_shop=True))
+    return JSONResponse({"token": token, "expires_at": expires}, headers={"Cache-Control": "no-store"})

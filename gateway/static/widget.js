@@ -1,6 +1,9 @@
 /* The storefront member card (店铺首页会员模块), embedded by a shop:
  *   <script src="https://GATEWAY/widget.js" data-shop="SHOP_ID" data-token="BUYER_TOKEN"
- *           data-lang="zh|en" data-target="#optional-container" async></script>
+ *           data-token-url="/your/buyer-token" data-lang="zh|en" data-target="#optional-container" async></script>
+ * data-token-url (optional): where the shop's own site hands out a fresh buyer token (same origin,
+ * with the buyer's cookies; answers {"token": "..."}): asked once when the gateway refuses the token
+ * (it expired while the page stayed open), then the call is made again.
  * Renders into a Shadow DOM (the shop's CSS cannot reach in, ours cannot leak out), calls the
  * gateway the script came from, and links to the member centre with the token in the URL
  * fragment (never sent to a server). No framework, no build step. */
@@ -11,6 +14,7 @@
   var gateway = new URL(script.src).origin;
   var shop = script.getAttribute("data-shop") || "";
   var token = script.getAttribute("data-token") || "";
+  var tokenUrl = script.getAttribute("data-token-url") || "";
   var lang = script.getAttribute("data-lang") === "en" ? "en" : "zh";
   var LABELS = {
     zh: {member: "会员", points: "积分", join: "立即入会", joining: "入会中…", gift: "入会礼", next: "距下一等级",
@@ -80,14 +84,31 @@
     root.replaceChildren(style, content);
   }
 
-  function api(method, path, headers) {
+  function call(method, path, headers) {
     var url = gateway + path + (path.indexOf("?") < 0 ? "?" : "&") + "shop_id=" + encodeURIComponent(shop);
-    headers = Object.assign({"Authorization": "Bearer " + token, "Accept": "application/json"}, headers || {});
-    return fetch(url, {method: method, headers: headers, mode: "cors", credentials: "omit"}).then(function (res) {
+    var sent = Object.assign({"Authorization": "Bearer " + token, "Accept": "application/json"}, headers || {});
+    return fetch(url, {method: method, headers: sent, mode: "cors", credentials: "omit"}).then(function (res) {
       return res.json().catch(function () { return {}; }).then(function (body) {
         if (!res.ok) throw {status: res.status, body: body};
         return body;
       });
+    });
+  }
+
+  function freshToken() {  // from the shop's own site, which knows its buyer
+    return fetch(tokenUrl, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (res) { return res.ok ? res.json() : {}; })
+      .then(function (body) {
+        if (!body || typeof body.token !== "string" || !body.token) throw {status: 401, body: {}};
+        token = body.token;
+      });
+  }
+
+  function api(method, path, headers) {
+    return call(method, path, headers).catch(function (error) {
+      if (!(error && error.status === 401 && tokenUrl)) throw error;
+      return freshToken().then(function () { return call(method, path, headers); },
+                               function () { throw error; });
     });
   }
 

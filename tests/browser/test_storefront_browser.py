@@ -6,20 +6,23 @@ CSS cannot break the card. Screenshots of each state go under the test output fo
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from gateway.app import DemoStorefront
+from gateway.tokens import ALGORITHM, AUDIENCE, ISSUER
 from tests.conftest import Authed, ServiceUnderTest, Shop, create_shop
 from tests.integration.test_gateway_card import GIFT, balance, member_who_spent, with_join_gift
 from tests.integration.test_membership_storefront import configure, custom
 from tests.support.browser import screenshot_dir
-from tests.support.gateway import gateway_settings, start_gateway
+from tests.support.gateway import TOKEN_KEY, gateway_settings, start_gateway
 from tests.support.services import Backend
 
 MEMBER, GUEST = "buyer-member", "buyer-guest"
@@ -191,9 +194,10 @@ def test_the_card_keeps_its_look_under_the_shops_strict_content_security_policy(
 
 
 def test_a_refused_token_shows_an_error_in_the_card_not_a_blank(demo: DemoShop, page: Page, backend: Backend) -> None:
-    def garbled(route: Route) -> None:
+    def garbled(route: Route) -> None:  # and no data-token-url: the page cannot get a fresh one
         answer = route.fetch()
         body = re.sub(r'data-token="[^"]+"', 'data-token="not-a-token"', answer.text())
+        body = re.sub(r' data-token-url="[^"]+"', "", body)
         route.fulfill(response=answer, body=body)
 
     page.route(demo.url + "/", garbled)
@@ -202,3 +206,25 @@ def test_a_refused_token_shows_an_error_in_the_card_not_a_blank(demo: DemoShop, 
     expect(guest.locator("[data-testid=card-error-message]")).to_have_text("登录状态已失效，请刷新页面")
     expect(guest.locator("loyalty-member-card")).to_have_attribute("data-state", "error")
     shoot(guest.locator("loyalty-member-card"), "error", backend)
+
+
+def test_an_expired_token_is_replaced_from_the_shops_token_url_and_the_card_shows(demo: DemoShop,
+                                                                                  page: Page) -> None:
+    """The page stayed open past the token's minutes: the widget asks the shop's own site
+    (data-token-url) for a fresh token once, and the member sees their card, not an error."""
+    now = int(time.time())
+    expired = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": MEMBER, "shop": demo.shop.shop_id,
+                          "iat": now - 1000, "exp": now - 100}, TOKEN_KEY, algorithm=ALGORITHM)
+    asked: list[str] = []
+
+    def stale(route: Route) -> None:
+        answer = route.fetch()
+        body = re.sub(r'data-token="[^"]+"', f'data-token="{expired}"', answer.text(), count=1)
+        route.fulfill(response=answer, body=body)
+
+    page.route(demo.url + "/", stale)
+    page.on("request", lambda request: asked.append(request.url) if "/demo/buyer-token" in request.url else None)
+    page.goto(demo.url + "/")
+    expect(member_view(page).locator("[data-testid=card-member]")).to_be_visible(timeout=SLOW)
+    expect(member_view(page).locator("loyalty-member-card")).to_have_attribute("data-state", "member")
+    assert len(asked) == 1 and MEMBER in asked[0]
