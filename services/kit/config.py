@@ -51,6 +51,16 @@ def _share(name: str, default: str) -> float:
     return value
 
 
+def service_db_url(service: str, data_dir: Path | None = None) -> str:
+    """A service's database: LOYALTY_<SERVICE>_DB_URL, else its SQLite file in the data folder
+    (for tools that need no secrets, like a bench loader)."""
+    url = _env(f"LOYALTY_{service.upper()}_DB_URL")
+    if url:
+        return url
+    folder = data_dir or Path(_env("LOYALTY_DATA_DIR", "data")).resolve()
+    return f"sqlite:///{folder / (service + '.db')}"
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -81,10 +91,7 @@ class Settings:
     consumer_per_transaction: int = 50  # events a lane applies in one transaction
 
     def db_url(self, service: str) -> str:
-        url = _env(f"LOYALTY_{service.upper()}_DB_URL")
-        if url:
-            return url
-        return f"sqlite:///{self.data_dir / (service + '.db')}"
+        return service_db_url(service, self.data_dir)
 
     def port(self, service: str) -> int:
         return int(_number(f"LOYALTY_{service.upper()}_PORT", str(DEFAULT_PORTS[service]), int, minimum=0))

@@ -11,10 +11,9 @@ from loyalty.membership.v1 import events_pb2
 from loyalty.membership.v1 import membership_service_pb2 as pb
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError
 
 from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
-from services.kit.storage import UnitOfWork
+from services.kit.storage import UnitOfWork, insert_ignoring
 from services.kit.timeutil import to_timestamp
 from services.membership import commands, data_keys, growth, order_details, reasons, standing, tiers, views
 from services.membership.domain import MemberStatus, OrderStatus, Tier, TierChangeReason
@@ -67,15 +66,14 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
                                 reason=reasons.ORDER_CONFLICT, metadata={"order_id": cmd.order_id})
         return views.order(ctx, uow.conn, cmd.shop_id, cmd.order_id)
     key = data_keys.key_for_buyer(ctx, uow, cmd.shop_id, buyer_hash)
-    try:
-        with uow.conn.begin_nested():
-            row = uow.conn.execute(insert(orders).returning(*orders.c), {
-                "shop_id": cmd.shop_id, "order_id": cmd.order_id, "buyer_hash": buyer_hash, "key_id": key.key_id,
-                "buyer_id_cipher": key.seal(cmd.buyer_id, data_keys.order_buyer(cmd.shop_id, cmd.order_id)),
-                "member_id": None, "amount_fen": cmd.amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID,
-                "paid_at": cmd.paid_at, "completed_at": None, "counted": False, "points_rate_milli": 0,
-                "details": order_details.to_json(cmd.details)}).one()
-    except IntegrityError:  # a concurrent retry recorded it first: answer as a retry would
+    # One statement, no savepoint: a concurrent retry that recorded it first leaves nothing inserted.
+    row = uow.conn.execute(insert_ignoring(uow.conn, orders, ["shop_id", "order_id"]).values({
+        "shop_id": cmd.shop_id, "order_id": cmd.order_id, "buyer_hash": buyer_hash, "key_id": key.key_id,
+        "buyer_id_cipher": key.seal(cmd.buyer_id, data_keys.order_buyer(cmd.shop_id, cmd.order_id)),
+        "member_id": None, "amount_fen": cmd.amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID,
+        "paid_at": cmd.paid_at, "completed_at": None, "counted": False, "points_rate_milli": 0,
+        "details": order_details.to_json(cmd.details)}).returning(*orders.c)).first()
+    if row is None:  # recorded meanwhile by a concurrent retry: answer as a retry would
         return record_order(ctx, uow, cmd)
     return views.order_view(ctx, row, {key.key_id: key})
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import random
 import sys
 import time
@@ -26,12 +25,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import accumulate
-from pathlib import Path
 
 from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import Engine
 
 from services.kit import migrations
+from services.kit.config import service_db_url
 from services.kit.timeutil import utcnow
 from services.segments.tables import (
     member_categories,
@@ -95,10 +94,7 @@ def _safe(url: str) -> str:
 
 def configured_url() -> str:
     """Where segments' database is (as services.kit.config.Settings.db_url reads it)."""
-    url = os.environ.get("LOYALTY_SEGMENTS_DB_URL", "").strip()
-    if url:
-        return url
-    return f"sqlite:///{Path(os.environ.get('LOYALTY_DATA_DIR', 'data')).resolve() / 'segments.db'}"
+    return service_db_url("segments")
 
 
 class _Picker:

@@ -151,6 +151,9 @@ def _redis_gets(raw: redis.Redis) -> int:
 class _Committed:
     """Stands for a unit of work whose transaction committed: runs after-commit work at once."""
 
+    def __init__(self) -> None:
+        self.fenced: set[str] = set()
+
     def after_commit(self, action: Callable[[], object]) -> None:
         action()
 

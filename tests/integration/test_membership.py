@@ -635,6 +635,28 @@ def test_concurrent_retries_of_one_join_create_one_member(membership: ServiceUnd
     assert len(outbox_events(membership, shop.shop_id, events_pb2.MemberJoined)) == 1
 
 
+def test_concurrent_recordings_of_one_order_keep_one_and_answer_alike(shop: Shop) -> None:
+    """Without a request_id the order id is the key: every caller gets the one order; a caller with
+    other details gets a conflict, however the calls interleave."""
+    join(shop, "b1")
+    same = pb.RecordOrderRequest(shop_id=shop.shop_id, order_id="o-race", buyer_id="b1", amount_fen=100 * YUAN)
+    other = pb.RecordOrderRequest(shop_id=shop.shop_id, order_id="o-race", buyer_id="b1", amount_fen=99 * YUAN)
+
+    def record(request: pb.RecordOrderRequest) -> object:
+        try:
+            return shop.api.RecordOrder(request)
+        except grpc.RpcError as exc:
+            return exc.code()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(record, [same] * 12))
+        conflicts = list(pool.map(record, [other] * 4))
+    assert {(a.order_id, a.amount_fen, a.buyer_id) for a in answers} == {("o-race", 100 * YUAN, "b1")}
+    assert conflicts == [grpc.StatusCode.ALREADY_EXISTS] * 4
+    complete(shop, "o-race")
+    assert shop.api.GetMember(pb.GetMemberRequest(shop_id=shop.shop_id, buyer_id="b1")).trade_count == 1
+
+
 @pytest.mark.parametrize("years", [-8000, -30, 2, 7000])
 def test_trade_times_far_from_now_are_refused_on_every_order_call(shop: Shop, years: int) -> None:
     """A trade dated years away would be counted for the tier and then fail points' shop-local
