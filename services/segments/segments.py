@@ -24,7 +24,7 @@ from services.segments.compiler import members_query
 from services.segments.service import SegmentsService
 from services.segments.tables import member_facts, segment_sizes, segments
 
-IS_MEMBER_SECONDS = 5.0  # how long an IsMember answer is served from the cache
+IS_MEMBER_SECONDS = 1.0  # how long an IsMember answer is served from the cache (a checkout asks in bursts)
 STREAM_BATCH = 1000
 
 
