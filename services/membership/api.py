@@ -19,7 +19,18 @@ from services.kit.idempotency import idempotent_call, require_request_id
 from services.kit.storage import UnitOfWork
 from services.kit.timeutil import from_timestamp, to_timestamp, utcnow
 from services.kit.validation import mask_paths, require_shop
-from services.membership import answers, commands, domain, members, order_details, orders, programs, tiers, views
+from services.membership import (
+    answers,
+    commands,
+    domain,
+    key_store,
+    members,
+    order_details,
+    orders,
+    programs,
+    tiers,
+    views,
+)
 from services.membership.api_growth import GrowthApi
 from services.membership.api_lifecycle import (
     LifecycleRpcs,
@@ -169,10 +180,11 @@ class MembershipApi(LifecycleRpcs, GrowthApi, pb_grpc.MembershipServiceServicer)
             fresh.append((stored, answer))
             return stored
 
-        stored = idempotent_call(self.ctx.db, request, method, BytesValue, work, subject=answers.subject)
-        if fresh and fresh[-1][0] is stored:
-            return fresh[-1][1]
-        return answers.open_answer(self.ctx, command.shop_id, method, stored, response_type)
+        with key_store.request_scope():
+            stored = idempotent_call(self.ctx.db, request, method, BytesValue, work, subject=answers.subject)
+            if fresh and fresh[-1][0] is stored:
+                return fresh[-1][1]
+            return answers.open_answer(self.ctx, command.shop_id, method, stored, response_type)
 
     # ----- programs -----
 

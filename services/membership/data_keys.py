@@ -74,6 +74,8 @@ def keys_for_buyers(ctx: Membership, uow: UnitOfWork, shop_id: str, buyer_hashes
             if attempt >= 3:
                 raise
             return keys_for_buyers(ctx, uow, shop_id, buyer_hashes, attempt=attempt + 1)
+    for key, _ in fresh.values():
+        ctx.keys.remember(shop_id, key.key_id, key)
     # Once the rows that use them are committed, the sweeper need not look at these keys again.
     unconfirmed = [key.key_id for key, _ in fresh.values()] + sorted(alive)
     if unconfirmed:
@@ -86,6 +88,7 @@ def _unwrapped(ctx: Membership, shop_id: str, key_id: str, wrapped: bytes) -> Da
     if key is None:
         raise RuntimeError(f"data key {key_id} of shop {shop_id} does not unwrap: is LOYALTY_PII_KEY the one it "
                            "was created with?")
+    ctx.keys.remember(shop_id, key_id, key)
     return key
 
 

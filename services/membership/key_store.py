@@ -5,7 +5,9 @@ zeroes deleted rows and empties its WAL after each deletion; PostgreSQL vacuums 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +20,20 @@ from services.membership.pii import DataKey, PiiKeys
 from services.membership.tables import data_keys, key_metadata, kit
 
 NAME = "membership-keys"
+
+# The keys one request has read already (request_scope): a call reads the buyer's key for its work
+# and again to seal its stored answer; the second read comes from here. Nothing outlives the request.
+_request_keys: ContextVar[dict[tuple[str, str], DataKey] | None] = ContextVar("membership_request_keys",
+                                                                              default=None)
+
+
+@contextmanager
+def request_scope() -> Iterator[None]:
+    token = _request_keys.set({})
+    try:
+        yield
+    finally:
+        _request_keys.reset(token)
 
 
 def create_schema(engine: Engine) -> None:
@@ -65,9 +81,22 @@ class KeyStore:
 
     def key(self, shop_id: str, key_id: str) -> DataKey | None:
         """The data key, or None once it was destroyed."""
+        memo = _request_keys.get()
+        if memo is not None and (shop_id, key_id) in memo:
+            return memo[(shop_id, key_id)]
         wrapped = self.db.read(lambda conn: conn.execute(select(data_keys.c.wrapped_key).where(
             data_keys.c.shop_id == shop_id, data_keys.c.key_id == key_id)).scalar())
-        return self.pii.unwrap(shop_id, key_id, wrapped)
+        key = self.pii.unwrap(shop_id, key_id, wrapped)
+        if key is not None:
+            self.remember(shop_id, key_id, key)
+        return key
+
+    @staticmethod
+    def remember(shop_id: str, key_id: str, key: DataKey) -> None:
+        """A key this request holds already (read or created), for its later reads in the request."""
+        memo = _request_keys.get()
+        if memo is not None:
+            memo[(shop_id, key_id)] = key
 
     def keys(self, shop_id: str, key_ids: list[str]) -> dict[str, DataKey]:
         """key() for many keys of a shop with one query (lists, exports); destroyed ones are absent."""
@@ -123,6 +152,9 @@ class KeyStore:
         ids = list(key_ids)
         if not ids:
             return 0
+        memo = _request_keys.get()
+        for key_id in ids if memo is not None else ():
+            memo.pop((shop_id, key_id), None)
         query = delete(data_keys).where(data_keys.c.shop_id == shop_id, data_keys.c.key_id.in_(ids))
         if unused_before is not None:
             query = query.where(data_keys.c.in_use.is_(False), data_keys.c.created_at < unused_before)
