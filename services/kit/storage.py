@@ -170,10 +170,17 @@ def add_returning(conn: Connection, table: Table, values: dict[str, Any], *, key
     """Inserts `values`, or adds `values[add]` to the existing row's `add` column (and sets the
     columns named in `set_`), in one statement; returns the column's new value. For a counter
     that is only ever raised (a balance credited), where reading it first would cost a round trip."""
-    statement = dialect_insert(conn, table).values(values)
-    changes = {add: table.c[add] + statement.excluded[add], **{name: statement.excluded[name] for name in set_}}
-    return conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes)
-                        .returning(table.c[add])).scalar_one()
+    signature = (conn.dialect.name, table.name, keys, add, set_)
+    statement = _ADD_RETURNING.get(signature)
+    if statement is None:  # built once per shape: the values travel as parameters
+        inserting = dialect_insert(conn, table)
+        changes = {add: table.c[add] + inserting.excluded[add], **{name: inserting.excluded[name] for name in set_}}
+        statement = _ADD_RETURNING[signature] = inserting.on_conflict_do_update(
+            index_elements=list(keys), set_=changes).returning(table.c[add])
+    return conn.execute(statement, values).scalar_one()
+
+
+_ADD_RETURNING: dict[tuple[Any, ...], Any] = {}
 
 
 class Database:

@@ -211,6 +211,9 @@ def _entry(r: Row) -> GrowthEntry:
 # ----- changes ----------------------------------------------------------------------------------
 
 
+_LEDGER_ENTRY = insert(growth_ledger).returning(growth_ledger.c.id)  # built once (every completed order)
+
+
 def post(ctx: Membership, uow: UnitOfWork, program: Program, member: Row, amount: int, source: GrowthSource,
          at: datetime, *, reference: str = "", reason: str = "", operator: str = "",
          settings: GrowthSettings | None = None) -> tuple[GrowthEntry, int]:
@@ -236,7 +239,7 @@ def post(ctx: Membership, uow: UnitOfWork, program: Program, member: Row, amount
                                                            growth_accounts.c.member_id == member_id)
                              .values(balance=after))
     now = utcnow()
-    entry_id = uow.conn.execute(insert(growth_ledger).returning(growth_ledger.c.id), {
+    entry_id = uow.conn.execute(_LEDGER_ENTRY, {
         "shop_id": shop_id, "member_id": member_id, "amount": after - before, "source": int(source),
         "reference": reference[:64], "reason": reason, "operator": operator, "balance_after": after,
         "created_at": now}).scalar_one()
