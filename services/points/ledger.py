@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from loyalty.points.v1 import events_pb2
-from sqlalchemy import Row, bindparam, column, insert, select, update, values
+from sqlalchemy import Row, Update, bindparam, column, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.cache import invalidate_on_commit
@@ -127,15 +128,31 @@ def save_many(svc: PointsService, uow: UnitOfWork, accts: list[Account]) -> None
         if len(rows) == 1 or uow.db.is_sqlite:
             uow.conn.execute(_SAVE, rows[0] if len(rows) == 1 else rows)
             continue
-        # One statement for them all: psycopg2 sends an executemany UPDATE row by row.
-        given = values(*(column(name, accounts.c[name].type) for name in ("shop_id", "member_id", *names)),
-                       name="given").data([(row["key_shop_id"], row["key_member_id"], *(row[name] for name in names))
-                                           for row in rows])
-        uow.conn.execute(update(accounts).where(accounts.c.shop_id == given.c.shop_id,
-                                                accounts.c.member_id == given.c.member_id)
-                         .values({name: given.c[name] for name in names}))
+        # One statement for them all (psycopg2 sends an executemany UPDATE row by row), its rows as
+        # one array per column: the statement is the same for any number of rows, so it is compiled
+        # once per set of columns.
+        uow.conn.execute(_save_many_statement(names), {
+            "a_shop_id": [row["key_shop_id"] for row in rows], "a_member_id": [row["key_member_id"] for row in rows],
+            **{f"a_{name}": [row[name] for row in rows] for name in names}})
     if accts:
         invalidate_on_commit(uow, svc.cache, [balance_key(acct.shop_id, acct.member_id) for acct in accts])
+
+
+_SAVE_MANY: dict[tuple[str, ...], Update] = {}
+
+
+def _save_many_statement(names: tuple[str, ...]) -> Update:
+    """UPDATE accounts … FROM unnest(:a_shop_id, :a_member_id, :a_<name>…) AS given (PostgreSQL)."""
+    statement = _SAVE_MANY.get(names)
+    if statement is None:
+        columns = ("shop_id", "member_id", *names)
+        given = func.unnest(*(bindparam(f"a_{name}", type_=ARRAY(accounts.c[name].type)) for name in columns)
+                            ).table_valued(*(column(name, accounts.c[name].type) for name in columns)
+                                           ).render_derived(name="given")
+        statement = _SAVE_MANY[names] = update(accounts).where(
+            accounts.c.shop_id == given.c.shop_id, accounts.c.member_id == given.c.member_id).values(
+            {name: given.c[name] for name in names})
+    return statement
 
 
 def post(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delta: int, source: Source,
