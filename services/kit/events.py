@@ -16,7 +16,7 @@ import redis
 from google.protobuf.message import Message
 from loyalty.common.v1 import envelope_pb2
 from opentelemetry import propagate, trace
-from sqlalchemy import Connection, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.kit.bus import Bus, Outcome, Subscription
@@ -61,6 +61,14 @@ class OutboxRelay(threading.Thread):
         self._stopped = threading.Event()
         self._last_cleanup = 0.0
         self._contended = False  # the last attempt found another worker's relay sending
+        # Its statements, built once (it runs after every commit that emitted events).
+        outbox = db.kit.outbox
+        pending = outbox.c.published_at.is_(None)
+        self._any_pending = select(exists().where(pending))
+        self._pending = select(outbox.c.id, outbox.c.envelope).where(pending).order_by(outbox.c.id).limit(batch)
+        self._mark = update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True))).values(
+            published_at=bindparam("b_at"))
+        self._try_lock = select(func.pg_try_advisory_xact_lock(self._lock_key))
 
     def wake(self) -> None:
         self._wake.set()
@@ -113,14 +121,12 @@ class OutboxRelay(threading.Thread):
         """Publishes one batch; returns how many rows it sent (none while another worker's relay
         holds the stream)."""
         self._contended = False
-        outbox = self.db.kit.outbox
-        pending = outbox.c.published_at.is_(None)
-        if not self.db.read(lambda conn: conn.execute(select(exists().where(pending))).scalar()):
+        if not self.db.read(lambda conn: conn.execute(self._any_pending).scalar()):
             return 0
-        query = select(outbox.c.id, outbox.c.envelope).where(pending).order_by(outbox.c.id).limit(self.batch)
+        query = self._pending
 
         def mark(conn: Connection, ids: list[int]) -> None:
-            conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(published_at=utcnow()))
+            conn.execute(self._mark, {"b_ids": ids, "b_at": utcnow()})
 
         # Rows are published before the commit that marks them: a crash in between re-sends,
         # never loses (at least once).
@@ -136,7 +142,7 @@ class OutboxRelay(threading.Thread):
         def send(uow: UnitOfWork) -> int:
             # One publisher per stream at a time, so events leave in the order they were written;
             # the other workers' relays find the lock taken and leave the rows to its holder.
-            if not uow.conn.execute(select(func.pg_try_advisory_xact_lock(self._lock_key))).scalar():
+            if not uow.conn.execute(self._try_lock).scalar():
                 self._contended = True
                 return 0
             rows = uow.conn.execute(query).all()

@@ -15,7 +15,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, delete, insert, select, union
+from sqlalchemy import Connection, bindparam, delete, insert, select, union
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -95,8 +95,11 @@ def _unwrapped(ctx: Membership, shop_id: str, key_id: str, wrapped: bytes) -> Da
 def _retired(conn: Connection, shop_id: str, key_ids: list[str]) -> list[str]:
     if not key_ids:
         return []
-    return list(conn.execute(select(retired_keys.c.key_id).where(
-        retired_keys.c.shop_id == shop_id, retired_keys.c.key_id.in_(key_ids))).scalars())
+    return list(conn.execute(_RETIRED, {"b_shop": shop_id, "b_keys": key_ids}).scalars())
+
+
+_RETIRED = select(retired_keys.c.key_id).where(  # asked on every order call: built once
+    retired_keys.c.shop_id == bindparam("b_shop"), retired_keys.c.key_id.in_(bindparam("b_keys", expanding=True)))
 
 
 def retire(ctx: Membership, uow: UnitOfWork, shop_id: str, key_id: str) -> None:

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, and_, delete, event, insert, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, event, insert, select, text, update
 from sqlalchemy.engine import Engine, Row
 
 from services.kit.storage import Database
@@ -25,6 +25,13 @@ NAME = "membership-keys"
 # and again to seal its stored answer; the second read comes from here. Nothing outlives the request.
 _request_keys: ContextVar[dict[tuple[str, str], DataKey] | None] = ContextVar("membership_request_keys",
                                                                               default=None)
+
+
+# Read on every order call: built once.
+_WRAPPED = select(data_keys.c.wrapped_key).where(data_keys.c.shop_id == bindparam("b_shop"),
+                                                 data_keys.c.key_id == bindparam("b_key"))
+_OF_BUYERS = select(data_keys.c.key_id, data_keys.c.buyer_hash, data_keys.c.wrapped_key, data_keys.c.in_use).where(
+    data_keys.c.shop_id == bindparam("b_shop"), data_keys.c.buyer_hash.in_(bindparam("b_buyers", expanding=True)))
 
 
 @contextmanager
@@ -84,8 +91,7 @@ class KeyStore:
         memo = _request_keys.get()
         if memo is not None and (shop_id, key_id) in memo:
             return memo[(shop_id, key_id)]
-        wrapped = self.db.read(lambda conn: conn.execute(select(data_keys.c.wrapped_key).where(
-            data_keys.c.shop_id == shop_id, data_keys.c.key_id == key_id)).scalar())
+        wrapped = self.db.read(lambda conn: conn.execute(_WRAPPED, {"b_shop": shop_id, "b_key": key_id}).scalar())
         key = self.pii.unwrap(shop_id, key_id, wrapped)
         if key is not None:
             self.remember(shop_id, key_id, key)
@@ -109,9 +115,7 @@ class KeyStore:
 
     def for_buyers(self, shop_id: str, buyer_hashes: list[str]) -> list[Row]:
         """The keys of these buyers that exist: key_id, buyer_hash, wrapped_key, in_use."""
-        return self.db.read(lambda conn: conn.execute(select(
-            data_keys.c.key_id, data_keys.c.buyer_hash, data_keys.c.wrapped_key, data_keys.c.in_use).where(
-            data_keys.c.shop_id == shop_id, data_keys.c.buyer_hash.in_(buyer_hashes))).all())
+        return self.db.read(lambda conn: conn.execute(_OF_BUYERS, {"b_shop": shop_id, "b_buyers": buyer_hashes}).all())
 
     def add(self, shop_id: str, rows: list[tuple[str, str, bytes]]) -> None:
         """Stores new keys (buyer_hash, key_id, wrapped), committed at once; IntegrityError when
