@@ -4,8 +4,6 @@ replaces the first. On SQLite and, when LOYALTY_TEST_PG_URL is set, on PostgreSQ
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,6 +14,7 @@ from sqlalchemy import Engine, create_engine, select, text
 
 from services.segments import seed_bench
 from services.segments.tables import member_categories, member_facts, member_orders, member_tags, programs, tags
+from tests.support.scratch_db import scratch_pg_url
 
 NOW = datetime(2026, 6, 15, 12, 0, 0)
 SHOP = "bench-shop"
@@ -27,17 +26,7 @@ def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('seed') / 'segments.db'}"
         return
-    base = os.environ.get("LOYALTY_TEST_PG_URL")
-    if not base:
-        pytest.skip("PostgreSQL: set LOYALTY_TEST_PG_URL (scripts/test-backends.sh does)")
-    name = f"segments_seed_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield from scratch_pg_url("segments_seed")
 
 
 @pytest.fixture(scope="module")
