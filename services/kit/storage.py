@@ -14,8 +14,9 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from typing import Any, TypeVar
 
 import psycopg2
@@ -143,6 +144,13 @@ class UnitOfWork:
         """Runs `action` once the transaction committed: best effort, for what a job or a TTL
         would otherwise catch up on (it must not be the only way to a correct state)."""
         self._after_commit.append(action)
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of at most `size` items (a statement or an event per batch)."""
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:

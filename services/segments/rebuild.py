@@ -12,16 +12,14 @@ its order there already (applied once). Members segments has heard of but member
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 from typing import Any
 
 from loyalty.membership.v1 import membership_service_pb2 as mpb
 from sqlalchemy import Connection, and_, case, delete, func, select, update
 
-from services.kit.storage import Database, dialect_insert
+from services.kit.storage import Database, batches, dialect_insert
 from services.kit.timeutil import from_timestamp, utcnow
 from services.membership import client as membership_client
 from services.segments.tables import member_categories, member_facts, member_orders
@@ -47,12 +45,6 @@ def rebuild(db: Database, membership: membership_client.Client, shop_id: str) ->
     orders = _orders(db, membership, shop_id)
     db.transact(lambda uow: _recompute(uow.conn, shop_id))
     return Rebuilt(members, orders)
-
-
-def _batches(items: Iterable[Any]) -> Iterator[list[Any]]:
-    it = iter(items)
-    while batch := list(islice(it, BATCH)):
-        yield batch
 
 
 def _bulk_upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: tuple[str, ...],
@@ -84,7 +76,7 @@ def _members(db: Database, membership: membership_client.Client, shop_id: str) -
     count = 0
     exported = membership.stream("ExportMembers", mpb.ExportMembersRequest(shop_id=shop_id, include_left=True),
                                  timeout=STREAM_TIMEOUT_SECONDS)
-    for batch in _batches(exported):
+    for batch in batches(exported, BATCH):
         now = utcnow()
         rows = [_member_row(m, now) for m in batch]
         db.transact(lambda uow, rows=rows: _bulk_upsert(uow.conn, member_facts, rows, ("shop_id", "member_id"),
@@ -99,7 +91,7 @@ def _orders(db: Database, membership: membership_client.Client, shop_id: str) ->
     categories: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, None])
     exported = membership.stream("ExportOrders", mpb.ExportOrdersRequest(shop_id=shop_id),
                                  timeout=STREAM_TIMEOUT_SECONDS)
-    for batch in _batches(exported):
+    for batch in batches(exported, BATCH):
         now = utcnow()
         rows = []
         for o in batch:
@@ -123,7 +115,7 @@ def _orders(db: Database, membership: membership_client.Client, shop_id: str) ->
         conn.execute(delete(member_categories).where(member_categories.c.shop_id == shop_id))
         rows = [{"shop_id": shop_id, "member_id": member_id, "category_id": category_id, "trades": trades,
                  "last_bought_at": last} for (member_id, category_id), (trades, last) in categories.items()]
-        for batch in _batches(rows):
+        for batch in batches(rows, BATCH):
             conn.execute(dialect_insert(conn, member_categories).values(batch))
         # Nothing personal is kept of a member who left.
         left = select(member_facts.c.member_id).where(member_facts.c.shop_id == shop_id,

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Row, Select, and_, delete, func, literal, or_
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
-from services.kit.storage import UnitOfWork, insert_ignoring
+from services.kit.storage import UnitOfWork, batches, insert_ignoring
 from services.kit.timeutil import to_timestamp, utcnow
 from services.kit.validation import validate_id
 from services.segments import commands_tags as commands
@@ -125,17 +125,13 @@ def _refuse_rule_assigned(row: Row) -> None:
                                  metadata={"tag_id": row.tag_id})
 
 
-def _chunks(member_ids: list[str]) -> list[list[str]]:
-    return [member_ids[i:i + EVENT_MEMBERS] for i in range(0, len(member_ids), EVENT_MEMBERS)]
-
-
 def _announce(uow: UnitOfWork, shop_id: str, tag_id: str, member_ids: list[str], now: datetime, *,
               assigned: bool) -> None:
     at = to_timestamp(now)
     events: list[Message] = [
         events_pb2.TagAssigned(shop_id=shop_id, tag_id=tag_id, member_ids=chunk, assigned_at=at) if assigned
         else events_pb2.TagRemoved(shop_id=shop_id, tag_id=tag_id, member_ids=chunk, removed_at=at)
-        for chunk in _chunks(member_ids)]
+        for chunk in batches(member_ids, EVENT_MEMBERS)]
     uow.emit_many(shop_id, events)
 
 
