@@ -24,7 +24,7 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 from loyalty.common.v1 import envelope_pb2
 from opentelemetry import propagate
-from sqlalchemy import Connection, Table, create_engine, event, insert
+from sqlalchemy import ARRAY, Column, ColumnElement, Connection, Table, any_, bindparam, create_engine, event, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -153,6 +153,18 @@ def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+def one_of(column: Column[Any], name: str, dialect: str) -> ColumnElement[bool]:
+    """`column` IN the list bound as `name`, for a statement built once per dialect: on
+    PostgreSQL `= ANY(array)`, one parameter (an expanding IN is compiled again on every call,
+    which costs more Python than the query); elsewhere an expanding IN."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+DIALECTS = ("postgresql", "sqlite")
+
+
 def dialect_insert(conn: Connection, table: Table) -> Any:
     """INSERT with ON CONFLICT, in the connection's dialect (SQLite and PostgreSQL alike)."""
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
@@ -273,12 +285,26 @@ class Database:
             self.on_events_committed()
         return result
 
-    def read(self, work: Callable[[Connection], T]) -> T:
-        """Runs `work` in a read-only transaction."""
+    def read(self, work: Callable[[Connection], T], *, transaction: bool = False) -> T:
+        """Runs `work`'s reads. On PostgreSQL each statement runs on its own (autocommit: no BEGIN
+        and COMMIT round trips around a lookup), which under READ COMMITTED sees what a
+        transaction's statements would; `transaction=True` runs them in one transaction (for a
+        SET LOCAL). On SQLite always one read transaction: one snapshot for all its statements."""
 
         def run() -> T:
-            with self.engine.connect() as conn, conn.begin():
-                return work(conn)
+            with self.engine.connect() as conn:
+                if transaction or self.is_sqlite:
+                    with conn.begin():
+                        return work(conn)
+                # Straight on the driver's connection: SQLAlchemy's AUTOCOMMIT isolation level
+                # would send a SET to reset it each time the connection goes back to the pool.
+                raw = conn.connection.dbapi_connection
+                raw.autocommit = True
+                try:
+                    return work(conn)
+                finally:
+                    if not raw.closed:
+                        raw.autocommit = False
 
         return self._with_retries(run, 1)
 

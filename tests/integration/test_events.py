@@ -364,3 +364,47 @@ def test_a_batch_handler_applies_runs_of_its_type_and_falls_back_to_one_by_one(p
     assert runs == [later]
     assert [e for e, _ in pipeline.effect_rows()] == event_ids + later
     assert pipeline.inbox_count(consumer) == len(event_ids + later)
+
+
+def test_a_batch_within_one_transaction_goes_whole_and_a_larger_one_is_spread_over_lanes(pipeline: Pipeline) -> None:
+    runs: list[tuple[str, list[str]]] = []
+
+    def together(uow: UnitOfWork, events: list[tuple[Message, envelope_pb2.EventEnvelope]]) -> None:
+        runs.append((threading.current_thread().name, [envelope.id for _, envelope in events]))
+        for payload, envelope in events:
+            apply_effect(uow, payload, envelope)
+
+    def alone(uow: UnitOfWork, payload: Message, envelope: envelope_pb2.EventEnvelope) -> None:
+        together(uow, [(payload, envelope)])  # a run of one goes to the per-event handler
+
+    members = [f"member-{i}" for i in range(6)] * 2
+    event_ids = pipeline.emit(*members)
+    member_of = dict(zip(event_ids, members, strict=True))
+    messages = [row.envelope for row in pipeline.outbox_rows()]
+
+    def consumer(per_transaction: int) -> EventConsumer:
+        return EventConsumer(pipeline.consumer_db, pipeline.bus, consumer=f"lanes-{uuid.uuid4().hex[:8]}",
+                             producer=pipeline.producer.service, handlers={events_pb2.MemberLeft: alone},
+                             batch_handlers={events_pb2.MemberLeft: together}, workers=4,
+                             per_transaction=per_transaction)
+
+    # While the consumer keeps up, a batch is one transaction, in stream order.
+    assert consumer(per_transaction=12).handle_batch(messages) == [True] * len(messages)
+    assert [ids for _, ids in runs] == [event_ids]
+
+    # A backlog's batch is spread over lanes by member, each lane in transactions of at most 3.
+    runs.clear()
+    spread = consumer(per_transaction=3)
+    try:
+        assert spread.handle_batch(messages) == [True] * len(messages)
+    finally:
+        spread.stop()
+    assert sorted(e for _, ids in runs for e in ids) == sorted(event_ids)
+    assert all(len(ids) <= 3 for _, ids in runs)
+    for member in set(members):  # each member's events in order, all in one lane
+        lanes = {thread for thread, ids in runs if any(member_of[e] == member for e in ids)}
+        assert len(lanes) == 1
+        applied = [e for _, ids in runs for e in ids if member_of[e] == member]
+        assert applied == [e for e in event_ids if member_of[e] == member]
+    if not pipeline.consumer_db.is_sqlite:  # SQLite takes one writer: one lane
+        assert len({thread for thread, _ in runs}) > 1
