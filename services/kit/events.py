@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.kit.bus import Bus, Outcome, Subscription
 from services.kit.errors import Unavailable
-from services.kit.storage import Database, UnitOfWork
+from services.kit.storage import PREPARED, Database, UnitOfWork
 from services.kit.timeutil import utcnow
 
 log = logging.getLogger("loyalty.events")
@@ -64,15 +64,15 @@ class OutboxRelay(threading.Thread):
         # Its statements, built once (it runs after every commit that emitted events).
         outbox = db.kit.outbox
         pending = outbox.c.published_at.is_(None)
-        self._any_pending = select(exists().where(pending))
+        self._any_pending = select(exists().where(pending)).execution_options(**PREPARED)
         self._pending = select(outbox.c.id, outbox.c.envelope).where(pending).order_by(outbox.c.id).limit(batch)
         self._mark = update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True))).values(
             published_at=bindparam("b_at"))
         # PostgreSQL: the next batch marked and read in one statement (published before the commit).
         self._take = update(outbox).where(pending, outbox.c.id.in_(
             select(outbox.c.id).where(pending).order_by(outbox.c.id).limit(batch))).values(
-            published_at=bindparam("b_at")).returning(outbox.c.id, outbox.c.envelope)
-        self._try_lock = select(func.pg_try_advisory_xact_lock(self._lock_key))
+            published_at=bindparam("b_at")).returning(outbox.c.id, outbox.c.envelope).execution_options(**PREPARED)
+        self._try_lock = select(func.pg_try_advisory_xact_lock(self._lock_key)).execution_options(**PREPARED)
 
     def wake(self) -> None:
         self._wake.set()
@@ -129,7 +129,7 @@ class OutboxRelay(threading.Thread):
         holds the stream). `ask_first`: a read looks for waiting rows before the transaction that
         takes the stream's lock (a poll, which mostly finds none)."""
         self._contended = False
-        if ask_first and not self.db.read(lambda conn: conn.execute(self._any_pending).scalar()):
+        if ask_first and not self.db.read(lambda conn: conn.execute(self._any_pending).scalar(), autocommit=True):
             return 0
         query = self._pending
 

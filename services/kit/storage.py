@@ -196,7 +196,7 @@ def add_returning(conn: Connection, table: Table, values: dict[str, Any], *, key
         inserting = dialect_insert(conn, table)
         changes = {add: table.c[add] + inserting.excluded[add], **{name: inserting.excluded[name] for name in set_}}
         statement = _ADD_RETURNING[signature] = inserting.on_conflict_do_update(
-            index_elements=list(keys), set_=changes).returning(table.c[add])
+            index_elements=list(keys), set_=changes).returning(table.c[add]).execution_options(**PREPARED)
     return conn.execute(statement, values).scalar_one()
 
 
@@ -285,15 +285,16 @@ class Database:
             self.on_events_committed()
         return result
 
-    def read(self, work: Callable[[Connection], T], *, transaction: bool = False) -> T:
-        """Runs `work`'s reads. On PostgreSQL each statement runs on its own (autocommit: no BEGIN
-        and COMMIT round trips around a lookup), which under READ COMMITTED sees what a
-        transaction's statements would; `transaction=True` runs them in one transaction (for a
-        SET LOCAL). On SQLite always one read transaction: one snapshot for all its statements."""
+    def read(self, work: Callable[[Connection], T], *, autocommit: bool = False) -> T:
+        """Runs `work` in a read-only transaction. `autocommit`: on PostgreSQL each statement runs
+        on its own instead, without the BEGIN and COMMIT round trips, for the lookups of a busy
+        path (under READ COMMITTED a transaction's statements see no more alike than that); not
+        for a read that streams (a server-side cursor lives in a transaction). SQLite always
+        reads in one transaction."""
 
         def run() -> T:
             with self.engine.connect() as conn:
-                if transaction or self.is_sqlite:
+                if not autocommit or self.is_sqlite:
                     with conn.begin():
                         return work(conn)
                 # Straight on the driver's connection: SQLAlchemy's AUTOCOMMIT isolation level

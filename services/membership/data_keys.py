@@ -20,7 +20,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.jobs import PeriodicJob
-from services.kit.storage import DIALECTS, UnitOfWork, one_of
+from services.kit.storage import DIALECTS, PREPARED, UnitOfWork, one_of
 from services.kit.timeutil import utcnow
 from services.membership.pii import DataKey
 from services.membership.tables import members, orders, retired_keys
@@ -99,8 +99,8 @@ def _retired(conn: Connection, shop_id: str, key_ids: list[str]) -> list[str]:
 
 
 _RETIRED = {dialect: select(retired_keys.c.key_id).where(  # asked on every order call: built once
-    retired_keys.c.shop_id == bindparam("b_shop"), one_of(retired_keys.c.key_id, "b_keys", dialect))
-    for dialect in DIALECTS}
+    retired_keys.c.shop_id == bindparam("b_shop"), one_of(retired_keys.c.key_id, "b_keys", dialect)
+).execution_options(**PREPARED) for dialect in DIALECTS}
 
 
 def retire(ctx: Membership, uow: UnitOfWork, shop_id: str, key_id: str) -> None:

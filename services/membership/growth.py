@@ -211,7 +211,9 @@ def _entry(r: Row) -> GrowthEntry:
 # ----- changes ----------------------------------------------------------------------------------
 
 
-_LEDGER_ENTRY = insert(growth_ledger).returning(growth_ledger.c.id)  # built once (every completed order)
+# Built once, run prepared: every completed order adds these.
+_LEDGER_ENTRY = insert(growth_ledger).returning(growth_ledger.c.id).execution_options(**storage.PREPARED)
+_ORDER_GROWTH = insert(order_growth).execution_options(**storage.PREPARED)
 
 
 def post(ctx: Membership, uow: UnitOfWork, program: Program, member: Row, amount: int, source: GrowthSource,
@@ -285,7 +287,7 @@ def credit_spend(ctx: Membership, uow: UnitOfWork, program: Program, member: Row
     know what it gave). Returns the member's growth value after it."""
     settings, _ = ctx.growth_settings.get(member.shop_id, uow.conn)
     growth = growth_rules.spend_growth(settings.rules[GrowthSource.SPEND], amount_fen)
-    uow.conn.execute(insert(order_growth), {"shop_id": member.shop_id, "order_id": order_id,
+    uow.conn.execute(_ORDER_GROWTH, {"shop_id": member.shop_id, "order_id": order_id,
                                             "member_id": member.member_id, "amount_fen": amount_fen,
                                             "growth": growth, "refunded_fen": 0, "taken_back": 0})
     if growth <= 0:

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from sqlalchemy.engine import Row
 
 from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
-from services.kit.storage import UnitOfWork, insert_ignoring
+from services.kit.storage import PREPARED, UnitOfWork, insert_ignoring
 from services.kit.timeutil import to_timestamp
 from services.membership import commands, data_keys, growth, order_details, reasons, standing, tiers, views
 from services.membership.domain import MemberStatus, OrderStatus, Tier, TierChangeReason
@@ -28,18 +28,18 @@ if TYPE_CHECKING:
 # The busy path's statements (RecordOrder, CompleteOrder at a sale's rate), built once: building a
 # Core statement and its cache key on every call cost more Python than running it.
 _ORDER_OF = and_(orders.c.shop_id == bindparam("b_shop"), orders.c.order_id == bindparam("b_order"))
-_LOCKED_ORDER = select(orders).where(_ORDER_OF).with_for_update()
-_RECORDED = select(orders.c.amount_fen, orders.c.buyer_hash).where(_ORDER_OF)
+_LOCKED_ORDER = select(orders).where(_ORDER_OF).with_for_update().execution_options(**PREPARED)
+_RECORDED = select(orders.c.amount_fen, orders.c.buyer_hash).where(_ORDER_OF).execution_options(**PREPARED)
 _BUYERS_MEMBER = select(members).where(
     members.c.shop_id == bindparam("b_shop"), members.c.buyer_hash == bindparam("b_buyer"),
-    members.c.status == MemberStatus.ACTIVE).with_for_update(of=members)
+    members.c.status == MemberStatus.ACTIVE).with_for_update(of=members).execution_options(**PREPARED)
 _COMPLETE_FOR_MEMBER = update(orders).where(_ORDER_OF).values(
     status=OrderStatus.COMPLETED, completed_at=bindparam("b_at"), member_id=bindparam("b_member"), counted=True,
-    points_rate_milli=bindparam("b_rate")).returning(*orders.c)
+    points_rate_milli=bindparam("b_rate")).returning(*orders.c).execution_options(**PREPARED)
 _COUNT_TRADE = update(members).where(
     members.c.shop_id == bindparam("b_shop"), members.c.member_id == bindparam("b_member")).values(
     cumulative_spend_fen=bindparam("b_spend"), trade_count=bindparam("b_trades"),
-    first_completed_at=bindparam("b_first"))
+    first_completed_at=bindparam("b_first")).execution_options(**PREPARED)
 _RECORD = {}  # dialect name -> INSERT … ON CONFLICT DO NOTHING RETURNING of an order
 
 
@@ -47,7 +47,7 @@ def _record_statement(conn: Connection) -> object:
     statement = _RECORD.get(conn.dialect.name)
     if statement is None:
         statement = _RECORD[conn.dialect.name] = insert_ignoring(conn, orders, ["shop_id", "order_id"]).returning(
-            *orders.c)
+            *orders.c).execution_options(**PREPARED)
     return statement
 
 

@@ -212,7 +212,7 @@ def sales_report(service: SegmentsService, query: SalesReportQuery) -> SalesRepo
             else:
                 periods[index].returning_buyers = found
 
-    service.db.read(read, transaction=True)
+    service.db.read(read)
     return SalesReport(query.shop_id, zone.key, periods)
 
 
