@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from loyalty.points.v1 import events_pb2
 from sqlalchemy import Connection, and_, insert, select, update
 
 from services.kit.errors import NotFound
-from services.kit.storage import UnitOfWork
+from services.kit.storage import UnitOfWork, insert_ignoring
 from services.kit.timeutil import to_timestamp, utcnow
 from services.points import commands, domain, ledger, reasons
 from services.points.domain import Account, Action, EarnRule, EntryKind, Program, Source
@@ -203,32 +204,40 @@ def _credit_plain_purchases(svc: PointsService, uow: UnitOfWork, cmds: list[comm
                                     birth_day=cmd.birth_day, referrer_member_id=cmd.referrer_member_id)
                 found[cmd.member_id] = ledger.lock(uow, shop_id, cmd.member_id)
         accts.update(((shop_id, member_id), acct) for member_id, acct in found.items())
-        done.update((shop_id, order_id) for order_id in conn.execute(select(order_earnings.c.order_id).where(
-            order_earnings.c.shop_id == shop_id,
-            order_earnings.c.order_id.in_({cmd.order_id for cmd in mine}))).scalars())
     rows: list[dict] = []
-    earnings: list[ledger.Earning] = []
-    earned: dict[tuple[str, str], Account] = {}
+    earnings: list[tuple[tuple[str, str], ledger.Earning]] = []
     for cmd in cmds:
         if (cmd.shop_id, cmd.order_id) in done:
-            continue  # once per order
+            continue  # once per order (a repeat within the batch)
         done.add((cmd.shop_id, cmd.order_id))
         program, acct = programs[cmd.shop_id], accts[(cmd.shop_id, cmd.member_id)]
         rule, multiplier, multiplier_id, per_yuan, points = _purchase_earning(svc, conn, program, acct, cmd)
         rows.append({"shop_id": cmd.shop_id, "order_id": cmd.order_id, "member_id": cmd.member_id,
                      "amount_fen": cmd.amount_fen, "points_per_yuan": per_yuan, "rate_milli": cmd.rate_milli,
                      "multiplier_milli": multiplier, "earned": points, "clawed_back": 0})
-        if rule is None:
-            continue
-        earned[(cmd.shop_id, cmd.member_id)] = acct
-        if points > 0:
-            earnings.append(ledger.Earning(program, acct, points, Source(
+        if rule is not None and points > 0:
+            earnings.append(((cmd.shop_id, cmd.order_id), ledger.Earning(program, acct, points, Source(
                 order_id=cmd.order_id, action=int(Action.PURCHASE), rule_id=rule.rule_id,
-                multiplier_id=multiplier_id), cmd.completed_at))
-    if rows:
-        conn.execute(insert(order_earnings), rows)
-    ledger.earn_many(uow, earnings)
-    ledger.save_many(svc, uow, list(earned.values()))
+                multiplier_id=multiplier_id), cmd.completed_at)))
+    # Recorded even when nothing is earned (a refund of the order then knows the completion was
+    # seen); an order recorded before (an earlier delivery) is left out and earns nothing again.
+    new = set(map(tuple, conn.execute(_record_earnings(conn), rows).all())) if rows else set()
+    fresh = [earning for order, earning in earnings if order in new]
+    ledger.earn_many(uow, fresh)
+    ledger.save_many(svc, uow, list({(e.acct.shop_id, e.acct.member_id): e.acct for e in fresh}.values()))
+
+
+_RECORD_EARNINGS: dict[str, Any] = {}
+
+
+def _record_earnings(conn: Connection) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING of order_earnings rows, built once per dialect."""
+    statement = _RECORD_EARNINGS.get(conn.dialect.name)
+    if statement is None:
+        statement = _RECORD_EARNINGS[conn.dialect.name] = insert_ignoring(
+            conn, order_earnings, ["shop_id", "order_id"]).returning(
+            order_earnings.c.shop_id, order_earnings.c.order_id)
+    return statement
 
 
 def _purchase_earning(svc: PointsService, conn: Connection, program: Program, acct: Account,

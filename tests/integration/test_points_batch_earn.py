@@ -113,3 +113,20 @@ def test_orders_applied_together_earn_what_they_earn_one_by_one(points: Any, mem
         assert len(purchases) == 6  # every order that earns, once
     finally:
         consumer.batch_handlers[event_type] = batch
+
+
+def test_an_order_earned_in_an_earlier_batch_earns_nothing_again(points: Any, membership: Any, admin: Any) -> None:
+    consumer = points.running.app.consumers[0]
+    s = points_shop(points, create_shop(membership, admin))
+    a, b = join(s), join(s)
+    tag, when = "o-" + uuid.uuid4().hex[:8], ordinary_time()
+    first = [completed(s, a, f"{tag}-1", 100 * YUAN, when), completed(s, b, f"{tag}-2", 50 * YUAN, when)]
+    assert consumer.handle_batch(first) == [True, True]
+    before = {m.member_id: (get_balance(s, m).available, len(ledger(s, m))) for m in (a, b)}
+    # The same orders under new event ids (membership sent them again), with one new order.
+    again = [completed(s, a, f"{tag}-1", 100 * YUAN, when), completed(s, b, f"{tag}-2", 50 * YUAN, when),
+             completed(s, b, f"{tag}-3", 20 * YUAN, when)]
+    assert consumer.handle_batch(again) == [True, True, True]
+    assert (get_balance(s, a).available, len(ledger(s, a))) == before[a.member_id]
+    balance_b, entries_b = before[b.member_id]
+    assert get_balance(s, b).available > balance_b and len(ledger(s, b)) == entries_b + 1
