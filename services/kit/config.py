@@ -87,7 +87,7 @@ class Settings:
     access_log_sample: float = 0.01  # the share of successful fast calls logged (1: every call)
     slow_call_ms: float = 250.0  # a call this slow is always logged
     near_cache_entries: int = 50_000  # values each process keeps in front of Redis (0: none)
-    consumer_workers: int = 4  # lanes a consumer applies a batch in, by (shop, member)
+    consumer_workers: int = 4  # lanes a consumer spreads a batch larger than a transaction over
     consumer_per_transaction: int = 50  # events a lane applies in one transaction
 
     def db_url(self, service: str) -> str:
