@@ -254,12 +254,21 @@ class Database:
             pool_recycle=1800,
             pool_timeout=30,
             # An unreachable host fails in seconds instead of waiting out TCP's own timeouts.
+            connect_args={"connect_timeout": 2, "keepalives_idle": 10, "keepalives_interval": 5,
+                          "keepalives_count": 3},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _plan_per_run(dbapi_conn: Any, _record: object) -> None:
             # Prepared statements are planned for their parameters on every run: a generic plan
             # made while a table was new and empty (a fresh shop, a fresh deployment) scanned the
             # whole table for a key lookup, and kept doing so as it grew; parsing is still saved.
-            connect_args={"connect_timeout": 2, "keepalives_idle": 10, "keepalives_interval": 5,
-                          "keepalives_count": 3, "options": "-c plan_cache_mode=force_custom_plan"},
-        )
+            # A SET rather than a startup option, which a pooler in front may refuse.
+            cur = dbapi_conn.cursor()
+            cur.execute("SET plan_cache_mode = force_custom_plan")
+            cur.close()
+            dbapi_conn.commit()
+
         event.listen(engine, "before_cursor_execute", _run_prepared, retval=True)
         return engine
 

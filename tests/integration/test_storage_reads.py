@@ -61,3 +61,10 @@ def test_a_streamed_read_runs_in_a_read_transaction(db: Database) -> None:
         return [row.n for row in rows]
 
     assert db.read(stream) == list(range(1, 2001))
+
+
+def test_prepared_statements_are_planned_for_their_parameters(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("a PostgreSQL setting")
+    # Not a generic plan made once (on a table still empty, it would scan the whole table).
+    assert db.read(lambda conn: conn.execute(text("SHOW plan_cache_mode")).scalar()) == "force_custom_plan"
