@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import redis
 from google.protobuf.message import Message
@@ -22,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.kit.bus import Bus, Outcome, Subscription
 from services.kit.errors import Unavailable
-from services.kit.storage import PREPARED, Database, UnitOfWork, insert_ignoring
+from services.kit.storage import PREPARED, Database, UnitOfWork, ignoring_returning
 from services.kit.timeutil import utcnow
 
 log = logging.getLogger("loyalty.events")
@@ -270,7 +269,6 @@ class EventConsumer:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"consumer-{consumer}") \
             if self.workers > 1 else None
         self._subscription: Subscription | None = None
-        self._claims: dict[str, Any] = {}
 
     def start(self) -> None:
         self._subscription = self.bus.subscribe_batch(self.stream, self.consumer, self._deliver)
@@ -368,7 +366,9 @@ class EventConsumer:
         """Applies the events not yet in the inbox in one transaction; returns their ids."""
         now = utcnow()
         # One statement records the batch's ids and tells which are new (a repeat is left out).
-        claimed = set(uow.conn.execute(self._claim_statement(uow.conn), [
+        inbox = self.db.kit.inbox
+        claim = ignoring_returning(uow.conn, inbox, ["consumer", "event_id"], [inbox.c.event_id])
+        claimed = set(uow.conn.execute(claim, [
             {"consumer": self.consumer, "event_id": event_id, "processed_at": now}
             for event_id in dict.fromkeys(e.envelope.id for e in events)]).scalars())
         fresh: dict[str, _Event] = {}
@@ -385,15 +385,6 @@ class EventConsumer:
             except Exception as exc:
                 raise _BatchFailed from exc
         return set(fresh)
-
-    def _claim_statement(self, conn: Connection) -> Any:
-        """INSERT … ON CONFLICT DO NOTHING RETURNING of inbox rows, built once per dialect."""
-        statement = self._claims.get(conn.dialect.name)
-        if statement is None:
-            inbox = self.db.kit.inbox
-            statement = self._claims[conn.dialect.name] = insert_ignoring(
-                conn, inbox, ["consumer", "event_id"]).returning(inbox.c.event_id)
-        return statement
 
     def _apply_alone(self, event: _Event) -> Result:
         try:

@@ -203,6 +203,23 @@ def add_returning(conn: Connection, table: Table, values: dict[str, Any], *, key
 _ADD_RETURNING: dict[tuple[Any, ...], Any] = {}
 
 
+def ignoring_returning(conn: Connection, table: Table, keys: list[str], returning: list[Column[Any]], *,
+                       prepared: bool = False) -> Any:
+    """insert_ignoring(…).returning(…), built once per dialect and shape, for a busy path: the rows
+    it returns are the ones that were new. `prepared`: run prepared on PostgreSQL (one row at a
+    time; a many-row insert's text varies with its length)."""
+    # Plain values only: comparing Column objects would build SQL expressions.
+    signature = (conn.dialect.name, id(table), tuple(keys), tuple(c.name for c in returning), prepared)
+    statement = _IGNORING_RETURNING.get(signature)
+    if statement is None:
+        statement = insert_ignoring(conn, table, keys).returning(*returning)
+        statement = _IGNORING_RETURNING[signature] = statement.execution_options(**PREPARED) if prepared else statement
+    return statement
+
+
+_IGNORING_RETURNING: dict[tuple[Any, ...], Any] = {}
+
+
 class Database:
     """A service's own database."""
 

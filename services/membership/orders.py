@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from sqlalchemy.engine import Row
 
 from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
-from services.kit.storage import PREPARED, UnitOfWork, insert_ignoring
+from services.kit.storage import PREPARED, UnitOfWork, ignoring_returning
 from services.kit.timeutil import to_timestamp
 from services.membership import commands, data_keys, growth, order_details, reasons, standing, tiers, views
 from services.membership.domain import MemberStatus, OrderStatus, Tier, TierChangeReason
@@ -40,15 +40,7 @@ _COUNT_TRADE = update(members).where(
     members.c.shop_id == bindparam("b_shop"), members.c.member_id == bindparam("b_member")).values(
     cumulative_spend_fen=bindparam("b_spend"), trade_count=bindparam("b_trades"),
     first_completed_at=bindparam("b_first")).execution_options(**PREPARED)
-_RECORD = {}  # dialect name -> INSERT … ON CONFLICT DO NOTHING RETURNING of an order
 
-
-def _record_statement(conn: Connection) -> object:
-    statement = _RECORD.get(conn.dialect.name)
-    if statement is None:
-        statement = _RECORD[conn.dialect.name] = insert_ignoring(conn, orders, ["shop_id", "order_id"]).returning(
-            *orders.c).execution_options(**PREPARED)
-    return statement
 
 
 @dataclass(frozen=True)
@@ -91,7 +83,8 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
         return views.order(ctx, uow.conn, cmd.shop_id, cmd.order_id)
     key = data_keys.key_for_buyer(ctx, uow, cmd.shop_id, buyer_hash)
     # One statement, no savepoint: a concurrent retry that recorded it first leaves nothing inserted.
-    row = uow.conn.execute(_record_statement(uow.conn), {
+    recorded = ignoring_returning(uow.conn, orders, ["shop_id", "order_id"], list(orders.c), prepared=True)
+    row = uow.conn.execute(recorded, {
         "shop_id": cmd.shop_id, "order_id": cmd.order_id, "buyer_hash": buyer_hash, "key_id": key.key_id,
         "buyer_id_cipher": key.seal(cmd.buyer_id, data_keys.order_buyer(cmd.shop_id, cmd.order_id)),
         "member_id": None, "amount_fen": cmd.amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID,

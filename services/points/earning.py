@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 from loyalty.points.v1 import events_pb2
 from sqlalchemy import Connection, and_, insert, select, update
 
 from services.kit.errors import NotFound
-from services.kit.storage import UnitOfWork, insert_ignoring
+from services.kit.storage import UnitOfWork, ignoring_returning
 from services.kit.timeutil import to_timestamp, utcnow
 from services.points import commands, domain, ledger, reasons
 from services.points.domain import Account, Action, EarnRule, EntryKind, Program, Source
@@ -221,23 +220,12 @@ def _credit_plain_purchases(svc: PointsService, uow: UnitOfWork, cmds: list[comm
                 multiplier_id=multiplier_id), cmd.completed_at)))
     # Recorded even when nothing is earned (a refund of the order then knows the completion was
     # seen); an order recorded before (an earlier delivery) is left out and earns nothing again.
-    new = set(map(tuple, conn.execute(_record_earnings(conn), rows).all())) if rows else set()
+    recorded = ignoring_returning(conn, order_earnings, ["shop_id", "order_id"],
+                                  [order_earnings.c.shop_id, order_earnings.c.order_id])
+    new = set(map(tuple, conn.execute(recorded, rows).all())) if rows else set()
     fresh = [earning for order, earning in earnings if order in new]
     ledger.earn_many(uow, fresh)
     ledger.save_many(svc, uow, list({(e.acct.shop_id, e.acct.member_id): e.acct for e in fresh}.values()))
-
-
-_RECORD_EARNINGS: dict[str, Any] = {}
-
-
-def _record_earnings(conn: Connection) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING of order_earnings rows, built once per dialect."""
-    statement = _RECORD_EARNINGS.get(conn.dialect.name)
-    if statement is None:
-        statement = _RECORD_EARNINGS[conn.dialect.name] = insert_ignoring(
-            conn, order_earnings, ["shop_id", "order_id"]).returning(
-            order_earnings.c.shop_id, order_earnings.c.order_id)
-    return statement
 
 
 def _purchase_earning(svc: PointsService, conn: Connection, program: Program, acct: Account,
