@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.kit.bus import Bus, Outcome, Subscription
 from services.kit.errors import Unavailable
-from services.kit.storage import PREPARED, Database, UnitOfWork, ignoring_returning
+from services.kit.storage import Database, Prepared, UnitOfWork, ignoring_returning
 from services.kit.timeutil import utcnow
 
 log = logging.getLogger("loyalty.events")
@@ -64,7 +64,7 @@ class OutboxRelay(threading.Thread):
         # Its statements, built once (it runs after every commit that emitted events).
         outbox = db.kit.outbox
         pending = outbox.c.published_at.is_(None)
-        self._any_pending = select(exists().where(pending)).execution_options(**PREPARED)
+        self._any_pending = Prepared(select(exists().where(pending)))
         self._pending = select(outbox.c.id, outbox.c.envelope).where(pending).order_by(outbox.c.id).limit(batch)
         self._mark = update(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True))).values(
             published_at=bindparam("b_at"))
@@ -72,15 +72,15 @@ class OutboxRelay(threading.Thread):
         # the batch's ids from the unpublished index, then each row by its key (a join the planner
         # cannot turn into a scan of every event ever sent, whatever its statistics say).
         next_ids = select(outbox.c.id).where(pending).order_by(outbox.c.id).limit(batch).subquery()
-        self._take = update(outbox).where(outbox.c.id == next_ids.c.id, pending).values(
-            published_at=bindparam("b_at")).returning(outbox.c.id, outbox.c.envelope).execution_options(**PREPARED)
+        self._take = Prepared(update(outbox).where(outbox.c.id == next_ids.c.id, pending).values(
+            published_at=bindparam("b_at")).returning(outbox.c.id, outbox.c.envelope))
         # The lock, and for this transaction a plan that walks the unpublished index in id order:
         # a published row's old version stays in that index until a vacuum, and only a plain index
         # scan marks such entries dead as it passes (a bitmap scan would visit every one of them on
         # every batch, thousands between two autovacuums at a sale's rate).
-        self._try_lock = select(func.pg_try_advisory_xact_lock(self._lock_key),
-                                func.set_config("enable_bitmapscan", "off", True),
-                                func.set_config("enable_sort", "off", True)).execution_options(**PREPARED)
+        self._try_lock = Prepared(select(func.pg_try_advisory_xact_lock(self._lock_key),
+                                         func.set_config("enable_bitmapscan", "off", True),
+                                         func.set_config("enable_sort", "off", True)))
 
     def wake(self) -> None:
         self._wake.set()
@@ -137,7 +137,7 @@ class OutboxRelay(threading.Thread):
         holds the stream). `ask_first`: a read looks for waiting rows before the transaction that
         takes the stream's lock (a poll, which mostly finds none)."""
         self._contended = False
-        if ask_first and not self.db.read(lambda conn: conn.execute(self._any_pending).scalar(), autocommit=True):
+        if ask_first and not self.db.read(lambda conn: self._any_pending(conn).scalar(), autocommit=True):
             return 0
         query = self._pending
 
@@ -158,11 +158,11 @@ class OutboxRelay(threading.Thread):
         def send(uow: UnitOfWork) -> int:
             # One publisher per stream at a time, so events leave in the order they were written;
             # the other workers' relays find the lock taken and leave the rows to its holder.
-            if not uow.conn.execute(self._try_lock).scalar():
+            if not self._try_lock(uow.conn).scalar():
                 self._contended = True
                 return 0
             # Read after the lock is held: the statement sees every batch its holders committed.
-            rows = sorted(uow.conn.execute(self._take, {"b_at": utcnow()}).all(), key=lambda row: row.id)
+            rows = sorted(self._take(uow.conn, {"b_at": utcnow()}).all(), key=lambda row: row.id)
             if rows:
                 self.bus.publish(self.stream, [row.envelope for row in rows])
             return len(rows)

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import Insert, Row, Select, Table, bindparam, select, update
+from sqlalchemy import Row, Select, Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from services.kit import reasons
 from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.kit.storage import PREPARED, Database, UnitOfWork
+from services.kit.storage import Database, Prepared, UnitOfWork
 from services.kit.timeutil import utcnow
 from services.kit.validation import require_shop
 
@@ -69,7 +69,7 @@ def run_idempotent(
 
     def attempt(uow: UnitOfWork) -> R:
         response = work(uow)
-        written = uow.conn.execute(record, {
+        written = record(uow.conn, {
             **key, "fingerprint": fingerprint, "response": response.SerializeToString(),
             "subject": subject(response) if subject else "", "created_at": utcnow()}).first()
         if written is None:
@@ -91,13 +91,13 @@ def run_idempotent(
 
 
 @functools.cache
-def _statements(table: Table, sqlite: bool) -> tuple[Select, Insert]:
+def _statements(table: Table, sqlite: bool) -> tuple[Select, Prepared]:
     """The record's lookup and its insert-unless-taken, built once (their compiled SQL is cached too)."""
     query = select(table.c.fingerprint, table.c.response).where(
         table.c.shop_id == bindparam("shop_id"), table.c.method == bindparam("method"),
         table.c.request_id == bindparam("request_id"))
-    record = (sqlite_insert if sqlite else pg_insert)(table).on_conflict_do_nothing().returning(
-        table.c.request_id).execution_options(**PREPARED)
+    record = Prepared((sqlite_insert if sqlite else pg_insert)(table).on_conflict_do_nothing().returning(
+        table.c.request_id))
     return query, record
 
 

@@ -1,7 +1,8 @@
 """SQLAlchemy 2 on a SQLite file or PostgreSQL, chosen by URL, with short explicit
 transactions. A unit of work commits the change, its outbox rows and its idempotency record
 together, and runs after-commit actions (cache invalidation, relay wake-up) only once it held.
-Hot statements marked PREPARED run as server-side prepared statements on PostgreSQL.
+Hot statements (Prepared) run as server-side prepared statements on PostgreSQL, straight on the
+driver's cursor.
 
 A database that cannot be reached is retried briefly, then answered with `Unavailable`; while it
 stays away, calls fail at once (one trial every half second, and the health watcher's probe)
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import psycopg2
@@ -28,7 +30,7 @@ from sqlalchemy import ARRAY, Column, ColumnElement, Connection, Table, any_, bi
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, OperationalError
 
 from services.kit import reasons
 from services.kit.errors import Unavailable
@@ -60,22 +62,182 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
 
 
-PREPARED = {"loyalty_prepared": True}  # execution options of a statement to run prepared on PostgreSQL
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 _MAX_PREPARED = 64  # per connection: beyond it (a statement whose text varies), statements run unprepared
 
 
-def _run_prepared(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
-                  executemany: bool) -> tuple[str, Any]:
-    """Runs a statement marked PREPARED as a server-side prepared statement (psycopg2 has none of
-    its own): each connection PREPAREs it once, then PostgreSQL neither parses nor plans it again."""
-    if executemany or context is None or not context.execution_options.get("loyalty_prepared"):
-        return statement, parameters
-    prepared: dict[str, str] = conn.connection.info.setdefault("loyalty_prepared", {})
+class Rows:
+    """What a Prepared statement answers on PostgreSQL: the part of SQLAlchemy's Result the
+    services use (rows with attribute access, first/one/all/scalar…, rowcount)."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int):
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return list(self._rows)
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise MultipleResultsFound("Multiple rows were found when one or none was required")
+        return self.first()
+
+    def one(self) -> Any:
+        if not self._rows:
+            raise NoResultFound("No row was found when one was required")
+        return self.one_or_none()
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+    def scalars(self) -> Rows:
+        """The first column's values, as the rows of a Rows."""
+        return Rows([row[0] for row in self._rows], self.rowcount)
+
+
+class _Row(tuple):
+    """A result row: a tuple whose columns are also attributes (and `_mapping`), like SQLAlchemy's."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self, strict=True))
+
+
+_ROW_CLASSES: dict[tuple[str, ...], type[_Row]] = {}
+
+
+def _row_class(names: tuple[str, ...]) -> type[_Row]:
+    cls = _ROW_CLASSES.get(names)
+    if cls is None:
+        attributes: dict[str, Any] = {"__slots__": (), "_fields": names}
+        for i, name in enumerate(names):
+            attributes[name] = property(itemgetter(i))
+        cls = _ROW_CLASSES[names] = type("Row", (_Row,), attributes)
+    return cls
+
+
+class _Form:
+    """A Prepared statement compiled for one dialect and one set of parameter names."""
+
+    __slots__ = ("sql", "static", "binds", "results")
+
+    def __init__(self, sql: str, static: dict[str, Any], binds: list[tuple[str, Callable[[Any], Any]]],
+                 results: list[tuple[int, Callable[[Any], Any]]] | None):
+        self.sql, self.static, self.binds, self.results = sql, static, binds, results
+
+
+class Prepared:
+    """A statement of a busy path, built once. On PostgreSQL each connection PREPAREs it once and
+    it runs straight on the driver's cursor: SQLAlchemy's work per call (compiled-cache lookup,
+    execution context, result set-up) cost about as much client CPU as the round trip itself.
+    Types convert as SQLAlchemy converts them (its bind and result processors). A statement whose
+    parameters need SQLAlchemy (Python-side defaults, many rows) and every statement on SQLite
+    run through SQLAlchemy as usual. Call it: `stmt(conn, params)`."""
+
+    def __init__(self, statement: Any):
+        self.statement = statement
+        self._forms: dict[tuple[str, ...], _Form | None] = {}
+
+    def __call__(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> Any:
+        if conn.dialect.name != "postgresql" or isinstance(params, list):
+            return conn.execute(self.statement, params)
+        params = params or {}
+        names = tuple(params)
+        form = self._forms.get(names, _UNSET)
+        if form is _UNSET:
+            form = self._forms[names] = self._compile(conn, names)
+        if form is None:
+            return conn.execute(self.statement, params)
+        values = {**form.static, **params}
+        for name, process in form.binds:
+            values[name] = process(values[name])
+        fairy = conn.connection
+        raw = fairy.dbapi_connection
+        cursor = raw.cursor()
+        try:
+            if conn.dispatch.before_cursor_execute:  # listeners (instrumentation, tests) see it as written
+                conn.dispatch.before_cursor_execute(conn, cursor, form.sql, values, None, False)
+            cursor.execute(_prepared_text(fairy.info, cursor, form.sql), values)
+            rows: list[Any] = []
+            if cursor.description is not None:
+                rows = cursor.fetchall()
+                cls = _row_class(tuple(column.name for column in cursor.description))
+                if form.results:
+                    rows = [cls(_processed(row, form.results)) for row in rows]
+                else:
+                    rows = [cls(row) for row in rows]
+            return Rows(rows, cursor.rowcount)
+        except psycopg2.Error as exc:
+            lost = conn.dialect.is_disconnect(exc, raw, cursor)
+            if lost:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(form.sql, values, exc, psycopg2.Error, connection_invalidated=lost,
+                                      dialect=conn.dialect) from exc
+        finally:
+            if not cursor.closed:
+                cursor.close()
+
+    def _compile(self, conn: Connection, names: tuple[str, ...]) -> _Form | None:
+        dialect = conn.dialect
+        compiled: Any = self.statement.compile(dialect=dialect, column_keys=list(names))
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            return None  # Python-side column defaults: SQLAlchemy computes them per call
+        static: dict[str, Any] = {}
+        binds: list[tuple[str, Callable[[Any], Any]]] = []
+        for name, bind in compiled.binds.items():
+            if name not in names:
+                if bind.callable is not None or (bind.required and bind.value is None):
+                    return None
+                static[name] = bind.value
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                binds.append((name, process))
+        if not set(_PARAMETER.findall(compiled.string)) <= set(static) | set(names):
+            return None  # a parameter named otherwise in the text (escaped): leave it to SQLAlchemy
+        results = []
+        for i, column in enumerate(self.statement.exported_columns):
+            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            if process is not None:
+                results.append((i, process))
+        return _Form(compiled.string, static, binds, results or None)
+
+
+_UNSET: Any = object()
+
+
+def _processed(row: tuple[Any, ...], results: list[tuple[int, Callable[[Any], Any]]]) -> list[Any]:
+    values = list(row)
+    for i, process in results:
+        values[i] = process(values[i])
+    return values
+
+
+def _prepared_text(info: dict[str, Any], cursor: Any, statement: str) -> str:
+    """The EXECUTE that runs `statement` on this connection, PREPAREd the first time (psycopg2
+    has no prepared statements of its own): PostgreSQL then does not parse it again."""
+    prepared: dict[str, str] = info.setdefault("loyalty_prepared", {})
     execute = prepared.get(statement)
     if execute is None:
         if len(prepared) >= _MAX_PREPARED:
-            return statement, parameters
+            return statement
         names: list[str] = []
 
         def number(match: re.Match[str]) -> str:
@@ -87,7 +249,7 @@ def _run_prepared(conn: Connection, cursor: Any, statement: str, parameters: Any
         cursor.execute(f"PREPARE {name} AS " + _PARAMETER.sub(number, statement).replace("%%", "%"))
         execute = prepared[statement] = f"EXECUTE {name}" + (
             "(" + ", ".join(f"%({n})s" for n in names) + ")" if names else "")
-    return execute, parameters
+    return execute
 
 
 class UnitOfWork:
@@ -136,7 +298,7 @@ class UnitOfWork:
                     "created_at": now,
                 }
             )
-        self.conn.execute(self.db.outbox_insert, rows[0] if len(rows) == 1 else rows)
+        self.db.outbox_insert(self.conn, rows[0] if len(rows) == 1 else rows)
         self.emitted += len(rows)
         return [row["event_id"] for row in rows]
 
@@ -195,25 +357,25 @@ def add_returning(conn: Connection, table: Table, values: dict[str, Any], *, key
     if statement is None:  # built once per shape: the values travel as parameters
         inserting = dialect_insert(conn, table)
         changes = {add: table.c[add] + inserting.excluded[add], **{name: inserting.excluded[name] for name in set_}}
-        statement = _ADD_RETURNING[signature] = inserting.on_conflict_do_update(
-            index_elements=list(keys), set_=changes).returning(table.c[add]).execution_options(**PREPARED)
-    return conn.execute(statement, values).scalar_one()
+        statement = _ADD_RETURNING[signature] = Prepared(inserting.on_conflict_do_update(
+            index_elements=list(keys), set_=changes).returning(table.c[add]))
+    return statement(conn, values).scalar_one()
 
 
-_ADD_RETURNING: dict[tuple[Any, ...], Any] = {}
+_ADD_RETURNING: dict[tuple[Any, ...], Prepared] = {}
 
 
 def ignoring_returning(conn: Connection, table: Table, keys: list[str], returning: list[Column[Any]], *,
                        prepared: bool = False) -> Any:
     """insert_ignoring(…).returning(…), built once per dialect and shape, for a busy path: the rows
-    it returns are the ones that were new. `prepared`: run prepared on PostgreSQL (one row at a
-    time; a many-row insert's text varies with its length)."""
+    it returns are the ones that were new. `prepared`: a Prepared (one row at a time; a many-row
+    insert's text varies with its length)."""
     # Plain values only: comparing Column objects would build SQL expressions.
     signature = (conn.dialect.name, id(table), tuple(keys), tuple(c.name for c in returning), prepared)
     statement = _IGNORING_RETURNING.get(signature)
     if statement is None:
         statement = insert_ignoring(conn, table, keys).returning(*returning)
-        statement = _IGNORING_RETURNING[signature] = statement.execution_options(**PREPARED) if prepared else statement
+        statement = _IGNORING_RETURNING[signature] = Prepared(statement) if prepared else statement
     return statement
 
 
@@ -228,7 +390,7 @@ class Database:
         self.service = service
         self.kit = kit
         # Built once: its compiled SQL is found without re-keying, and it runs prepared.
-        self.outbox_insert = insert(kit.outbox).execution_options(**PREPARED)
+        self.outbox_insert = Prepared(insert(kit.outbox))
         self.is_sqlite = url.startswith("sqlite")
         self.on_events_committed: Callable[[], None] | None = None
         # Told True/False when the database comes back or goes away (the health watcher listens).
@@ -286,7 +448,6 @@ class Database:
             cur.close()
             dbapi_conn.commit()
 
-        event.listen(engine, "before_cursor_execute", _run_prepared, retval=True)
         return engine
 
     def transact(self, work: Callable[[UnitOfWork], T], *, attempts: int = 4) -> T:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.jobs import PeriodicJob
-from services.kit.storage import DIALECTS, PREPARED, UnitOfWork, one_of
+from services.kit.storage import DIALECTS, Prepared, UnitOfWork, one_of
 from services.kit.timeutil import utcnow
 from services.membership.pii import DataKey
 from services.membership.tables import members, orders, retired_keys
@@ -95,12 +95,12 @@ def _unwrapped(ctx: Membership, shop_id: str, key_id: str, wrapped: bytes) -> Da
 def _retired(conn: Connection, shop_id: str, key_ids: list[str]) -> list[str]:
     if not key_ids:
         return []
-    return list(conn.execute(_RETIRED[conn.dialect.name], {"b_shop": shop_id, "b_keys": key_ids}).scalars())
+    return list(_RETIRED[conn.dialect.name](conn, {"b_shop": shop_id, "b_keys": key_ids}).scalars())
 
 
-_RETIRED = {dialect: select(retired_keys.c.key_id).where(  # asked on every order call: built once
-    retired_keys.c.shop_id == bindparam("b_shop"), one_of(retired_keys.c.key_id, "b_keys", dialect)
-).execution_options(**PREPARED) for dialect in DIALECTS}
+_RETIRED = {dialect: Prepared(select(retired_keys.c.key_id).where(  # asked on every order call: built once
+    retired_keys.c.shop_id == bindparam("b_shop"), one_of(retired_keys.c.key_id, "b_keys", dialect)))
+    for dialect in DIALECTS}
 
 
 def retire(ctx: Membership, uow: UnitOfWork, shop_id: str, key_id: str) -> None:

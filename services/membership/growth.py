@@ -212,8 +212,8 @@ def _entry(r: Row) -> GrowthEntry:
 
 
 # Built once, run prepared: every completed order adds these.
-_LEDGER_ENTRY = insert(growth_ledger).returning(growth_ledger.c.id).execution_options(**storage.PREPARED)
-_ORDER_GROWTH = insert(order_growth).execution_options(**storage.PREPARED)
+_LEDGER_ENTRY = storage.Prepared(insert(growth_ledger).returning(growth_ledger.c.id))
+_ORDER_GROWTH = storage.Prepared(insert(order_growth))
 
 
 def post(ctx: Membership, uow: UnitOfWork, program: Program, member: Row, amount: int, source: GrowthSource,
@@ -241,7 +241,7 @@ def post(ctx: Membership, uow: UnitOfWork, program: Program, member: Row, amount
                                                            growth_accounts.c.member_id == member_id)
                              .values(balance=after))
     now = utcnow()
-    entry_id = uow.conn.execute(_LEDGER_ENTRY, {
+    entry_id = _LEDGER_ENTRY(uow.conn, {
         "shop_id": shop_id, "member_id": member_id, "amount": after - before, "source": int(source),
         "reference": reference[:64], "reason": reason, "operator": operator, "balance_after": after,
         "created_at": now}).scalar_one()
@@ -287,7 +287,7 @@ def credit_spend(ctx: Membership, uow: UnitOfWork, program: Program, member: Row
     know what it gave). Returns the member's growth value after it."""
     settings, _ = ctx.growth_settings.get(member.shop_id, uow.conn)
     growth = growth_rules.spend_growth(settings.rules[GrowthSource.SPEND], amount_fen)
-    uow.conn.execute(_ORDER_GROWTH, {"shop_id": member.shop_id, "order_id": order_id,
+    _ORDER_GROWTH(uow.conn, {"shop_id": member.shop_id, "order_id": order_id,
                                             "member_id": member.member_id, "amount_fen": amount_fen,
                                             "growth": growth, "refunded_fen": 0, "taken_back": 0})
     if growth <= 0:

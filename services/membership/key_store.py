@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import Connection, and_, bindparam, delete, event, insert, select, text, update
 from sqlalchemy.engine import Engine, Row
 
-from services.kit.storage import DIALECTS, PREPARED, Database, one_of
+from services.kit.storage import DIALECTS, Database, Prepared, one_of
 from services.kit.timeutil import utcnow
 from services.membership.pii import DataKey, PiiKeys
 from services.membership.tables import data_keys, key_metadata, kit
@@ -28,12 +28,12 @@ _request_keys: ContextVar[dict[tuple[str, str], DataKey] | None] = ContextVar("m
 
 
 # Read on every order call: built once.
-_WRAPPED = select(data_keys.c.wrapped_key).where(data_keys.c.shop_id == bindparam("b_shop"),
-                                                 data_keys.c.key_id == bindparam("b_key")).execution_options(**PREPARED)
-_OF_BUYERS = {dialect: select(data_keys.c.key_id, data_keys.c.buyer_hash, data_keys.c.wrapped_key,
-                              data_keys.c.in_use).where(
-    data_keys.c.shop_id == bindparam("b_shop"), one_of(data_keys.c.buyer_hash, "b_buyers", dialect)
-).execution_options(**PREPARED) for dialect in DIALECTS}
+_WRAPPED = Prepared(select(data_keys.c.wrapped_key).where(data_keys.c.shop_id == bindparam("b_shop"),
+                                                          data_keys.c.key_id == bindparam("b_key")))
+_OF_BUYERS = {dialect: Prepared(select(data_keys.c.key_id, data_keys.c.buyer_hash, data_keys.c.wrapped_key,
+                                       data_keys.c.in_use).where(
+    data_keys.c.shop_id == bindparam("b_shop"), one_of(data_keys.c.buyer_hash, "b_buyers", dialect)))
+    for dialect in DIALECTS}
 
 
 @contextmanager
@@ -93,7 +93,7 @@ class KeyStore:
         memo = _request_keys.get()
         if memo is not None and (shop_id, key_id) in memo:
             return memo[(shop_id, key_id)]
-        wrapped = self.db.read(lambda conn: conn.execute(_WRAPPED, {"b_shop": shop_id, "b_key": key_id}).scalar(),
+        wrapped = self.db.read(lambda conn: _WRAPPED(conn, {"b_shop": shop_id, "b_key": key_id}).scalar(),
                                autocommit=True)
         key = self.pii.unwrap(shop_id, key_id, wrapped)
         if key is not None:
@@ -118,8 +118,8 @@ class KeyStore:
 
     def for_buyers(self, shop_id: str, buyer_hashes: list[str]) -> list[Row]:
         """The keys of these buyers that exist: key_id, buyer_hash, wrapped_key, in_use."""
-        return self.db.read(lambda conn: conn.execute(_OF_BUYERS[conn.dialect.name],
-                                                      {"b_shop": shop_id, "b_buyers": buyer_hashes}).all(),
+        return self.db.read(lambda conn: _OF_BUYERS[conn.dialect.name](conn, {"b_shop": shop_id,
+                                                                              "b_buyers": buyer_hashes}).all(),
                             autocommit=True)
 
     def add(self, shop_id: str, rows: list[tuple[str, str, bytes]]) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from sqlalchemy.engine import Row
 
 from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
-from services.kit.storage import PREPARED, UnitOfWork, ignoring_returning
+from services.kit.storage import Prepared, UnitOfWork, ignoring_returning
 from services.kit.timeutil import to_timestamp
 from services.membership import commands, data_keys, growth, order_details, reasons, standing, tiers, views
 from services.membership.domain import MemberStatus, OrderStatus, Tier, TierChangeReason
@@ -28,18 +28,18 @@ if TYPE_CHECKING:
 # The busy path's statements (RecordOrder, CompleteOrder at a sale's rate), built once: building a
 # Core statement and its cache key on every call cost more Python than running it.
 _ORDER_OF = and_(orders.c.shop_id == bindparam("b_shop"), orders.c.order_id == bindparam("b_order"))
-_LOCKED_ORDER = select(orders).where(_ORDER_OF).with_for_update().execution_options(**PREPARED)
-_RECORDED = select(orders.c.amount_fen, orders.c.buyer_hash).where(_ORDER_OF).execution_options(**PREPARED)
-_BUYERS_MEMBER = select(members).where(
+_LOCKED_ORDER = Prepared(select(orders).where(_ORDER_OF).with_for_update())
+_RECORDED = Prepared(select(orders.c.amount_fen, orders.c.buyer_hash).where(_ORDER_OF))
+_BUYERS_MEMBER = Prepared(select(members).where(
     members.c.shop_id == bindparam("b_shop"), members.c.buyer_hash == bindparam("b_buyer"),
-    members.c.status == MemberStatus.ACTIVE).with_for_update(of=members).execution_options(**PREPARED)
-_COMPLETE_FOR_MEMBER = update(orders).where(_ORDER_OF).values(
+    members.c.status == MemberStatus.ACTIVE).with_for_update(of=members))
+_COMPLETE_FOR_MEMBER = Prepared(update(orders).where(_ORDER_OF).values(
     status=OrderStatus.COMPLETED, completed_at=bindparam("b_at"), member_id=bindparam("b_member"), counted=True,
-    points_rate_milli=bindparam("b_rate")).returning(*orders.c).execution_options(**PREPARED)
-_COUNT_TRADE = update(members).where(
+    points_rate_milli=bindparam("b_rate")).returning(*orders.c))
+_COUNT_TRADE = Prepared(update(members).where(
     members.c.shop_id == bindparam("b_shop"), members.c.member_id == bindparam("b_member")).values(
     cumulative_spend_fen=bindparam("b_spend"), trade_count=bindparam("b_trades"),
-    first_completed_at=bindparam("b_first")).execution_options(**PREPARED)
+    first_completed_at=bindparam("b_first")))
 
 
 
@@ -51,7 +51,7 @@ class OrderOutcome:
 
 
 def _locked_order(conn: Connection, shop_id: str, order_id: str) -> Row:
-    row = conn.execute(_LOCKED_ORDER, {"b_shop": shop_id, "b_order": order_id}).first()
+    row = _LOCKED_ORDER(conn, {"b_shop": shop_id, "b_order": order_id}).first()
     if row is None:
         raise NotFound(f"order {order_id!r} was never recorded", reason=reasons.ORDER_NOT_FOUND,
                        metadata={"order_id": order_id})
@@ -75,7 +75,7 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
     """A paid order; recording it again with the same details is a retry, with others a conflict."""
     ctx.programs.get(cmd.shop_id, uow.conn)
     buyer_hash = ctx.pii.buyer_hash(cmd.shop_id, cmd.buyer_id)
-    existing = uow.conn.execute(_RECORDED, {"b_shop": cmd.shop_id, "b_order": cmd.order_id}).first()
+    existing = _RECORDED(uow.conn, {"b_shop": cmd.shop_id, "b_order": cmd.order_id}).first()
     if existing is not None:
         if existing.amount_fen != cmd.amount_fen or existing.buyer_hash not in (None, buyer_hash):
             raise AlreadyExists(f"order {cmd.order_id!r} was recorded with other details",
@@ -84,7 +84,7 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
     key = data_keys.key_for_buyer(ctx, uow, cmd.shop_id, buyer_hash)
     # One statement, no savepoint: a concurrent retry that recorded it first leaves nothing inserted.
     recorded = ignoring_returning(uow.conn, orders, ["shop_id", "order_id"], list(orders.c), prepared=True)
-    row = uow.conn.execute(recorded, {
+    row = recorded(uow.conn, {
         "shop_id": cmd.shop_id, "order_id": cmd.order_id, "buyer_hash": buyer_hash, "key_id": key.key_id,
         "buyer_id_cipher": key.seal(cmd.buyer_id, data_keys.order_buyer(cmd.shop_id, cmd.order_id)),
         "member_id": None, "amount_fen": cmd.amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID,
@@ -107,7 +107,7 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
         return _completed_again(ctx, uow.conn, program, order)
     member = None
     if order.buyer_hash is not None:
-        member = uow.conn.execute(_BUYERS_MEMBER, {"b_shop": shop_id, "b_buyer": order.buyer_hash}).first()
+        member = _BUYERS_MEMBER(uow.conn, {"b_shop": shop_id, "b_buyer": order.buyer_hash}).first()
     if member is not None and cmd.completed_at < member.joined_at - commands.CLOCK_SKEW:
         member = None  # completed before the buyer joined: a fact about the buyer, not the member's trade
     if member is None:  # an order alone does not make a member
@@ -121,10 +121,10 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
     spend = member.cumulative_spend_fen + amount
     trades = member.trade_count + 1
     first = member.first_completed_at is None
-    completed = uow.conn.execute(_COMPLETE_FOR_MEMBER, {
+    completed = _COMPLETE_FOR_MEMBER(uow.conn, {
         "b_shop": shop_id, "b_order": order_id, "b_at": cmd.completed_at, "b_member": member.member_id,
         "b_rate": held.points_rate_milli}).one()
-    uow.conn.execute(_COUNT_TRADE, {"b_shop": shop_id, "b_member": member.member_id, "b_spend": spend,
+    _COUNT_TRADE(uow.conn, {"b_shop": shop_id, "b_member": member.member_id, "b_spend": spend,
                                     "b_trades": trades, "b_first": member.first_completed_at or cmd.completed_at})
     standing.invalidate_member(ctx, uow, shop_id, member.member_id)
     # The buyer's key, read from the key store once (the order's view is the member's, unless

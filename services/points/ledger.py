@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.cache import invalidate_on_commit
-from services.kit.storage import PREPARED, UnitOfWork
+from services.kit.storage import Prepared, UnitOfWork
 from services.kit.timeutil import to_timestamp, utcnow
 from services.points import commands, domain
 from services.points.domain import Account, EntryKind, Lot, Program, Source
@@ -36,20 +36,19 @@ class Posted:
 # The hot statements, built once (SQLAlchemy then finds their compiled SQL without rebuilding
 # and re-keying an expression on every call) and run prepared on PostgreSQL.
 _MEMBER = {"shop_id": bindparam("shop_id"), "member_id": bindparam("member_id")}
-_LOCK = select(accounts).where(accounts.c.shop_id == _MEMBER["shop_id"],
-                               accounts.c.member_id == _MEMBER["member_id"]).with_for_update().execution_options(
-                                   **PREPARED)
+_LOCK = Prepared(select(accounts).where(accounts.c.shop_id == _MEMBER["shop_id"],
+                                        accounts.c.member_id == _MEMBER["member_id"]).with_for_update())
 # Every lot with points left, overdue or not: sweep_expired() tells them apart.
-_LOTS = (select(lots.c.id, lots.c.remaining, lots.c.expires_at, lots.c.order_id)
-         .where(lots.c.shop_id == _MEMBER["shop_id"], lots.c.member_id == _MEMBER["member_id"], lots.c.remaining > 0)
-         .order_by(lots.c.id).with_for_update().execution_options(**PREPARED))
+_LOTS = Prepared(select(lots.c.id, lots.c.remaining, lots.c.expires_at, lots.c.order_id)
+                 .where(lots.c.shop_id == _MEMBER["shop_id"], lots.c.member_id == _MEMBER["member_id"],
+                        lots.c.remaining > 0)
+                 .order_by(lots.c.id).with_for_update())
 # SET takes the columns given at execution (what changed of the account).
-_SAVE = update(accounts).where(accounts.c.shop_id == bindparam("key_shop_id"),
-                               accounts.c.member_id == bindparam("key_member_id")).execution_options(**PREPARED)
-_APPEND = insert(ledger).execution_options(**PREPARED)
-_NEW_LOT = insert(lots).execution_options(**PREPARED)
-_TAKE = (update(lots).where(lots.c.id == bindparam("lot_id")).values(remaining=bindparam("left"))
-         .execution_options(**PREPARED))
+_SAVE = Prepared(update(accounts).where(accounts.c.shop_id == bindparam("key_shop_id"),
+                                        accounts.c.member_id == bindparam("key_member_id")))
+_APPEND = Prepared(insert(ledger).returning(ledger.c.id))
+_NEW_LOT = Prepared(insert(lots))
+_TAKE = Prepared(update(lots).where(lots.c.id == bindparam("lot_id")).values(remaining=bindparam("left")))
 
 
 def posted(uow: UnitOfWork, acct: Account, made: Entry, now: datetime, live: list[Lot] | None = None) -> Posted:
@@ -85,7 +84,7 @@ def open_account(uow: UnitOfWork, shop_id: str, member_id: str, *, birth_month: 
 
 def lock(uow: UnitOfWork, shop_id: str, member_id: str) -> Account:
     """The member's account under its row lock, or MEMBER_NOT_FOUND."""
-    row = uow.conn.execute(_LOCK, {"shop_id": shop_id, "member_id": member_id}).first()
+    row = _LOCK(uow.conn, {"shop_id": shop_id, "member_id": member_id}).first()
     if row is None:
         raise no_account(shop_id, member_id)
     return _account(row)
@@ -110,7 +109,7 @@ def save(svc: PointsService, uow: UnitOfWork, acct: Account) -> None:
     """Writes what changed of the account, and keeps its cached balance out until the commit held."""
     values = {name: getattr(acct, name) for name in acct.dirty}
     if values:
-        uow.conn.execute(_SAVE, {"key_shop_id": acct.shop_id, "key_member_id": acct.member_id, **values})
+        _SAVE(uow.conn, {"key_shop_id": acct.shop_id, "key_member_id": acct.member_id, **values})
         acct.dirty.clear()
     invalidate_on_commit(uow, svc.cache, [balance_key(acct.shop_id, acct.member_id)])
 
@@ -126,7 +125,7 @@ def save_many(svc: PointsService, uow: UnitOfWork, accts: list[Account]) -> None
             acct.dirty.clear()
     for names, rows in changed.items():
         if len(rows) == 1 or uow.db.is_sqlite:
-            uow.conn.execute(_SAVE, rows[0] if len(rows) == 1 else rows)
+            _SAVE(uow.conn, rows[0] if len(rows) == 1 else rows)
             continue
         # One statement for them all (psycopg2 sends an executemany UPDATE row by row), its rows as
         # one array per column: the statement is the same for any number of rows, so it is compiled
@@ -165,8 +164,8 @@ def post(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delt
 def _append(uow: UnitOfWork, acct: Account, kind: EntryKind, amount: int, held_delta: int, source: Source,
             at: datetime, expires_at: datetime | None = None) -> Entry:
     """Appends the entry of a change the account already made (its id comes back by RETURNING)."""
-    result = uow.conn.execute(_APPEND, _entry_row(acct, kind, amount, held_delta, source, at, expires_at))
-    return Entry(int(result.inserted_primary_key[0]), int(kind), amount, held_delta, acct.available,
+    entry_id = _APPEND(uow.conn, _entry_row(acct, kind, amount, held_delta, source, at, expires_at)).scalar_one()
+    return Entry(int(entry_id), int(kind), amount, held_delta, acct.available,
                  dataclasses.replace(source), at, expires_at)
 
 
@@ -186,7 +185,7 @@ def credit(uow: UnitOfWork, program: Program, acct: Account, kind: EntryKind, po
     into_lot = acct.credit(points)
     made = _append(uow, acct, kind, points, 0, source, at, expires_at)
     if into_lot:
-        uow.conn.execute(_NEW_LOT, {
+        _NEW_LOT(uow.conn, {
             "shop_id": acct.shop_id, "member_id": acct.member_id, "entry_id": made.entry_id,
             "order_id": source.order_id, "amount": into_lot, "remaining": into_lot, "earned_at": at,
             "expires_at": expires_at})
@@ -255,7 +254,7 @@ def take(uow: UnitOfWork, acct: Account, points: int, now: datetime, live: list[
         left = dict(taken)
         live[:] = [dataclasses.replace(lot, remaining=lot.remaining - left.get(lot.lot_id, 0)) for lot in live]
         changes = [{"lot_id": lot.lot_id, "left": lot.remaining} for lot in live if lot.lot_id in left]
-        uow.conn.execute(_TAKE, changes[0] if len(changes) == 1 else changes)
+        _TAKE(uow.conn, changes[0] if len(changes) == 1 else changes)
     return taken, uncovered
 
 
@@ -263,7 +262,7 @@ def take(uow: UnitOfWork, acct: Account, points: int, now: datetime, live: list[
 def sweep_expired(uow: UnitOfWork, acct: Account, now: datetime) -> list[Lot]:
     """The member's lots with points left, locked, with one query; those past their date are
     expired first (an EXPIRE entry, before any spend decides). Returns the live ones."""
-    rows = uow.conn.execute(_LOTS, {"shop_id": acct.shop_id, "member_id": acct.member_id}).all()
+    rows = _LOTS(uow.conn, {"shop_id": acct.shop_id, "member_id": acct.member_id}).all()
     held = [Lot(r.id, r.remaining, r.expires_at, r.order_id) for r in rows]
     overdue = [lot for lot in held if not lot.live(now)]
     if overdue:
