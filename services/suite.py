@@ -17,7 +17,7 @@ from services.kit.auth import KeyRing
 from services.kit.bus import InProcessBus
 from services.kit.cache import LocalCache
 from services.kit.config import ConfigError, GatewaySettings, Settings
-from services.kit.server import RunningService, create_server, server_options, wait_for_signal
+from services.kit.server import RunningService, create_server, freeze_startup_objects, server_options, wait_for_signal
 from services.kit.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger("loyalty.suite")
@@ -71,6 +71,7 @@ def main() -> None:
                              segments_port=demo.port_of(running, "segments"))
         gateway = start_gateway(gateway_settings, running, seeded=keys is not None)
         demo.print_banner(settings, running, keys, gateway_url=gateway.url)
+        freeze_startup_objects()
         wait_for_signal()
     except KeyboardInterrupt:  # Ctrl-C before the banner (while seeding): stop as cleanly
         pass

@@ -227,6 +227,9 @@ class RedisCache:
             self.near.forget(keys)
         if self._available():
             try:
+                if len(keys) == 1:  # a member's write, most often: one command costs less than a pipeline
+                    self.client.set(keys[0], _FENCE, px=int(seconds * 1000))
+                    return
                 pipe = self.client.pipeline(transaction=False)
                 for key in keys:
                     pipe.set(key, _FENCE, px=int(seconds * 1000))

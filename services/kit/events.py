@@ -338,17 +338,21 @@ class EventConsumer:
             self._apply_chunk(lane[start:start + self.per_transaction], results)
 
     def _apply_chunk(self, lane: list[tuple[int, _Event]], results: list[Result]) -> None:
-        """Applies events in one transaction, or one transaction each if one fails."""
-        if len(lane) > 1:
-            try:
-                took_effect = self.db.transact(lambda uow: self._apply_together(uow, [e for _, e in lane]))
-            except (_BatchFailed, DBAPIError):
-                pass  # one by one below (a duplicate inbox key too): the failing event alone stays for redelivery
-            else:
-                for i, event in lane:
-                    results[i] = event.envelope.id in took_effect
-                    took_effect.discard(event.envelope.id)  # a second copy in the batch is a repeat
+        """Applies events in one transaction (a lone event too: its inbox claim is the same one
+        statement), or one transaction each if one fails."""
+        try:
+            took_effect = self.db.transact(lambda uow: self._apply_together(uow, [e for _, e in lane]))
+        except (_BatchFailed, DBAPIError) as exc:
+            if len(lane) == 1:  # the event's own failure: it stays for redelivery, not retried at once
+                (i, event), cause = lane[0], exc.__cause__ if isinstance(exc, _BatchFailed) else exc
+                results[i] = self._failed(event, cause if isinstance(cause, Exception) else exc)
                 return
+            # else one by one below (a duplicate inbox key too): the failing event alone stays for redelivery
+        else:
+            for i, event in lane:
+                results[i] = event.envelope.id in took_effect
+                took_effect.discard(event.envelope.id)  # a second copy in the batch is a repeat
+            return
         for i, event in lane:
             results[i] = self._apply_alone(event)
 
@@ -392,9 +396,11 @@ class EventConsumer:
         except Unavailable:
             raise
         except Exception as exc:
-            log.error("consumer %s failed on %s %s", self.consumer, event.envelope.type, event.envelope.id,
-                      exc_info=exc)
-            return exc
+            return self._failed(event, exc)
+
+    def _failed(self, event: _Event, exc: Exception) -> Exception:
+        log.error("consumer %s failed on %s %s", self.consumer, event.envelope.type, event.envelope.id, exc_info=exc)
+        return exc
 
     def _run(self, uow: UnitOfWork, event: _Event) -> None:
         envelope = event.envelope
@@ -403,9 +409,10 @@ class EventConsumer:
             event.fn(uow, event.payload, envelope)
 
     def _run_together(self, uow: UnitOfWork, event_type: str, events: list[_Event]) -> None:
-        """Consecutive events of one type: by its batch handler, if it has one and there are several."""
+        """Consecutive events of one type: by its batch handler if it has one (with fewer statements
+        than the one-event handler, even for one event), else one by one."""
         fn = self.batch_handlers.get(event_type)
-        if fn is None or len(events) == 1:
+        if fn is None:
             for event in events:
                 self._run(uow, event)
             return

@@ -24,6 +24,7 @@ from services.kit.server import (
     ServiceApp,
     consumer_lag,
     create_server,
+    freeze_startup_objects,
     run_workers,
     server_options,
     wait_for_signal,
@@ -69,6 +70,7 @@ def service_main(name: str, build_app: AppBuilder, argv: list[str] | None = None
         app = build_app(settings, cache=cache, keyring=keyring, bus=bus)
         running = create_server(app, bus=bus, keyring=keyring, host=settings.host, port=settings.port(name),
                                 reuse_port=settings.workers > 1, **server_options(settings))
+        freeze_startup_objects()
         log.info("serving", extra={"service": name, "port": running.port})
         wait_for_signal()
         log.info("shutting down", extra={"service": name})

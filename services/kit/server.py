@@ -6,6 +6,7 @@ lag."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -231,6 +232,15 @@ def create_server(
     running.watcher = HealthWatcher(running, interval=health_interval, lag_warning_seconds=lag_warning_seconds)
     running.watcher.start()
     return running
+
+
+def freeze_startup_objects() -> None:
+    """Once a serving process has started: what exists now (modules, the app, its statements and
+    channels) lives as long as the process, so the garbage collector leaves it out of every later
+    collection. A full collection walked all of it while holding the interpreter: 0.2 s in which
+    no thread of the process ran, a few times a minute at a sale's rate."""
+    gc.collect()
+    gc.freeze()
 
 
 def _await_schema(app: ServiceApp, auto_migrate: bool) -> None:
