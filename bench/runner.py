@@ -26,17 +26,18 @@ class Profile:
     spend_members: int
     earn_rate: float  # orders per second
     earn_seconds: float
+    earn_warmup: float  # seconds of orders at the same rate before the measured ones (not counted)
     earn_members: int
     drain_seconds: float  # how long to wait for the last earns after the orders stop
 
 
 PROFILES = {
     "full": Profile("full", pairs=5, warmup=2, duration=6, read_members=200, spend_members=1000,
-                    earn_rate=200, earn_seconds=60, earn_members=500, drain_seconds=60),
+                    earn_rate=200, earn_seconds=60, earn_warmup=5, earn_members=500, drain_seconds=60),
     "quick": Profile("quick", pairs=2, warmup=1, duration=3, read_members=50, spend_members=200,
-                     earn_rate=200, earn_seconds=10, earn_members=100, drain_seconds=20),
+                     earn_rate=200, earn_seconds=10, earn_warmup=2, earn_members=100, drain_seconds=20),
     "selftest": Profile("selftest", pairs=1, warmup=0.3, duration=1, read_members=10, spend_members=20,
-                        earn_rate=20, earn_seconds=1, earn_members=10, drain_seconds=15),
+                        earn_rate=20, earn_seconds=1, earn_warmup=0.5, earn_members=10, drain_seconds=15),
 }
 
 
