@@ -33,13 +33,17 @@ _RECORDED = Prepared(select(orders.c.amount_fen, orders.c.buyer_hash).where(_ORD
 _BUYERS_MEMBER = Prepared(select(members).where(
     members.c.shop_id == bindparam("b_shop"), members.c.buyer_hash == bindparam("b_buyer"),
     members.c.status == MemberStatus.ACTIVE).with_for_update(of=members))
-_COMPLETE_FOR_MEMBER = Prepared(update(orders).where(_ORDER_OF).values(
+_COMPLETE = update(orders).where(_ORDER_OF).values(
     status=OrderStatus.COMPLETED, completed_at=bindparam("b_at"), member_id=bindparam("b_member"), counted=True,
-    points_rate_milli=bindparam("b_rate")).returning(*orders.c))
-_COUNT_TRADE = Prepared(update(members).where(
+    points_rate_milli=bindparam("b_rate")).returning(*orders.c)
+_COUNT = update(members).where(
     members.c.shop_id == bindparam("b_shop"), members.c.member_id == bindparam("b_member")).values(
     cumulative_spend_fen=bindparam("b_spend"), trade_count=bindparam("b_trades"),
-    first_completed_at=bindparam("b_first")))
+    first_completed_at=bindparam("b_first"))
+# The order completed for the member, and the member's trade counted: on PostgreSQL one statement
+# (the member's update as a data-modifying CTE), elsewhere two.
+_COMPLETE_AND_COUNT = {"postgresql": (Prepared(_COMPLETE.add_cte(_COUNT.cte("member_counts"))),),
+                       "sqlite": (Prepared(_COMPLETE), Prepared(_COUNT))}
 
 
 
@@ -120,11 +124,13 @@ def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder
     spend = member.cumulative_spend_fen + amount
     trades = member.trade_count + 1
     first = member.first_completed_at is None
-    completed = _COMPLETE_FOR_MEMBER(uow.conn, {
-        "b_shop": shop_id, "b_order": order_id, "b_at": cmd.completed_at, "b_member": member.member_id,
-        "b_rate": held.points_rate_milli}).one()
-    _COUNT_TRADE(uow.conn, {"b_shop": shop_id, "b_member": member.member_id, "b_spend": spend,
-                                    "b_trades": trades, "b_first": member.first_completed_at or cmd.completed_at})
+    complete, *count = _COMPLETE_AND_COUNT[uow.conn.dialect.name]
+    changes = {"b_shop": shop_id, "b_order": order_id, "b_at": cmd.completed_at, "b_member": member.member_id,
+               "b_rate": held.points_rate_milli, "b_spend": spend, "b_trades": trades,
+               "b_first": member.first_completed_at or cmd.completed_at}
+    completed = complete(uow.conn, changes).one()
+    for statement in count:
+        statement(uow.conn, changes)
     standing.invalidate_member(ctx, uow, shop_id, member.member_id)
     # The buyer's key, read from the key store once (the order's view is the member's, unless
     # the buyer left and joined again since the order was paid).
