@@ -170,9 +170,9 @@ class Prepared:
         for name, process in form.binds:
             values[name] = process(values[name])
         fairy = conn.connection
-        raw = fairy.dbapi_connection
-        cursor = raw.cursor()
+        cursor = None
         try:
+            cursor = fairy.dbapi_connection.cursor()
             if conn.dispatch.before_cursor_execute:  # listeners (instrumentation, tests) see it as written
                 conn.dispatch.before_cursor_execute(conn, cursor, form.sql, values, None, False)
             cursor.execute(_prepared_text(fairy.info, cursor, form.sql), values)
@@ -186,13 +186,13 @@ class Prepared:
                     rows = [cls(row) for row in rows]
             return Rows(rows, cursor.rowcount)
         except psycopg2.Error as exc:
-            lost = conn.dialect.is_disconnect(exc, raw, cursor)
-            if lost:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(form.sql, values, exc, psycopg2.Error, connection_invalidated=lost,
-                                      dialect=conn.dialect) from exc
+            # SQLAlchemy's own handling, as for any statement: the error wrapped (IntegrityError…),
+            # handle_error listeners, and on a lost connection this one invalidated and every
+            # pooled connection older than it retired (they point at the same gone server).
+            conn._handle_dbapi_exception(exc, form.sql, values, cursor, None)
+            raise  # not reached: the call above raises
         finally:
-            if not cursor.closed:
+            if cursor is not None and not cursor.closed:
                 cursor.close()
 
     def _compile(self, conn: Connection, names: tuple[str, ...]) -> _Form | None:
@@ -200,6 +200,8 @@ class Prepared:
         compiled: Any = self.statement.compile(dialect=dialect, column_keys=list(names))
         if compiled.insert_prefetch or compiled.update_prefetch:
             return None  # Python-side column defaults: SQLAlchemy computes them per call
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            return None  # an expanding IN or a literal rendered per call: its text varies
         static: dict[str, Any] = {}
         binds: list[tuple[str, Callable[[Any], Any]]] = []
         for name, bind in compiled.binds.items():

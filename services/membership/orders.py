@@ -79,9 +79,12 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
     """A paid order; recording it again with the same details is a retry, with others a conflict."""
     ctx.programs.get(cmd.shop_id, uow.conn)
     buyer_hash = ctx.pii.buyer_hash(cmd.shop_id, cmd.buyer_id)
+    # Read first: a retry must not make a key (a buyer who left since would get one no row uses).
+    existing = _RECORDED(uow.conn, {"b_shop": cmd.shop_id, "b_order": cmd.order_id}).first()
+    if existing is not None:
+        return _recorded_again(ctx, uow, cmd, existing, buyer_hash)
     key = data_keys.key_for_buyer(ctx, uow, cmd.shop_id, buyer_hash)
-    # One statement, no read first and no savepoint: an order recorded before (a retry, or a
-    # concurrent twin that committed first) leaves nothing inserted.
+    # One statement, no savepoint: a concurrent twin that recorded it first leaves nothing inserted.
     recorded = ignoring_returning(uow.conn, orders, ["shop_id", "order_id"], list(orders.c), prepared=True)
     row = recorded(uow.conn, {
         "shop_id": cmd.shop_id, "order_id": cmd.order_id, "buyer_hash": buyer_hash, "key_id": key.key_id,
@@ -91,7 +94,15 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
         "details": order_details.to_json(cmd.details)}).first()
     if row is not None:
         return views.order_view(ctx, row, {key.key_id: key})
-    existing = _RECORDED(uow.conn, {"b_shop": cmd.shop_id, "b_order": cmd.order_id}).one()
+    existing = _RECORDED(uow.conn, {"b_shop": cmd.shop_id, "b_order": cmd.order_id}).first()
+    if existing is None:  # recorded and gone meanwhile: try again
+        return record_order(ctx, uow, cmd)
+    return _recorded_again(ctx, uow, cmd, existing, buyer_hash)
+
+
+def _recorded_again(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder, existing: Row,
+                    buyer_hash: str) -> OrderView:
+    """A retry's answer: the order as recorded, if recorded with the same details."""
     if existing.amount_fen != cmd.amount_fen or existing.buyer_hash not in (None, buyer_hash):
         raise AlreadyExists(f"order {cmd.order_id!r} was recorded with other details",
                             reason=reasons.ORDER_CONFLICT, metadata={"order_id": cmd.order_id})

@@ -152,3 +152,27 @@ def test_on_postgresql_a_lost_connection_is_dropped_and_the_next_call_reconnects
     assert lost.value.connection_invalidated
     # _with_retries takes a fresh connection, on which the statement is prepared again.
     assert db.read(lambda conn: ALL_ACTIVE(conn).scalars().all()) == ["h"]
+
+
+def test_on_postgresql_a_lost_connection_retires_the_older_pooled_ones(backend: Backend) -> None:
+    if not backend.database_url("prepared").startswith("postgresql"):
+        pytest.skip("a PostgreSQL server connection")
+    db = Database(backend.database_url("prepared"), service="prepared", kit=kit, pool_size=2)
+    try:
+        metadata.create_all(db.engine)
+        with db.engine.connect() as first, db.engine.connect() as second:  # two pooled connections
+            pids = {c.execute(text("SELECT pg_backend_pid()")).scalar() for c in (first, second)}
+        other = create_engine(db.url, poolclass=NullPool)
+        with other.begin() as conn:  # the server restarted, as far as those connections can tell
+            for pid in pids:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        other.dispose()
+        with db.engine.connect() as conn, pytest.raises(DBAPIError) as lost:
+            ALL_ACTIVE(conn).all()
+        assert lost.value.connection_invalidated
+        # The other one, older than the loss, is not handed out again to fail in its turn.
+        with db.engine.connect() as conn:
+            assert ALL_ACTIVE(conn).all() == []
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() not in pids
+    finally:
+        db.dispose()
