@@ -343,18 +343,17 @@ class EventConsumer:
         try:
             took_effect = self.db.transact(lambda uow: self._apply_together(uow, [e for _, e in lane]))
         except (_BatchFailed, DBAPIError) as exc:
-            if len(lane) == 1:  # the event's own failure: it stays for redelivery, not retried at once
-                (i, event), cause = lane[0], exc.__cause__ if isinstance(exc, _BatchFailed) else exc
-                results[i] = self._failed(event, cause if isinstance(cause, Exception) else exc)
+            if len(lane) > 1:  # one by one (a duplicate inbox key too): the failing event alone stays for redelivery
+                for i, event in lane:
+                    results[i] = self._apply_alone(event)
                 return
-            # else one by one below (a duplicate inbox key too): the failing event alone stays for redelivery
-        else:
-            for i, event in lane:
-                results[i] = event.envelope.id in took_effect
-                took_effect.discard(event.envelope.id)  # a second copy in the batch is a repeat
+            # The lone event's own failure: it stays for redelivery, not retried at once.
+            (i, event), cause = lane[0], exc.__cause__ if isinstance(exc, _BatchFailed) else exc
+            results[i] = self._failed(event, cause if isinstance(cause, Exception) else exc)
             return
         for i, event in lane:
-            results[i] = self._apply_alone(event)
+            results[i] = event.envelope.id in took_effect
+            took_effect.discard(event.envelope.id)  # a second copy in the batch is a repeat
 
     def _decode(self, message: bytes) -> _Event | None:
         envelope = envelope_pb2.EventEnvelope.FromString(message)

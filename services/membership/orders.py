@@ -82,7 +82,10 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
     # Read first: a retry must not make a key (a buyer who left since would get one no row uses).
     existing = _RECORDED(uow.conn, {"b_shop": cmd.shop_id, "b_order": cmd.order_id}).first()
     if existing is not None:
-        return _recorded_again(ctx, uow, cmd, existing, buyer_hash)
+        if existing.amount_fen != cmd.amount_fen or existing.buyer_hash not in (None, buyer_hash):
+            raise AlreadyExists(f"order {cmd.order_id!r} was recorded with other details",
+                                reason=reasons.ORDER_CONFLICT, metadata={"order_id": cmd.order_id})
+        return views.order(ctx, uow.conn, cmd.shop_id, cmd.order_id)
     key = data_keys.key_for_buyer(ctx, uow, cmd.shop_id, buyer_hash)
     # One statement, no savepoint: a concurrent twin that recorded it first leaves nothing inserted.
     recorded = ignoring_returning(uow.conn, orders, ["shop_id", "order_id"], list(orders.c), prepared=True)
@@ -92,21 +95,9 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
         "member_id": None, "amount_fen": cmd.amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID,
         "paid_at": cmd.paid_at, "completed_at": None, "counted": False, "points_rate_milli": 0,
         "details": order_details.to_json(cmd.details)}).first()
-    if row is not None:
-        return views.order_view(ctx, row, {key.key_id: key})
-    existing = _RECORDED(uow.conn, {"b_shop": cmd.shop_id, "b_order": cmd.order_id}).first()
-    if existing is None:  # recorded and gone meanwhile: try again
+    if row is None:  # recorded meanwhile by a concurrent twin: answer as a retry would
         return record_order(ctx, uow, cmd)
-    return _recorded_again(ctx, uow, cmd, existing, buyer_hash)
-
-
-def _recorded_again(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder, existing: Row,
-                    buyer_hash: str) -> OrderView:
-    """A retry's answer: the order as recorded, if recorded with the same details."""
-    if existing.amount_fen != cmd.amount_fen or existing.buyer_hash not in (None, buyer_hash):
-        raise AlreadyExists(f"order {cmd.order_id!r} was recorded with other details",
-                            reason=reasons.ORDER_CONFLICT, metadata={"order_id": cmd.order_id})
-    return views.order(ctx, uow.conn, cmd.shop_id, cmd.order_id)
+    return views.order_view(ctx, row, {key.key_id: key})
 
 
 def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder) -> OrderOutcome:
