@@ -49,14 +49,17 @@ def unwrap(ctx: Membership, row: Row) -> DataKey | None:
     return ctx.keys.key(row.shop_id, row.key_id) if row.key_id else None
 
 
-def key_for_buyer(ctx: Membership, uow: UnitOfWork, shop_id: str, buyer_hash: str) -> DataKey:
+def key_for_buyer(ctx: Membership, uow: UnitOfWork, shop_id: str, buyer_hash: str, *,
+                  unconfirmed: list[str] | None = None) -> DataKey:
     """The buyer's data key, created on first use."""
-    return keys_for_buyers(ctx, uow, shop_id, [buyer_hash])[buyer_hash]
+    return keys_for_buyers(ctx, uow, shop_id, [buyer_hash], unconfirmed=unconfirmed)[buyer_hash]
 
 
 def keys_for_buyers(ctx: Membership, uow: UnitOfWork, shop_id: str, buyer_hashes: list[str], *,
-                    attempt: int = 1) -> dict[str, DataKey]:
-    """The buyers' data keys, those missing created (and committed in the key store) first."""
+                    unconfirmed: list[str] | None = None, attempt: int = 1) -> dict[str, DataKey]:
+    """The buyers' data keys, those missing created (and committed in the key store) first. The
+    keys no committed row was seen using are confirmed once `uow` commits, or, given a list
+    `unconfirmed`, added to it for the caller to confirm (confirm_on_commit) if it uses them."""
     found = ctx.keys.for_buyers(shop_id, buyer_hashes)
     retired = _retired(uow.conn, shop_id, [row.key_id for row in found])
     if retired:  # a left buyer's key that outlived a crash: destroyed now, never used again
@@ -73,14 +76,21 @@ def keys_for_buyers(ctx: Membership, uow: UnitOfWork, shop_id: str, buyer_hashes
         except IntegrityError:  # a concurrent order or join of one of them created theirs first
             if attempt >= 3:
                 raise
-            return keys_for_buyers(ctx, uow, shop_id, buyer_hashes, attempt=attempt + 1)
+            return keys_for_buyers(ctx, uow, shop_id, buyer_hashes, unconfirmed=unconfirmed, attempt=attempt + 1)
     for key, _ in fresh.values():
         ctx.keys.remember(shop_id, key.key_id, key)
-    # Once the rows that use them are committed, the sweeper need not look at these keys again.
-    unconfirmed = [key.key_id for key, _ in fresh.values()] + sorted(alive)
-    if unconfirmed:
-        uow.after_commit(lambda: ctx.keys.confirm(shop_id, unconfirmed))
+    taken = [key.key_id for key, _ in fresh.values()] + sorted(alive)
+    if unconfirmed is None:
+        confirm_on_commit(ctx, uow, shop_id, taken)
+    else:
+        unconfirmed.extend(taken)
     return {**keys, **{h: key for h, (key, _) in fresh.items()}}
+
+
+def confirm_on_commit(ctx: Membership, uow: UnitOfWork, shop_id: str, key_ids: list[str]) -> None:
+    """Once the rows that use these keys are committed, the sweeper need not look at them again."""
+    if key_ids:
+        uow.after_commit(lambda: ctx.keys.confirm(shop_id, key_ids))
 
 
 def _unwrapped(ctx: Membership, shop_id: str, key_id: str, wrapped: bytes) -> DataKey:

@@ -79,15 +79,10 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
     """A paid order; recording it again with the same details is a retry, with others a conflict."""
     ctx.programs.get(cmd.shop_id, uow.conn)
     buyer_hash = ctx.pii.buyer_hash(cmd.shop_id, cmd.buyer_id)
-    # Read first: a retry must not make a key (a buyer who left since would get one no row uses).
-    existing = _RECORDED(uow.conn, {"b_shop": cmd.shop_id, "b_order": cmd.order_id}).first()
-    if existing is not None:
-        if existing.amount_fen != cmd.amount_fen or existing.buyer_hash not in (None, buyer_hash):
-            raise AlreadyExists(f"order {cmd.order_id!r} was recorded with other details",
-                                reason=reasons.ORDER_CONFLICT, metadata={"order_id": cmd.order_id})
-        return views.order(ctx, uow.conn, cmd.shop_id, cmd.order_id)
-    key = data_keys.key_for_buyer(ctx, uow, cmd.shop_id, buyer_hash)
-    # One statement, no savepoint: a concurrent twin that recorded it first leaves nothing inserted.
+    unconfirmed: list[str] = []
+    key = data_keys.key_for_buyer(ctx, uow, cmd.shop_id, buyer_hash, unconfirmed=unconfirmed)
+    # One statement, no savepoint: an order recorded before (a retry, or a concurrent twin that
+    # came first) leaves nothing inserted.
     recorded = ignoring_returning(uow.conn, orders, ["shop_id", "order_id"], list(orders.c), prepared=True)
     row = recorded(uow.conn, {
         "shop_id": cmd.shop_id, "order_id": cmd.order_id, "buyer_hash": buyer_hash, "key_id": key.key_id,
@@ -95,9 +90,16 @@ def record_order(ctx: Membership, uow: UnitOfWork, cmd: commands.RecordOrder) ->
         "member_id": None, "amount_fen": cmd.amount_fen, "refunded_fen": 0, "status": OrderStatus.PAID,
         "paid_at": cmd.paid_at, "completed_at": None, "counted": False, "points_rate_milli": 0,
         "details": order_details.to_json(cmd.details)}).first()
-    if row is None:  # recorded meanwhile by a concurrent twin: answer as a retry would
-        return record_order(ctx, uow, cmd)
-    return views.order_view(ctx, row, {key.key_id: key})
+    if row is not None:
+        data_keys.confirm_on_commit(ctx, uow, cmd.shop_id, unconfirmed)
+        return views.order_view(ctx, row, {key.key_id: key})
+    # Recorded before. A key made just now for a buyer who left since stays unconfirmed: no row
+    # uses it, and the sweeper destroys it.
+    existing = _RECORDED(uow.conn, {"b_shop": cmd.shop_id, "b_order": cmd.order_id}).one()
+    if existing.amount_fen != cmd.amount_fen or existing.buyer_hash not in (None, buyer_hash):
+        raise AlreadyExists(f"order {cmd.order_id!r} was recorded with other details",
+                            reason=reasons.ORDER_CONFLICT, metadata={"order_id": cmd.order_id})
+    return views.order(ctx, uow.conn, cmd.shop_id, cmd.order_id)
 
 
 def complete_order(ctx: Membership, uow: UnitOfWork, cmd: commands.CompleteOrder) -> OrderOutcome:

@@ -248,3 +248,25 @@ def test_the_sweeper_destroys_keys_no_committed_row_uses_after_an_hour(
     assert ctx.keys.key(shop.shop_id, used) is not None
     member = shop.api.GetMember(pb.GetMemberRequest(shop_id=shop.shop_id, member_id=member_id))
     assert member.profile.name == "Zhouba周八"
+
+
+def test_a_retried_order_of_a_buyer_who_left_keeps_no_key_for_them(membership: ServiceUnderTest, shop: Shop) -> None:
+    ctx = _ctx(membership)
+    buyer = f"buyer-{uuid.uuid4().hex[:8]}-retry"
+    member_id = _join(shop, "Wujiu吴九", buyer)
+    order = pb.RecordOrderRequest(shop_id=shop.shop_id, order_id=f"o-{uuid.uuid4().hex[:8]}", buyer_id=buyer,
+                                  amount_fen=100)
+    assert shop.api.RecordOrder(order).buyer_id == buyer
+    shop.api.LeaveMember(pb.LeaveMemberRequest(request_id=rid(), shop_id=shop.shop_id, member_id=member_id))
+
+    again = shop.api.RecordOrder(order)  # a late retry: the order id makes it one
+
+    assert (again.order_id, again.amount_fen, again.buyer_id) == (order.order_id, 100, "")
+    buyer_hash = ctx.pii.buyer_hash(shop.shop_id, buyer)
+    made = ctx.keys.for_buyers(shop.shop_id, [buyer_hash])
+    assert [row.in_use for row in made] in ([], [False])  # a key the retry made is no row's: left to the sweeper
+    ctx.keys.db.transact(lambda uow: uow.conn.execute(update(key_table).where(
+        key_table.c.shop_id == shop.shop_id, key_table.c.buyer_hash == buyer_hash).values(
+        created_at=utcnow() - data_keys.UNUSED_GRACE - timedelta(minutes=1))))
+    data_keys.sweep(ctx)
+    assert ctx.keys.for_buyers(shop.shop_id, [buyer_hash]) == []
