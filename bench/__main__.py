@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 new = [Row(name, name, f"failed: {type(exc).__name__}: {first_line}", "—", None, "—", False)]
             finally:
                 processes.stop_all()
+                # Its databases go with it: vacuuming what it left does not run under the next one.
+                backends.drop_databases()
             rows += new
             for row in new:
                 log(f"{row.what}: {row.measured} | {row.floor} | {report.fmt_ratio(row.ratio)}")
