@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.kit.bus import Bus, Outcome, Subscription
 from services.kit.errors import Unavailable
-from services.kit.storage import Database, Prepared, UnitOfWork, ignoring_returning
+from services.kit.storage import Database, Prepared, UnitOfWork, insert_many
 from services.kit.timeutil import utcnow
 
 log = logging.getLogger("loyalty.events")
@@ -370,10 +370,10 @@ class EventConsumer:
         now = utcnow()
         # One statement records the batch's ids and tells which are new (a repeat is left out).
         inbox = self.db.kit.inbox
-        claim = ignoring_returning(uow.conn, inbox, ["consumer", "event_id"], [inbox.c.event_id])
-        claimed = set(uow.conn.execute(claim, [
+        claimed = set(insert_many(uow.conn, inbox, [
             {"consumer": self.consumer, "event_id": event_id, "processed_at": now}
-            for event_id in dict.fromkeys(e.envelope.id for e in events)]).scalars())
+            for event_id in dict.fromkeys(e.envelope.id for e in events)],
+            ignoring=("consumer", "event_id"), returning=inbox.c.event_id))
         fresh: dict[str, _Event] = {}
         for event in events:
             if event.envelope.id in claimed:

@@ -26,7 +26,22 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 from loyalty.common.v1 import envelope_pb2
 from opentelemetry import propagate
-from sqlalchemy import ARRAY, Column, ColumnElement, Connection, Table, any_, bindparam, create_engine, event, insert
+from sqlalchemy import (
+    ARRAY,
+    Column,
+    ColumnElement,
+    Connection,
+    Table,
+    any_,
+    bindparam,
+    cast,
+    column,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -215,8 +230,8 @@ class Prepared:
         if not set(_PARAMETER.findall(compiled.string)) <= set(static) | set(names):
             return None  # a parameter named otherwise in the text (escaped): leave it to SQLAlchemy
         results = []
-        for i, column in enumerate(self.statement.exported_columns):
-            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        for i, exported in enumerate(self.statement.exported_columns):
+            process = exported.type.dialect_impl(dialect).result_processor(dialect, None)
             if process is not None:
                 results.append((i, process))
         return _Form(compiled.string, static, binds, results or None)
@@ -300,7 +315,10 @@ class UnitOfWork:
                     "created_at": now,
                 }
             )
-        self.db.outbox_insert(self.conn, rows[0] if len(rows) == 1 else rows)
+        if len(rows) == 1:
+            self.db.outbox_insert(self.conn, rows[0])
+        else:
+            insert_many(self.conn, self.db.kit.outbox, rows)
         self.emitted += len(rows)
         return [row["event_id"] for row in rows]
 
@@ -327,6 +345,56 @@ def one_of(column: Column[Any], name: str, dialect: str) -> ColumnElement[bool]:
 
 
 DIALECTS = ("postgresql", "sqlite")
+
+
+def arrays_as_rows(table: Table, names: Iterable[str], *, name: str = "given") -> Any:
+    """unnest(CAST(:a_<column> AS <type>[]), …) WITH ORDINALITY AS <name>(<column>, …, ordinality):
+    rows bound as one array per column (PostgreSQL, see as_arrays). A statement over many rows
+    then has one text for any number of them: compiled once, it runs prepared."""
+    names = list(names)
+    arrays = [cast(bindparam(f"a_{n}", type_=ARRAY(table.c[n].type)), ARRAY(table.c[n].type)) for n in names]
+    return func.unnest(*arrays).table_valued(*(column(n, table.c[n].type) for n in names),
+                                             with_ordinality="ordinality").render_derived(name=name)
+
+
+def as_arrays(rows: list[dict[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
+    """The rows' values as arrays_as_rows binds them."""
+    return {f"a_{n}": [row[n] for row in rows] for n in names}
+
+
+def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]], *, ignoring: tuple[str, ...] = (),
+                returning: Column[Any] | None = None) -> list[Any]:
+    """Inserts the rows (all with the same columns) with one statement; answers `returning` of
+    each row inserted, the table's serial key in the rows' order. `ignoring`: a row whose key is
+    taken is left out (ON CONFLICT DO NOTHING). PostgreSQL: INSERT … SELECT FROM
+    arrays_as_rows, built once per table and column set and prepared (a VALUES list of many rows
+    is compiled again for every length of batch); elsewhere one executemany."""
+    if not rows:
+        return []
+    names = tuple(rows[0])
+    if conn.dialect.name != "postgresql":
+        statement: Any = insert_ignoring(conn, table, list(ignoring)) if ignoring else insert(table)
+        if returning is None:
+            conn.execute(statement, rows)
+            return []
+        return list(conn.execute(statement.returning(returning, sort_by_parameter_order=True), rows).scalars())
+    key = (id(table), names, ignoring, returning.name if returning is not None else None)
+    prepared = _INSERT_MANY.get(key)
+    if prepared is None:
+        given = arrays_as_rows(table, names)
+        statement = (insert_ignoring(conn, table, list(ignoring)) if ignoring else insert(table)).from_select(
+            list(names), select(*(given.c[n] for n in names)).order_by(given.c.ordinality))
+        prepared = _INSERT_MANY[key] = Prepared(statement.returning(returning) if returning is not None
+                                                else statement)
+    answered = prepared(conn, as_arrays(rows, names))
+    if returning is None:
+        return []
+    # A serial key is drawn row by row in the SELECT's order: ascending is the rows' order.
+    values = list(answered.scalars())
+    return sorted(values) if returning is table.autoincrement_column else values
+
+
+_INSERT_MANY: dict[tuple[Any, ...], Prepared] = {}
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:

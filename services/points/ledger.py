@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from loyalty.points.v1 import events_pb2
-from sqlalchemy import Row, Update, bindparam, column, func, insert, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.kit.cache import invalidate_on_commit
-from services.kit.storage import Prepared, UnitOfWork
+from services.kit.storage import DIALECTS, Prepared, UnitOfWork, arrays_as_rows, as_arrays, insert_many, one_of
 from services.kit.timeutil import to_timestamp, utcnow
 from services.points import commands, domain
 from services.points.domain import Account, EntryKind, Lot, Program, Source
@@ -93,10 +92,13 @@ def lock(uow: UnitOfWork, shop_id: str, member_id: str) -> Account:
 def lock_many(uow: UnitOfWork, shop_id: str, member_ids: list[str]) -> dict[str, Account]:
     """The members' accounts that exist, by member, under their row locks taken in member order
     (two batches locking overlapping members then cannot deadlock)."""
-    rows = uow.conn.execute(select(accounts).where(accounts.c.shop_id == shop_id,
-                                                   accounts.c.member_id.in_(sorted(set(member_ids))))
-                            .order_by(accounts.c.member_id).with_for_update()).all()
+    rows = _LOCK_MANY[uow.conn.dialect.name](uow.conn, {"shop_id": shop_id, "members": sorted(set(member_ids))})
     return {row.member_id: _account(row) for row in rows}
+
+
+_LOCK_MANY = {dialect: Prepared(select(accounts).where(
+    accounts.c.shop_id == bindparam("shop_id"), one_of(accounts.c.member_id, "members", dialect))
+    .order_by(accounts.c.member_id).with_for_update()) for dialect in DIALECTS}
 
 
 def _account(row: Row) -> Account:
@@ -128,29 +130,26 @@ def save_many(svc: PointsService, uow: UnitOfWork, accts: list[Account]) -> None
             _SAVE(uow.conn, rows[0] if len(rows) == 1 else rows)
             continue
         # One statement for them all (psycopg2 sends an executemany UPDATE row by row), its rows as
-        # one array per column: the statement is the same for any number of rows, so it is compiled
-        # once per set of columns.
-        uow.conn.execute(_save_many_statement(names), {
+        # one array per column: the statement is the same for any number of rows, so it is built
+        # and prepared once per set of columns.
+        _save_many_statement(names)(uow.conn, {
             "a_shop_id": [row["key_shop_id"] for row in rows], "a_member_id": [row["key_member_id"] for row in rows],
-            **{f"a_{name}": [row[name] for row in rows] for name in names}})
+            **as_arrays(rows, names)})
     if accts:
         invalidate_on_commit(uow, svc.cache, [balance_key(acct.shop_id, acct.member_id) for acct in accts])
 
 
-_SAVE_MANY: dict[tuple[str, ...], Update] = {}
+_SAVE_MANY: dict[tuple[str, ...], Prepared] = {}
 
 
-def _save_many_statement(names: tuple[str, ...]) -> Update:
-    """UPDATE accounts … FROM unnest(:a_shop_id, :a_member_id, :a_<name>…) AS given (PostgreSQL)."""
+def _save_many_statement(names: tuple[str, ...]) -> Prepared:
+    """UPDATE accounts … FROM arrays_as_rows(shop_id, member_id, <name>…) AS given (PostgreSQL)."""
     statement = _SAVE_MANY.get(names)
     if statement is None:
-        columns = ("shop_id", "member_id", *names)
-        given = func.unnest(*(bindparam(f"a_{name}", type_=ARRAY(accounts.c[name].type)) for name in columns)
-                            ).table_valued(*(column(name, accounts.c[name].type) for name in columns)
-                                           ).render_derived(name="given")
-        statement = _SAVE_MANY[names] = update(accounts).where(
+        given = arrays_as_rows(accounts, ("shop_id", "member_id", *names))
+        statement = _SAVE_MANY[names] = Prepared(update(accounts).where(
             accounts.c.shop_id == given.c.shop_id, accounts.c.member_id == given.c.member_id).values(
-            {name: given.c[name] for name in names})
+            {name: given.c[name] for name in names}))
     return statement
 
 
@@ -237,9 +236,9 @@ def earn_many(uow: UnitOfWork, earnings: list[Earning]) -> None:
             occurred_at=to_timestamp(e.at))))
     if not entries:
         return
-    ids = uow.conn.execute(insert(ledger).returning(ledger.c.id, sort_by_parameter_order=True), entries).scalars().all()
+    ids = insert_many(uow.conn, ledger, entries, returning=ledger.c.id)
     if new_lots:
-        uow.conn.execute(insert(lots), [{**lot, "entry_id": ids[i]} for i, lot in new_lots])
+        insert_many(uow.conn, lots, [{**lot, "entry_id": ids[i]} for i, lot in new_lots])
     for shop_id, run in itertools.groupby(events, key=lambda event: event[0]):
         uow.emit_many(shop_id, [payload for _, payload in run])
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, NoResultFound
 from sqlalchemy.pool import NullPool
 
-from services.kit.storage import Database, Prepared
+from services.kit.storage import Database, Prepared, insert_many
 from services.kit.tables import kit_tables
 from tests.support.services import Backend
 
@@ -176,3 +176,23 @@ def test_on_postgresql_a_lost_connection_retires_the_older_pooled_ones(backend: 
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar() not in pids
     finally:
         db.dispose()
+
+
+def test_many_rows_go_in_with_one_statement_in_their_order(db: Database) -> None:
+    names = [f"m{i}" for i in range(5)]
+    rows = [{**row(n), "blob": None, "at": None} for n in names]  # columns of nulls only, too
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda _c, _cur, statement, *_a: statements.append(statement))
+
+    ids = db.transact(lambda uow: insert_many(uow.conn, things, rows, returning=things.c.id))
+
+    if not db.is_sqlite:  # there an executemany (row by row, for the ids' order)
+        assert len([s for s in statements if s.lstrip().upper().startswith("INSERT")]) == 1
+    stored = db.read(lambda conn: conn.execute(select(things.c.id, things.c.name, things.c.blob, things.c.at)
+                                               .order_by(things.c.id)).all())
+    assert [(r.id, r.name) for r in stored] == list(zip(ids, names, strict=True))  # each id is its row's
+    assert all(r.blob is None and r.at is None for r in stored)
+    new = db.transact(lambda uow: insert_many(uow.conn, things, [row("m1"), row("m9"), row("m3")], ignoring=("name",),
+                                              returning=things.c.name))
+    assert new == ["m9"]  # the taken names are left out
+    assert db.read(lambda conn: conn.execute(select(things.c.at).where(things.c.name == "m9")).scalar()) == AT
