@@ -87,7 +87,7 @@ def service_status(name: str, build_app: AppBuilder, settings: Settings) -> dict
     app = build_app(settings, cache=cache, keyring=KeyRing(settings.admin_key, settings.auth_secret), bus=bus)
     try:
         report: dict[str, Any] = {"service": name, "health": _health(settings, name)}
-        report["database"] = "reachable" if app.db.probe() else "unreachable"
+        report["database"] = "reachable" if all(db.probe() for db in app.databases) else "unreachable"
         if report["database"] == "reachable":
             report["schema"] = "current" if migrations.is_current(name, app.db.engine) else "behind"
         if settings.redis_url:  # embedded consumers are fed inside the serving process: never behind

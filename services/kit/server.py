@@ -58,6 +58,12 @@ class ServiceApp:
     consumers: list[EventConsumer] = field(default_factory=list)
     # Threads of the service's own (schedulers, sweepers): start() once serving, stop() first.
     background: list[Worker] = field(default_factory=list)
+    # Other databases it cannot answer without (membership's key store): health follows them too.
+    also_needs: list[Database] = field(default_factory=list)
+
+    @property
+    def databases(self) -> list[Database]:
+        return [self.db, *self.also_needs]
 
 
 @dataclass
@@ -81,7 +87,8 @@ class RunningService:
         """Graceful: stop taking calls, let in-flight ones finish, then flush the outbox."""
         if self.watcher is not None:
             self.watcher.stop()
-        self.app.db.on_reachability = None
+        for db in self.app.databases:
+            db.on_reachability = None
         self.set_serving(False)
         self.server.stop(grace).wait()
         for worker in self.app.background:
@@ -103,8 +110,8 @@ def consumer_lag(app: ServiceApp, bus: Bus) -> list[dict[str, Any]]:
 
 
 class HealthWatcher(threading.Thread):
-    """Probes the database every `interval` seconds (twice as often while it is away) and keeps
-    health NOT_SERVING while it cannot be reached; a call that finds it gone flips health at
+    """Probes the databases every `interval` seconds (twice as often while it is away) and keeps
+    health NOT_SERVING while one cannot be reached; a call that finds one gone flips health at
     once. Every `lag_interval` it also looks at consumer lag and logs one WARNING when a group
     falls more than `lag_warning_seconds` behind, and one when it has caught up."""
 
@@ -133,7 +140,7 @@ class HealthWatcher(threading.Thread):
 
     def _probe(self) -> bool:
         try:
-            reachable = self.running.app.db.probe()
+            reachable = all(db.probe() for db in self.running.app.databases)
         except Exception as exc:  # a probe that fails in an unforeseen way must not kill the watcher
             self._probe_failures.failed(exc)
             return False
@@ -228,7 +235,8 @@ def create_server(
     running.set_serving(True)
     # A call that finds the database gone turns health NOT_SERVING at once; the watcher's probe
     # turns it back.
-    app.db.on_reachability = lambda reachable: None if reachable else running.set_serving(False)
+    for db in app.databases:
+        db.on_reachability = lambda reachable: None if reachable else running.set_serving(False)
     running.watcher = HealthWatcher(running, interval=health_interval, lag_warning_seconds=lag_warning_seconds)
     running.watcher.start()
     return running

@@ -44,4 +44,5 @@ def build_app(
                       consumers=[points_consumer(ctx, bus, workers=settings.consumer_workers,
                                                  per_transaction=settings.consumer_per_transaction)],
                       background=[Periodic([data_keys.sweeper(ctx), *jobs, *lifecycle.periodic_jobs(
-                          ctx, batch_jobs=settings.scheduled_jobs(NAME))], name="membership-keys"), keys])
+                          ctx, batch_jobs=settings.scheduled_jobs(NAME))], name="membership-keys"), keys],
+                      also_needs=[keys.db])

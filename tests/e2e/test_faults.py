@@ -196,6 +196,34 @@ def test_postgres_away_answers_unavailable_and_the_service_recovers_by_itself(
         membership.stop()
 
 
+def test_the_key_store_away_turns_health_not_serving_and_calls_unavailable(
+    own_postgres: OwnPostgres, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    keys_postgres = OwnPostgres()  # membership's key store on a server of its own, stopped alone
+    keys_postgres.start()
+    env = production_env(own_postgres, own_redis.url)
+    env["LOYALTY_MEMBERSHIP_KEYS_DB_URL"] = new_database(keys_postgres)
+    membership = Served("membership", env, tmp_path / "membership.log")
+    try:
+        shop_id, api = new_shop(membership.channel)
+        join = joiner(shop_id, api)
+        join(0)
+
+        keys_postgres.stop()
+        wait_until(lambda: membership.health() == NOT_SERVING, "health says NOT_SERVING", timeout=5)
+        with pytest.raises(grpc.RpcError) as caught:
+            join(1)  # a join makes the buyer's data key
+        failure = failure_of(caught.value)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+
+        keys_postgres.start()
+        wait_until(lambda: membership.health() == SERVING, "health says SERVING again", timeout=10)
+        join(2)
+    finally:
+        membership.stop()
+        keys_postgres.destroy()
+
+
 def test_redis_stopped_under_load_fails_no_call_loses_no_event_and_logs_a_few_lines(
     own_postgres: OwnPostgres, own_redis: OwnRedis, tmp_path: Path
 ) -> None:
