@@ -7,6 +7,7 @@ are not scored; another shop sees nothing of it."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -179,6 +180,19 @@ def test_rules_on_rfm_select_the_scored_members(segments: ServiceUnderTest, shop
     assert found.code is grpc.StatusCode.INVALID_ARGUMENT
     assert set(found.fields) == {f"rule.all.rules[{i}].condition.{f}" for i, f in
                                  ((0, "op"), (1, "values"), (2, "values"))}
+
+
+def test_recomputes_of_one_shop_at_once_each_finish_whole(segments: ServiceUnderTest, shop: Shop,
+                                                          buyers: dict[str, str]) -> None:
+    """The shop's first recompute and the next ones, six at once: each waits for the one before
+    (no duplicate score, no error), and every answer is the whole scoring."""
+    api = segments_api(segments, shop)
+    for _ in range(2):
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: recompute(api, shop), range(6)))
+        assert [(a.scored_members, counts(a)) for a in answers] == [(10, COUNTS)] * 6
+    assert (summary_of(api, shop).scored_members, counts(summary_of(api, shop))) == (10, COUNTS)
+    assert facts_of(api, shop, buyers["h"]).rfm.rfm_class == rpb.RFM_CLASS_IMPORTANT_KEEP
 
 
 def test_a_replay_answers_the_first_answer_and_other_shops_see_nothing(
