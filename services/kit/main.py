@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.exc import DBAPIError
 
 from services.kit import migrations
 from services.kit.auth import KeyRing
@@ -84,7 +85,11 @@ def service_status(name: str, build_app: AppBuilder, settings: Settings) -> dict
     """The running service's health answer, whether its database answers, and each consumer
     group's lag (events and seconds behind) on the shared bus."""
     cache, bus = make_cache(settings.redis_url), make_bus(settings.redis_url)
-    app = build_app(settings, cache=cache, keyring=KeyRing(settings.admin_key, settings.auth_secret), bus=bus)
+    try:
+        app = build_app(settings, cache=cache, keyring=KeyRing(settings.admin_key, settings.auth_secret), bus=bus)
+    except DBAPIError:  # a database it opens while it is built (membership's key store) is away
+        bus.close()
+        return {"service": name, "health": _health(settings, name), "database": "unreachable"}
     try:
         report: dict[str, Any] = {"service": name, "health": _health(settings, name)}
         report["database"] = "reachable" if all(db.probe() for db in app.databases) else "unreachable"
@@ -97,7 +102,8 @@ def service_status(name: str, build_app: AppBuilder, settings: Settings) -> dict
                 report["consumers"] = f"unknown: redis unreachable ({exc})"
         return report
     finally:
-        app.db.dispose()
+        for db in app.databases:
+            db.dispose()
         bus.close()
 
 

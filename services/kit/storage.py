@@ -31,6 +31,7 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Connection,
+    String,
     Table,
     any_,
     bindparam,
@@ -352,9 +353,16 @@ def arrays_as_rows(table: Table, names: Iterable[str], *, name: str = "given") -
     rows bound as one array per column (PostgreSQL, see as_arrays). A statement over many rows
     then has one text for any number of them: compiled once, it runs prepared."""
     names = list(names)
-    arrays = [cast(bindparam(f"a_{n}", type_=ARRAY(table.c[n].type)), ARRAY(table.c[n].type)) for n in names]
+    types = [ARRAY(_unbounded(table.c[n].type)) for n in names]
+    arrays = [cast(bindparam(f"a_{n}", type_=t), t) for n, t in zip(names, types, strict=True)]
     return func.unnest(*arrays).table_valued(*(column(n, table.c[n].type) for n in names),
                                              with_ordinality="ordinality").render_derived(name=name)
+
+
+def _unbounded(type_: Any) -> Any:
+    """The type without its length: an explicit cast to VARCHAR(n) cuts a longer text short,
+    while writing it into the VARCHAR(n) column refuses it, as a plain INSERT would."""
+    return String() if isinstance(type_, String) else type_
 
 
 def as_arrays(rows: list[dict[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
@@ -364,14 +372,18 @@ def as_arrays(rows: list[dict[str, Any]], names: Iterable[str]) -> dict[str, lis
 
 def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]], *, ignoring: tuple[str, ...] = (),
                 returning: Column[Any] | None = None) -> list[Any]:
-    """Inserts the rows (all with the same columns) with one statement; answers `returning` of
-    each row inserted, the table's serial key in the rows' order. `ignoring`: a row whose key is
-    taken is left out (ON CONFLICT DO NOTHING). PostgreSQL: INSERT … SELECT FROM
-    arrays_as_rows, built once per table and column set and prepared (a VALUES list of many rows
-    is compiled again for every length of batch); elsewhere one executemany."""
+    """Inserts the rows (all with the same columns, including those with a Python-side default)
+    with one statement; answers `returning` of each row inserted, a serial key the insert draws in
+    the rows' order. `ignoring`: a row whose key is taken is left out (ON CONFLICT DO NOTHING).
+    PostgreSQL: INSERT … SELECT FROM arrays_as_rows, built once per table and column set and
+    prepared (a VALUES list of many rows is compiled again for every length of batch); elsewhere
+    one executemany."""
     if not rows:
         return []
     names = tuple(rows[0])
+    missing = [c.name for c in table.columns if c.default is not None and c.name not in names]
+    if missing:  # one INSERT … SELECT would give every row the same value: the caller gives them
+        raise ValueError(f"insert_many into {table.name}: give {', '.join(missing)} (a Python-side default)")
     if conn.dialect.name != "postgresql":
         statement: Any = insert_ignoring(conn, table, list(ignoring)) if ignoring else insert(table)
         if returning is None:
@@ -391,7 +403,8 @@ def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]], *, i
         return []
     # A serial key is drawn row by row in the SELECT's order: ascending is the rows' order.
     values = list(answered.scalars())
-    return sorted(values) if returning is table.autoincrement_column else values
+    drawn = returning is table.autoincrement_column and returning.name not in names
+    return sorted(values) if drawn else values
 
 
 _INSERT_MANY: dict[tuple[Any, ...], Prepared] = {}

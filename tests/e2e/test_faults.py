@@ -200,11 +200,12 @@ def test_the_key_store_away_turns_health_not_serving_and_calls_unavailable(
     own_postgres: OwnPostgres, own_redis: OwnRedis, tmp_path: Path
 ) -> None:
     keys_postgres = OwnPostgres()  # membership's key store on a server of its own, stopped alone
-    keys_postgres.start()
-    env = production_env(own_postgres, own_redis.url)
-    env["LOYALTY_MEMBERSHIP_KEYS_DB_URL"] = new_database(keys_postgres)
-    membership = Served("membership", env, tmp_path / "membership.log")
+    membership = None
     try:
+        keys_postgres.start()
+        env = production_env(own_postgres, own_redis.url)
+        env["LOYALTY_MEMBERSHIP_KEYS_DB_URL"] = new_database(keys_postgres)
+        membership = Served("membership", env, tmp_path / "membership.log")
         shop_id, api = new_shop(membership.channel)
         join = joiner(shop_id, api)
         join(0)
@@ -215,12 +216,16 @@ def test_the_key_store_away_turns_health_not_serving_and_calls_unavailable(
             join(1)  # a join makes the buyer's data key
         failure = failure_of(caught.value)
         assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+        report, code = status("membership", env)
+        assert (code, report["health"], report["database"]) == (1, "NOT_SERVING", "unreachable")
 
         keys_postgres.start()
         wait_until(lambda: membership.health() == SERVING, "health says SERVING again", timeout=10)
         join(2)
+        assert status("membership", env)[0]["database"] == "reachable"
     finally:
-        membership.stop()
+        if membership is not None:
+            membership.stop()
         keys_postgres.destroy()
 
 

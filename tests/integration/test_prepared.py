@@ -196,3 +196,8 @@ def test_many_rows_go_in_with_one_statement_in_their_order(db: Database) -> None
                                               returning=things.c.name))
     assert new == ["m9"]  # the taken names are left out
     assert db.read(lambda conn: conn.execute(select(things.c.at).where(things.c.name == "m9")).scalar()) == AT
+    with pytest.raises(ValueError, match="note"):  # a Python-side default would be one value for all rows
+        db.transact(lambda uow: insert_many(uow.conn, things, [{k: v for k, v in row("n1").items() if k != "note"}]))
+    if not db.is_sqlite:  # a text longer than its column is refused, never cut short (SQLite keeps it whole)
+        with pytest.raises(DBAPIError, match="too long"):
+            db.transact(lambda uow: insert_many(uow.conn, things, [row("n2"), row("x" * 21)]))
