@@ -316,7 +316,7 @@ class UnitOfWork:
                     "created_at": now,
                 }
             )
-        if len(rows) == 1:
+        if len(rows) == 1:  # the busy case (one event per call): a plain INSERT plans cheaper than unnest
             self.db.outbox_insert(self.conn, rows[0])
         else:
             insert_many(self.conn, self.db.kit.outbox, rows)
